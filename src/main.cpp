@@ -1,1 +1,69 @@
-int main() { return 0; }
+// outpost: argv -> subcommand. Loads the config, builds the App, runs it.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include "app/app.hpp"
+#include "app/config.hpp"
+#include "base/log.hpp"
+#include "outpost_version.h"
+
+namespace {
+
+int usage(FILE* out) {
+  fprintf(out,
+          "usage: outpost <command> [--config FILE]\n"
+          "\n"
+          "commands:\n"
+          "  serve     run the registry (default config: a local registry on 127.0.0.1:5000)\n"
+          "  config    print the effective configuration and exit\n"
+          "  version   print the version and exit\n"
+          "\n"
+          "options:\n"
+          "  --config FILE   TOML configuration (see conf/outpost.toml); without it the\n"
+          "                  built-in default is used\n");
+  return out == stdout ? 0 : 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace outpost;
+  std::string cmd, config_path;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--config" || a == "-c") {
+      if (i + 1 >= argc) { fprintf(stderr, "outpost: --config needs a file\n"); return 2; }
+      config_path = argv[++i];
+    } else if (a.rfind("--config=", 0) == 0) {
+      config_path = std::string(a.substr(9));
+    } else if (a == "-h" || a == "--help" || a == "help") {
+      return usage(stdout);
+    } else if (cmd.empty() && !a.empty() && a[0] != '-') {
+      cmd = a;
+    } else {
+      fprintf(stderr, "outpost: unexpected argument '%s'\n", argv[i]);
+      return usage(stderr);
+    }
+  }
+  if (cmd == "version") {
+    printf("outpost %s\n", OUTPOST_VERSION);
+    return 0;
+  }
+  if (cmd != "serve" && cmd != "config") return usage(stderr);
+
+  auto cfg = config_path.empty() ? app::parse_config(app::default_config_text(), "<embedded default>")
+                                 : app::load_config_file(config_path);
+  if (!cfg) {
+    fprintf(stderr, "outpost: %s\n", cfg.error().message().c_str());
+    return 2;
+  }
+  if (cmd == "config") {
+    fputs(app::dump_config(*cfg).c_str(), stdout);
+    return 0;
+  }
+  log::set_level(cfg->log.level);
+  app::App app(std::move(*cfg));
+  return app.run();
+}

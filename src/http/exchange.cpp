@@ -1,1 +1,216 @@
-// placeholder
+#include "http/exchange.hpp"
+
+#include <unistd.h>
+
+#include <ctime>
+
+#include "http/server.hpp"
+#include "http/server_conn.hpp"
+
+namespace outpost::http {
+
+namespace {
+// RFC 9110 §6.6.1: an origin server with a clock sends Date. Formatted once a second.
+std::string_view http_date() {
+  static thread_local time_t last = 0;
+  static thread_local char buf[64];
+  time_t now = time(nullptr);
+  if (now != last) {
+    last = now;
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  }
+  return buf;
+}
+}  // namespace
+
+Exchange::Exchange(ServerConn* conn, Request req) : conn_(conn), req_(std::move(req)) {}
+Exchange::~Exchange() = default;
+
+void Exchange::detach_() {
+  if (!conn_) return;
+  conn_ = nullptr;
+  if (state_ != RespState::Done) {
+    state_ = RespState::Done;
+    if (on_abort_) {
+      auto cb = std::move(on_abort_);
+      cb();
+    }
+  }
+  on_drain_ = nullptr;
+}
+
+void Exchange::on_body_end_(Status s) {
+  if (body_done_) return;
+  body_done_ = true;
+  body_status_ = s;
+  if (on_end_) {
+    auto cb = std::move(on_end_);
+    on_data_ = nullptr;
+    cb(std::move(s));
+  }
+}
+
+void Exchange::read_body(BodyData on_data, BodyEnd on_end) {
+  if (body_reader_set_flag_) return;
+  body_reader_set_flag_ = true;
+  if (!req_.has_body) {
+    body_done_ = true;
+    on_end(Status());
+    return;
+  }
+  if (body_done_) {
+    on_end(body_status_);
+    return;
+  }
+  if (!conn_) {
+    body_done_ = true;
+    on_end(Error(Errc::Cancelled, "client connection closed"));
+    return;
+  }
+  on_data_ = std::move(on_data);
+  on_end_ = std::move(on_end);
+  conn_->ex_read_body_();
+}
+
+void Exchange::pause_body() { body_paused_flag_ = true; }
+
+void Exchange::resume_body() {
+  if (!body_paused_flag_) return;
+  body_paused_flag_ = false;
+  if (conn_) conn_->ex_resume_body_();
+}
+
+void Exchange::add_header(std::string name, std::string value) {
+  resp_headers_.add(std::move(name), std::move(value));
+}
+
+std::string Exchange::build_head(int status, std::optional<uint64_t> length) {
+  status_ = status;
+  std::string h;
+  h.reserve(320);
+  h += conn_->ex_http_minor_() >= 1 ? "HTTP/1.1 " : "HTTP/1.0 ";
+  h += std::to_string(status);
+  h += ' ';
+  h += status_reason(status);
+  h += "\r\nDate: ";
+  h += http_date();
+  h += "\r\n";
+  for (const auto& d : conn_->server()->default_headers()) {
+    h += d.name; h += ": "; h += d.value; h += "\r\n";
+  }
+  for (const auto& d : resp_headers_.list()) {
+    h += d.name; h += ": "; h += d.value; h += "\r\n";
+  }
+  if (status != 204 && status != 304 && !(status >= 100 && status < 200)) {
+    if (length) {
+      h += "Content-Length: ";
+      h += std::to_string(*length);
+      h += "\r\n";
+    } else {
+      h += "Transfer-Encoding: chunked\r\n";
+    }
+  }
+  h += "X-Request-Id: ";
+  h += req_.request_id;
+  h += "\r\n";
+  if (conn_->ex_close_after_response_()) h += "Connection: close\r\n";
+  else if (conn_->ex_http_minor_() == 0) h += "Connection: keep-alive\r\n";
+  h += "\r\n";
+  return h;
+}
+
+void Exchange::respond(int status, std::string body, std::string_view content_type) {
+  if (state_ != RespState::None || !conn_) return;
+  if (!content_type.empty()) resp_headers_.add("Content-Type", std::string(content_type));
+  std::string out = build_head(status, body.size());
+  if (req_.method != Method::Head && status != 204 && status != 304) out += body;
+  state_ = RespState::Done;
+  ServerConn* c = conn_;
+  c->ex_send_(std::move(out));
+  c->ex_response_done_();
+}
+
+void Exchange::respond_error(const Error& e) {
+  respond(http_status(e.code), error_body(e), "application/json; charset=utf-8");
+}
+
+void Exchange::respond_head_only(int status, uint64_t length) {
+  if (state_ != RespState::None || !conn_) return;
+  std::string out = build_head(status, length);
+  state_ = RespState::Done;
+  ServerConn* c = conn_;
+  c->ex_send_(std::move(out));
+  c->ex_response_done_();
+}
+
+void Exchange::respond_file(int status, int fd, uint64_t offset, uint64_t length) {
+  if (state_ != RespState::None || !conn_) {
+    ::close(fd);
+    return;
+  }
+  std::string head = build_head(status, length);
+  state_ = RespState::Done;
+  ServerConn* c = conn_;
+  c->ex_send_(std::move(head));
+  if (req_.method != Method::Head && length > 0) c->ex_send_file_(fd, offset, length);
+  else ::close(fd);
+  c->ex_response_done_();
+}
+
+void Exchange::begin_stream(int status, std::optional<uint64_t> length) {
+  if (state_ != RespState::None || !conn_) return;
+  chunked_ = !length.has_value();
+  stream_length_ = length;
+  stream_written_ = 0;
+  std::string head = build_head(status, length);
+  state_ = RespState::Streaming;
+  conn_->ex_send_(std::move(head));
+}
+
+bool Exchange::write(std::string_view chunk) {
+  if (state_ != RespState::Streaming || !conn_) return false;
+  if (chunk.empty()) return true;
+  if (req_.method == Method::Head) return true;
+  stream_written_ += chunk.size();
+  if (chunked_) {
+    char size_line[24];
+    int n = snprintf(size_line, sizeof size_line, "%zx\r\n", chunk.size());
+    std::string out;
+    out.reserve(static_cast<size_t>(n) + chunk.size() + 2);
+    out.append(size_line, static_cast<size_t>(n));
+    out.append(chunk);
+    out += "\r\n";
+    conn_->ex_send_(std::move(out));
+  } else {
+    conn_->ex_send_(std::string(chunk));
+  }
+  if (!conn_) return false;
+  if (conn_->ex_queued_bytes_() >= ServerConn::kHighWater) {
+    conn_->ex_wants_drain_();
+    return false;
+  }
+  return true;
+}
+
+void Exchange::end_stream() {
+  if (state_ != RespState::Streaming || !conn_) return;
+  if (stream_length_ && stream_written_ != *stream_length_ && req_.method != Method::Head) {
+    abort();  // fewer bytes than promised: never let it look complete
+    return;
+  }
+  state_ = RespState::Done;
+  ServerConn* c = conn_;
+  if (chunked_ && req_.method != Method::Head) c->ex_send_("0\r\n\r\n");
+  c->ex_response_done_();
+}
+
+void Exchange::abort() {
+  if (!conn_) return;
+  state_ = RespState::Done;
+  ServerConn* c = conn_;
+  c->ex_abort_();
+}
+
+}  // namespace outpost::http

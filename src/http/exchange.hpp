@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -112,7 +113,9 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   bool body_paused_flag_ = false;
   bool body_done_ = false;
   Status body_status_;
+  std::string build_head(int status, std::optional<uint64_t> length);
   std::optional<uint64_t> stream_length_;
+  uint64_t stream_written_ = 0;
   bool chunked_ = false;
   friend class ServerConn;
 };

@@ -1,1 +1,111 @@
-// placeholder
+#include "http/router.hpp"
+
+namespace outpost::http {
+
+namespace {
+std::vector<std::string_view> split(std::string_view path) {
+  std::vector<std::string_view> out;
+  size_t start = 0;
+  while (true) {
+    size_t slash = path.find('/', start);
+    if (slash == std::string_view::npos) {
+      out.push_back(path.substr(start));
+      return out;
+    }
+    out.push_back(path.substr(start, slash - start));
+    start = slash + 1;
+  }
+}
+
+bool is_param(std::string_view seg) { return seg.size() > 2 && seg.front() == '{' && seg.back() == '}'; }
+
+void assign(RouteParams* p, std::string_view param, std::string_view value) {
+  if (param == "{name}") p->name = value;
+  else if (param == "{uuid}") p->uuid = value;
+  else p->reference = value;  // {reference}, {digest}
+}
+
+// Matches one fixed (non-greedy) segment.
+bool match_seg(std::string_view pat, std::string_view seg, RouteParams* out) {
+  if (is_param(pat)) {
+    if (seg.empty()) return false;
+    assign(out, pat, seg);
+    return true;
+  }
+  return pat == seg;
+}
+}  // namespace
+
+void Router::add(Method m, std::string_view pattern, Handler h) {
+  Route r;
+  r.method = m;
+  for (auto s : split(pattern)) r.segments.emplace_back(s);
+  for (size_t i = 0; i < r.segments.size(); ++i)
+    if (r.segments[i] == "{name}") r.greedy = static_cast<int>(i);
+  r.handler = std::move(h);
+  routes_.push_back(std::move(r));
+}
+
+bool Router::match_route(const Route& r, const std::vector<std::string_view>& segs, RouteParams* out) {
+  const size_t np = r.segments.size(), ns = segs.size();
+  if (r.greedy < 0) {
+    if (np != ns) return false;
+    for (size_t i = 0; i < np; ++i)
+      if (!match_seg(r.segments[i], segs[i], out)) return false;
+    return true;
+  }
+  const size_t g = static_cast<size_t>(r.greedy);
+  const size_t after = np - g - 1;
+  if (ns < np) return false;
+  for (size_t i = 0; i < g; ++i)
+    if (!match_seg(r.segments[i], segs[i], out)) return false;
+  for (size_t k = 0; k < after; ++k)
+    if (!match_seg(r.segments[np - 1 - k], segs[ns - 1 - k], out)) return false;
+  // The name is the run of segments between the fixed prefix and suffix.
+  size_t first = g, last = ns - after;  // [first, last)
+  std::string name;
+  for (size_t i = first; i < last; ++i) {
+    if (segs[i].empty()) return false;
+    if (i > first) name += '/';
+    name.append(segs[i]);
+  }
+  out->name = std::move(name);
+  return true;
+}
+
+Router::Match Router::match(Method m, std::string_view path) const {
+  Match result;
+  auto segs = split(path);
+  const Route* get_fallback = nullptr;
+  RouteParams get_params;
+  for (const auto& r : routes_) {
+    RouteParams p;
+    if (!match_route(r, segs, &p)) continue;
+    if (r.method == m) {
+      result.handler = &r.handler;
+      result.params = std::move(p);
+      result.status = 200;
+      result.allow.clear();
+      return result;
+    }
+    if (m == Method::Head && r.method == Method::Get && !get_fallback) {
+      get_fallback = &r;
+      get_params = p;
+    }
+    result.status = 405;
+    std::string_view name = method_name(r.method);
+    if (result.allow.find(name) == std::string::npos) {
+      if (!result.allow.empty()) result.allow += ", ";
+      result.allow += name;
+    }
+  }
+  if (get_fallback) {
+    result.handler = &get_fallback->handler;
+    result.params = std::move(get_params);
+    result.status = 200;
+    result.allow.clear();
+  }
+  return result;
+}
+
+}  // namespace outpost::http

@@ -1,1 +1,631 @@
-// placeholder
+#include "http/server_conn.hpp"
+
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "base/log.hpp"
+#include "http/server.hpp"
+
+namespace outpost::http {
+
+namespace {
+constexpr size_t kReadChunk = 64 * 1024;
+constexpr uint64_t kLingerMs = 2000;     // how long we drain an unread request body before closing
+constexpr size_t kMaxIov = 16;
+constexpr uint64_t kSendfileChunk = 8ull << 20;
+
+llhttp_settings_t make_settings();
+const llhttp_settings_t kSettings = make_settings();
+
+ServerConn* self(llhttp_t* p) { return static_cast<ServerConn*>(p->data); }
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// lifetime
+
+ServerConn::ServerConn(Server* server, int fd, std::string peer)
+    : server_(server), fd_(fd), peer_(std::move(peer)) {
+  uv_poll_init_socket(server_->loop(), &poll_, fd_);
+  uv_timer_init(server_->loop(), &timer_);
+  poll_.data = this;
+  timer_.data = this;
+  open_handles_ = 2;
+  llhttp_init(&parser_, HTTP_REQUEST, &kSettings);
+  parser_.data = this;
+}
+
+ServerConn::~ServerConn() {
+  for (auto& it : out_)
+    if (it.file_fd >= 0) ::close(it.file_fd);
+}
+
+void ServerConn::start() {
+  idle_since_ = uv_now(server_->loop());
+  update_poll();
+  refresh_timer();
+}
+
+void ServerConn::close() {
+  if (state_ == State::Closing) return;
+  const bool was_handling = cur_ && !response_done_;
+  state_ = State::Closing;
+  if (cur_) {
+    ExchangePtr ex = std::move(cur_);
+    if (was_handling) log_access(ex.get(), "client_gone");
+    if (!message_complete_ && req_.has_body)
+      ex->on_body_end_(Error(Errc::Cancelled, "client connection closed before the body ended"));
+    ex->detach_();
+  }
+  uv_poll_stop(&poll_);
+  uv_timer_stop(&timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&poll_), on_handle_closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_handle_closed);
+  ::close(fd_);  // the poll handle is stopped: safe to close its fd now
+  fd_ = -1;
+  server_->on_conn_closed_(this);
+}
+
+void ServerConn::on_handle_closed(uv_handle_t* h) noexcept {
+  auto* c = static_cast<ServerConn*>(h->data);
+  if (--c->open_handles_ == 0) delete c;
+}
+
+void ServerConn::close_when_idle() {
+  close_when_idle_ = true;
+  keep_alive_ = false;
+  if (state_ == State::Idle && in_off_ == in_.size()) close();
+}
+
+// ---------------------------------------------------------------------------
+// reading and parsing
+
+void ServerConn::on_poll(uv_poll_t* h, int status, int events) noexcept {
+  auto* c = static_cast<ServerConn*>(h->data);
+  if (status < 0) {
+    c->close();
+    return;
+  }
+  if (events & UV_WRITABLE) c->flush();
+  if (c->state_ != State::Closing && (events & UV_READABLE)) c->on_readable();
+}
+
+void ServerConn::on_readable() {
+  static thread_local char buf[kReadChunk];
+  ssize_t n = ::read(fd_, buf, sizeof buf);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+    close();
+    return;
+  }
+  if (state_ == State::Lingering) {
+    if (n == 0) close();
+    return;
+  }
+  if (n == 0) {
+    read_eof_ = true;
+    if (cur_ && message_complete_) {
+      // The client half-closed after a whole request: answer, then close.
+      keep_alive_ = false;
+      update_poll();
+    } else {
+      close();
+    }
+    return;
+  }
+  if (state_ == State::Idle && in_off_ == in_.size()) in_.clear(), in_off_ = 0;
+  in_.append(buf, static_cast<size_t>(n));
+  process_input();
+}
+
+bool ServerConn::can_parse() const {
+  if (!cur_) return true;
+  if (!message_complete_) {
+    if (!req_.has_body) return true;
+    return cur_->body_reader_set_() && !cur_->body_paused_();
+  }
+  return response_done_;  // pipelined: the next request waits for this response
+}
+
+void ServerConn::process_deferred_() {
+  if (state_ == State::Closing || in_execute_) return;
+  if (parser_paused_) {
+    if (!can_parse()) return;
+    llhttp_resume(&parser_);
+    parser_paused_ = false;
+  }
+  process_input();
+}
+
+void ServerConn::process_input() {
+  if (in_execute_ || parser_paused_ || state_ == State::Closing || state_ == State::Lingering) return;
+  while (in_off_ < in_.size()) {
+    const char* base = in_.data() + in_off_;
+    const size_t n = in_.size() - in_off_;
+    in_execute_ = true;
+    llhttp_errno_t err = llhttp_execute(&parser_, base, n);
+    in_execute_ = false;
+    if (state_ == State::Closing) return;
+    if (err == HPE_OK) {
+      in_off_ += n;
+    } else if (err == HPE_PAUSED) {
+      in_off_ += static_cast<size_t>(llhttp_get_error_pos(&parser_) - base);
+      parser_paused_ = true;
+      if (can_parse()) {  // the reason to pause went away inside the callback
+        llhttp_resume(&parser_);
+        parser_paused_ = false;
+        continue;
+      }
+      break;
+    } else {
+      on_parse_error(err);
+      return;
+    }
+  }
+  if (in_off_ == in_.size()) {
+    in_.clear();
+    in_off_ = 0;
+  }
+  if (state_ == State::Idle && close_when_idle_ && in_.empty()) {
+    close();
+    return;
+  }
+  update_poll();
+  refresh_timer();
+}
+
+void ServerConn::on_parse_error(llhttp_errno_t err) {
+  int status = reject_status_ ? reject_status_ : 400;
+  std::string why = reject_status_ ? reject_reason_ : std::string(llhttp_errno_name(err)) + ": " +
+                                                          (llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "");
+  if (cur_ && !message_complete_ && req_.has_body)
+    cur_->on_body_end_(Error(Errc::BadRequest, "malformed request body: " + why));
+  if (state_ == State::Closing) return;
+  if (cur_ && cur_->responded()) {
+    close();
+    return;
+  }
+  reject(status, why);
+}
+
+int ServerConn::on_message_begin(llhttp_t* p) noexcept {
+  auto* c = self(p);
+  c->state_ = State::Head;
+  c->req_ = Request{};
+  c->url_.clear();
+  c->field_.clear();
+  c->value_.clear();
+  c->head_bytes_ = 0;
+  c->message_complete_ = false;
+  c->response_done_ = false;
+  c->started_ms_ = uv_now(c->server_->loop());
+  c->started_ns_ = uv_hrtime();
+  c->head_deadline_ = c->started_ms_ + c->server_->limits().header_timeout_ms;
+  return 0;
+}
+
+bool ServerConn::count_head(size_t len) {
+  head_bytes_ += len;
+  if (head_bytes_ <= server_->limits().max_header_bytes) return true;
+  reject_status_ = 431;
+  reject_reason_ = "request line and headers exceed " + std::to_string(server_->limits().max_header_bytes) + " bytes";
+  return false;
+}
+
+int ServerConn::on_url(llhttp_t* p, const char* at, size_t len) noexcept {
+  auto* c = self(p);
+  if (!c->count_head(len)) return -1;
+  c->url_.append(at, len);
+  return 0;
+}
+
+int ServerConn::on_header_field(llhttp_t* p, const char* at, size_t len) noexcept {
+  auto* c = self(p);
+  if (!c->count_head(len)) return -1;
+  c->field_.append(at, len);
+  return 0;
+}
+
+int ServerConn::on_header_value(llhttp_t* p, const char* at, size_t len) noexcept {
+  auto* c = self(p);
+  if (!c->count_head(len)) return -1;
+  c->value_.append(at, len);
+  return 0;
+}
+
+int ServerConn::on_header_value_complete(llhttp_t* p) noexcept {
+  auto* c = self(p);
+  if (c->req_.headers.size() >= 256) {
+    c->reject_status_ = 431;
+    c->reject_reason_ = "more than 256 header fields";
+    return -1;
+  }
+  c->req_.headers.add(std::move(c->field_), std::move(c->value_));
+  c->field_.clear();
+  c->value_.clear();
+  return 0;
+}
+
+int ServerConn::on_headers_complete(llhttp_t* p) noexcept {
+  auto* c = self(p);
+  Request& r = c->req_;
+  r.method = method_from(llhttp_method_name(static_cast<llhttp_method_t>(p->method)));
+  r.target = std::move(c->url_);
+  size_t q = r.target.find('?');
+  r.path = r.target.substr(0, q);
+  if (q != std::string::npos) r.query = r.target.substr(q + 1);
+  r.chunked = (p->flags & F_CHUNKED) != 0;
+  if (p->flags & F_CONTENT_LENGTH) r.content_length = p->content_length;
+  r.has_body = r.chunked || (r.content_length && *r.content_length > 0);
+  if (auto e = r.headers.get("Expect")) r.expect_continue = iequals(*e, "100-continue");
+  r.peer = c->peer_;
+  r.request_id = c->server_->next_request_id_();
+  c->http_minor_ = p->http_minor;
+  c->keep_alive_ = llhttp_should_keep_alive(p) && !c->close_when_idle_;
+  c->state_ = State::Handling;
+  c->continue_sent_ = false;
+  c->last_progress_ = uv_now(c->server_->loop());
+  c->server_->mutable_stats().requests++;
+  c->cur_ = std::make_shared<Exchange>(c, r);
+  c->dispatch();
+  if (c->state_ == State::Closing) return HPE_PAUSED;
+  if (!c->can_parse()) return HPE_PAUSED;
+  return 0;
+}
+
+void ServerConn::dispatch() {
+  ExchangePtr ex = cur_;
+  try {
+    server_->handler()(ex);
+  } catch (const std::exception& e) {
+    // Project code does not throw; this guards the C callback boundary.
+    log::error("handler threw", " rid=" + ex->req().request_id + " what=" + log::quote(e.what()));
+    if (!ex->responded()) ex->respond_error(Errc::Internal);
+  } catch (...) {
+    if (!ex->responded()) ex->respond_error(Errc::Internal);
+  }
+}
+
+int ServerConn::on_body(llhttp_t* p, const char* at, size_t len) noexcept {
+  auto* c = self(p);
+  c->last_progress_ = uv_now(c->server_->loop());
+  ExchangePtr ex = c->cur_;
+  if (ex) ex->on_body_data_(std::string_view(at, len));
+  if (c->state_ == State::Closing) return HPE_PAUSED;
+  if (!c->can_parse()) return HPE_PAUSED;
+  return 0;
+}
+
+int ServerConn::on_message_complete(llhttp_t* p) noexcept {
+  auto* c = self(p);
+  c->message_complete_ = true;
+  if (!llhttp_should_keep_alive(p)) c->keep_alive_ = false;
+  ExchangePtr ex = c->cur_;
+  if (ex && c->req_.has_body) ex->on_body_end_(Status());
+  if (c->state_ == State::Closing) return HPE_PAUSED;
+  if (c->response_done_) {
+    c->finish_cycle();
+    if (c->state_ != State::Idle) return HPE_PAUSED;  // closing or lingering
+    return 0;
+  }
+  return HPE_PAUSED;
+}
+
+// ---------------------------------------------------------------------------
+// responding
+
+void ServerConn::reject(int status, std::string_view message) {
+  Errc code = status == 431 ? Errc::HeadersTooLarge : status == 408 ? Errc::RequestTimeout : Errc::BadRequest;
+  keep_alive_ = false;
+  if (!cur_) {
+    // The head never completed: answer without an Exchange.
+    std::string body = error_body(Error(code, std::string(message)));
+    std::string head = "HTTP/1.1 " + std::to_string(status) + " " + std::string(status_reason(status)) +
+                       "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+                       "\r\nConnection: close\r\n\r\n";
+    log::info("request rejected", " peer=" + peer_ + " status=" + std::to_string(status) + " reason=" +
+                                      log::quote(message));
+    state_ = State::Handling;
+    response_done_ = true;
+    close_after_flush_ = true;
+    ex_send_(head + body);
+    return;
+  }
+  cur_->respond_error(Error(code, std::string(message)));
+}
+
+bool ServerConn::ex_close_after_response_() const {
+  // A body left unread, or a client that asked for close, ends the connection.
+  return !keep_alive_ || (req_.has_body && !message_complete_) || close_when_idle_;
+}
+
+void ServerConn::ex_send_(std::string bytes) {
+  if (state_ == State::Closing) return;
+  out_bytes_ += bytes.size();
+  OutItem it;
+  it.bytes = std::move(bytes);
+  out_.push_back(std::move(it));
+  if (!write_blocked_) flush();
+}
+
+void ServerConn::ex_send_file_(int fd, uint64_t offset, uint64_t length) {
+  if (state_ == State::Closing) {
+    ::close(fd);
+    return;
+  }
+  OutItem it;
+  it.file_fd = fd;
+  it.file_off = offset;
+  it.file_left = length;
+  out_.push_back(std::move(it));
+  if (!write_blocked_) flush();
+}
+
+void ServerConn::ex_wants_drain_() { drain_wanted_ = true; }
+
+void ServerConn::ex_response_done_() {
+  if (state_ == State::Closing) return;
+  response_done_ = true;
+  if (req_.has_body && !message_complete_) {
+    // Answered before the body was read (an error, or a 100-continue refusal):
+    // we will not read the rest, so the connection cannot be reused.
+    keep_alive_ = false;
+    log_access(cur_.get(), nullptr);
+    if (cur_) cur_->detach_();
+    cur_.reset();
+    linger_after_flush_ = true;
+    if (out_.empty()) start_lingering();
+    return;
+  }
+  if (message_complete_ && !in_execute_) {
+    finish_cycle();
+    if (state_ == State::Idle && parser_paused_) server_->defer_(this);
+  }
+  // else: on_message_complete (still to come in this parse) finishes the cycle.
+}
+
+void ServerConn::ex_abort_() {
+  if (state_ == State::Closing) return;
+  log_access(cur_.get(), "aborted");
+  if (cur_) {
+    auto ex = std::move(cur_);
+    ex->detach_();
+  }
+  close();
+}
+
+void ServerConn::ex_read_body_() {
+  if (state_ == State::Closing) return;
+  if (req_.expect_continue && !continue_sent_ && !message_complete_ && !response_done_) {
+    continue_sent_ = true;
+    ex_send_(http_minor_ >= 1 ? "HTTP/1.1 100 Continue\r\n\r\n" : "");
+  }
+  last_progress_ = uv_now(server_->loop());
+  if (parser_paused_) server_->defer_(this);
+  refresh_timer();
+}
+
+void ServerConn::ex_resume_body_() {
+  if (state_ == State::Closing) return;
+  last_progress_ = uv_now(server_->loop());
+  if (parser_paused_) server_->defer_(this);
+  update_poll();
+  refresh_timer();
+}
+
+void ServerConn::ex_pause_body_() {}
+
+void ServerConn::finish_cycle() {
+  log_access(cur_.get(), nullptr);
+  if (cur_) {
+    auto ex = std::move(cur_);
+    ex->detach_();
+  }
+  state_ = State::Idle;
+  idle_since_ = uv_now(server_->loop());
+  if (!keep_alive_) {
+    if (out_.empty()) close();
+    else close_after_flush_ = true;
+    return;
+  }
+  update_poll();
+  refresh_timer();
+}
+
+void ServerConn::log_access(Exchange* ex, const char* outcome) {
+  if (!ex || log::level() > log::Level::Info) return;
+  const Request& r = ex->req();
+  uint64_t dur_us = (uv_hrtime() - started_ns_) / 1000;
+  std::string f;
+  f.reserve(160);
+  f += " rid="; f += r.request_id;
+  f += " method="; f += method_name(r.method);
+  f += " path="; f += log::quote(r.path);
+  f += " status="; f += std::to_string(ex->status_);
+  f += " bytes="; f += std::to_string(ex->bytes_sent_);
+  f += " dur_ms="; f += std::to_string(dur_us / 1000); f += '.';
+  char frac[8];
+  snprintf(frac, sizeof frac, "%03u", static_cast<unsigned>(dur_us % 1000));
+  f += frac;
+  f += " peer="; f += peer_;
+  if (outcome) { f += " outcome="; f += outcome; }
+  log::info("request", f);
+}
+
+void ServerConn::start_lingering() {
+  // Closing with unread input makes the kernel send RST, which can destroy
+  // the response before the client reads it; half-close and drain instead.
+  state_ = State::Lingering;
+  ::shutdown(fd_, SHUT_WR);
+  in_.clear();
+  in_off_ = 0;
+  uv_timer_start(&timer_, on_timer, kLingerMs, 0);
+  armed_deadline_ = UINT64_MAX;
+  update_poll();
+}
+
+void ServerConn::flush() {
+  while (!out_.empty() && state_ != State::Closing) {
+    OutItem& front = out_.front();
+    ssize_t n;
+    if (front.file_fd < 0) {
+      iovec iov[kMaxIov];
+      size_t cnt = 0;
+      for (auto it = out_.begin(); it != out_.end() && it->file_fd < 0 && cnt < kMaxIov; ++it, ++cnt) {
+        iov[cnt].iov_base = it->bytes.data() + it->off;
+        iov[cnt].iov_len = it->bytes.size() - it->off;
+      }
+      n = ::writev(fd_, iov, static_cast<int>(cnt));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) { write_blocked_ = true; break; }
+        close();
+        return;
+      }
+      size_t left = static_cast<size_t>(n);
+      out_bytes_ -= left;
+      while (left > 0) {
+        OutItem& f = out_.front();
+        size_t avail = f.bytes.size() - f.off;
+        if (left >= avail) { left -= avail; out_.pop_front(); }
+        else { f.off += left; left = 0; }
+      }
+      // Drop empty items (e.g. a 100-continue that was not needed).
+      while (!out_.empty() && out_.front().file_fd < 0 && out_.front().off == out_.front().bytes.size()) out_.pop_front();
+    } else {
+      off_t off = static_cast<off_t>(front.file_off);
+      n = ::sendfile(fd_, front.file_fd, &off, std::min(front.file_left, kSendfileChunk));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) { write_blocked_ = true; break; }
+        close();
+        return;
+      }
+      if (n == 0) {  // the file is shorter than promised: the response is broken
+        log::error("file shorter than its response length", " peer=" + peer_);
+        close();
+        return;
+      }
+      front.file_off += static_cast<uint64_t>(n);
+      front.file_left -= static_cast<uint64_t>(n);
+      if (front.file_left == 0) {
+        ::close(front.file_fd);
+        out_.pop_front();
+      }
+    }
+    server_->mutable_stats().bytes_sent += static_cast<uint64_t>(n);
+    if (cur_) cur_->bytes_sent_ += static_cast<uint64_t>(n);
+    last_progress_ = uv_now(server_->loop());
+    write_blocked_ = false;
+  }
+  if (state_ == State::Closing) return;
+  if (drain_wanted_ && out_bytes_ < kLowWater && cur_) {
+    drain_wanted_ = false;
+    ExchangePtr ex = cur_;
+    ex->on_drained_();
+    if (state_ == State::Closing) return;
+  }
+  if (out_.empty()) {
+    if (close_after_flush_) { close(); return; }
+    if (linger_after_flush_ && state_ != State::Lingering) { start_lingering(); return; }
+  }
+  update_poll();
+  refresh_timer();
+}
+
+// ---------------------------------------------------------------------------
+// polling and deadlines
+
+bool ServerConn::want_read() const {
+  if (state_ == State::Closing || read_eof_) return false;
+  if (state_ == State::Lingering) return true;
+  // Bounded input: pipelined requests and paused bodies wait in at most this much.
+  return in_.size() - in_off_ < kReadChunk + server_->limits().max_header_bytes;
+}
+
+void ServerConn::update_poll() {
+  if (state_ == State::Closing) return;
+  int events = (want_read() ? UV_READABLE : 0) | (write_blocked_ ? UV_WRITABLE : 0);
+  if (events == poll_events_) return;
+  poll_events_ = events;
+  if (events == 0) uv_poll_stop(&poll_);
+  else uv_poll_start(&poll_, events, on_poll);
+}
+
+void ServerConn::refresh_timer() {
+  if (state_ == State::Closing || state_ == State::Lingering) return;
+  const ServerLimits& lim = server_->limits();
+  uint64_t deadline = UINT64_MAX;
+  if (write_blocked_) deadline = last_progress_ + lim.write_timeout_ms;
+  else if (state_ == State::Idle) deadline = idle_since_ + lim.idle_timeout_ms;
+  else if (state_ == State::Head) deadline = head_deadline_;
+  else if (state_ == State::Handling && cur_ && req_.has_body && !message_complete_ && cur_->body_reader_set_() &&
+           !cur_->body_paused_())
+    deadline = last_progress_ + lim.body_timeout_ms;
+  if (deadline == armed_deadline_) return;
+  armed_deadline_ = deadline;
+  if (deadline == UINT64_MAX) {
+    uv_timer_stop(&timer_);
+    return;
+  }
+  uint64_t now = uv_now(server_->loop());
+  uv_timer_start(&timer_, on_timer, deadline > now ? deadline - now : 0, 0);
+}
+
+void ServerConn::on_timer(uv_timer_t* t) noexcept {
+  auto* c = static_cast<ServerConn*>(t->data);
+  c->armed_deadline_ = UINT64_MAX;
+  const ServerLimits& lim = c->server_->limits();
+  switch (c->state_) {
+    case State::Closing: return;
+    case State::Lingering: c->close(); return;
+    case State::Idle:
+      if (c->write_blocked_) break;
+      c->close();  // keep-alive idle: a silent close is the norm
+      return;
+    case State::Head:
+      c->reject(408, "request head not received within " + std::to_string(lim.header_timeout_ms) + " ms");
+      return;
+    case State::Handling:
+      if (c->write_blocked_) break;
+      if (c->cur_ && !c->message_complete_ && c->req_.has_body) {
+        ExchangePtr ex = c->cur_;
+        ex->on_body_end_(Error(Errc::RequestTimeout, "no request body data for " +
+                                                         std::to_string(lim.body_timeout_ms) + " ms"));
+        if (c->state_ == State::Closing) return;
+        if (!ex->responded()) {
+          ex->respond_error(Errc::RequestTimeout,
+                            "no request body data for " + std::to_string(lim.body_timeout_ms) + " ms");
+          return;
+        }
+        c->close();
+        return;
+      }
+      c->refresh_timer();
+      return;
+  }
+  log::info("write timeout: client stopped reading", " peer=" + c->peer_);
+  c->close();
+}
+
+namespace {
+llhttp_settings_t make_settings() {
+  llhttp_settings_t s;
+  llhttp_settings_init(&s);
+  s.on_message_begin = ServerConn::on_message_begin;
+  s.on_url = ServerConn::on_url;
+  s.on_header_field = ServerConn::on_header_field;
+  s.on_header_value = ServerConn::on_header_value;
+  s.on_header_value_complete = ServerConn::on_header_value_complete;
+  s.on_headers_complete = ServerConn::on_headers_complete;
+  s.on_body = ServerConn::on_body;
+  s.on_message_complete = ServerConn::on_message_complete;
+  return s;
+}
+}  // namespace
+
+}  // namespace outpost::http

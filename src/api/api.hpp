@@ -1,0 +1,27 @@
+// The registry API (distribution-spec v1.1) as route handlers over the
+// content store. Handlers are thin: parse + validate the request, call the
+// store, map Result errors to OCI error JSON. They know nothing of sockets.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "http/router.hpp"
+
+namespace outpost::store { class Store; }
+
+namespace outpost::api {
+
+struct ApiOptions {
+  bool read_only = false;                         ///< ReadOnly mode: every write answers UNSUPPORTED
+  uint64_t max_manifest_bytes = 4 * 1024 * 1024;  ///< distribution-spec suggests 4 MiB
+};
+
+struct ApiContext {
+  ApiOptions options;
+  store::Store* store = nullptr;  ///< null only in tests of the base route
+};
+
+/// Adds every /v2/ route to `router`. `ctx` must outlive the router.
+void register_routes(http::Router& router, ApiContext& ctx);
+
+}  // namespace outpost::api

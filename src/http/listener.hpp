@@ -1,0 +1,35 @@
+// One listening socket watched with uv_poll; accepts in batches with accept4.
+// Connections are handed to the Server, which decides whether to keep them.
+#pragma once
+#include <uv.h>
+
+#include <string>
+
+#include "base/result.hpp"
+
+namespace outpost::http {
+
+class Server;
+
+class Listener {
+ public:
+  /// Binds "host:port" and starts accepting. On error nothing is left open.
+  static Result<Listener*> start(Server* server, const std::string& addr);
+  /// Stops accepting and frees the listener once libuv has closed its handle.
+  void close();
+  const std::string& address() const { return addr_; }
+
+ private:
+  Listener(Server* s, int fd, std::string addr);
+  ~Listener() = default;
+  static void on_readable(uv_poll_t* h, int status, int events) noexcept;
+  Server* server_;
+  int fd_;
+  std::string addr_;
+  uv_poll_t poll_;
+};
+
+/// Parses "host:port" / "[v6]:port" into a sockaddr_storage.
+Status parse_listen_address(const std::string& addr, struct sockaddr_storage* out, unsigned* len);
+
+}  // namespace outpost::http

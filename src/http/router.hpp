@@ -1,0 +1,40 @@
+// Method + path pattern -> handler. Patterns are data: "/v2/{name}/manifests/{reference}".
+// {name} may span several segments (OCI repository names contain '/'); at most
+// one such parameter per pattern, matched by fixing the segments around it.
+// Other parameters ({reference}, {digest}, {uuid}) are one non-empty segment.
+#pragma once
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "http/exchange.hpp"
+#include "http/message.hpp"
+
+namespace outpost::http {
+
+class Router {
+ public:
+  /// Registers `h` for `m` on `pattern`. Earlier registrations win on overlap.
+  void add(Method m, std::string_view pattern, Handler h);
+
+  struct Match {
+    const Handler* handler = nullptr;  ///< null when no route matched
+    RouteParams params;
+    int status = 404;                  ///< 404 (no pattern) or 405 (pattern, other method)
+    std::string allow;                 ///< methods allowed on a 405, "GET, HEAD"
+  };
+  /// HEAD falls back to the GET handler (the Exchange drops the body).
+  Match match(Method m, std::string_view path) const;
+
+ private:
+  struct Route {
+    Method method;
+    std::vector<std::string> segments;
+    int greedy = -1;  ///< index of the {name} segment, -1 if none
+    Handler handler;
+  };
+  static bool match_route(const Route& r, const std::vector<std::string_view>& segs, RouteParams* out);
+  std::vector<Route> routes_;
+};
+
+}  // namespace outpost::http

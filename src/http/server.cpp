@@ -1,0 +1,126 @@
+#include "http/server.hpp"
+
+#include <sys/random.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "base/log.hpp"
+#include "http/listener.hpp"
+#include "http/server_conn.hpp"
+
+namespace outpost::http {
+
+Server::Server(uv_loop_t* loop, ServerLimits limits, Handler handler)
+    : loop_(loop), limits_(limits), handler_(std::move(handler)) {
+  if (getrandom(&rid_prefix_, sizeof rid_prefix_, 0) != sizeof rid_prefix_) rid_prefix_ = 0x5eed;
+  idle_ = new uv_idle_t;
+  uv_idle_init(loop_, idle_);
+  idle_->data = this;
+}
+
+Server::~Server() {
+  for (auto* l : listeners_) l->close();
+  listeners_.clear();
+  for (auto* c : std::vector<ServerConn*>(conns_.begin(), conns_.end())) c->close();
+  uv_close(reinterpret_cast<uv_handle_t*>(idle_), [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
+  if (shutdown_timer_)
+    uv_close(reinterpret_cast<uv_handle_t*>(shutdown_timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+}
+
+Status Server::listen(const std::string& addr) {
+  auto l = Listener::start(this, addr);
+  if (!l) return l.error();
+  listeners_.push_back(*l);
+  log::info("listening", " addr=" + addr);
+  return {};
+}
+
+void Server::add_default_header(std::string name, std::string value) {
+  default_headers_.push_back({std::move(name), std::move(value)});
+}
+
+std::string Server::next_request_id_() {
+  char buf[24];
+  snprintf(buf, sizeof buf, "%08x%08llx", rid_prefix_, static_cast<unsigned long long>(++rid_counter_));
+  return buf;
+}
+
+void Server::on_accept_(int fd, std::string peer) {
+  if (shutting_down_ || conns_.size() >= limits_.max_connections) {
+    // Answer rather than drop: a client that sees 503 backs off instead of retrying blind.
+    static const char kBusy[] =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 89\r\n"
+        "Connection: close\r\nRetry-After: 1\r\n\r\n"
+        "{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"too many connections, try again later\"}]}";
+    ssize_t r = ::write(fd, kBusy, sizeof kBusy - 1);
+    (void)r;
+    ::close(fd);
+    stats_.connections_rejected++;
+    log::warn("connection rejected", " peer=" + peer + (shutting_down_ ? " reason=shutting_down" : " reason=max_connections"));
+    return;
+  }
+  stats_.connections_accepted++;
+  auto* c = new ServerConn(this, fd, std::move(peer));
+  conns_.insert(c);
+  c->start();
+}
+
+void Server::on_conn_closed_(ServerConn* c) {
+  conns_.erase(c);
+  auto it = std::find(pending_.begin(), pending_.end(), c);
+  if (it != pending_.end()) *it = nullptr;
+  if (running_pending_)
+    for (auto& p : *running_pending_)
+      if (p == c) p = nullptr;
+  if (shutting_down_) check_shutdown_done();
+}
+
+void Server::defer_(ServerConn* c) {
+  if (std::find(pending_.begin(), pending_.end(), c) != pending_.end()) return;
+  pending_.push_back(c);
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(idle_))) uv_idle_start(idle_, on_idle);
+}
+
+void Server::on_idle(uv_idle_t* h) noexcept {
+  auto* s = static_cast<Server*>(h->data);
+  std::vector<ServerConn*> batch;
+  batch.swap(s->pending_);
+  uv_idle_stop(h);
+  // Entries nulled by on_conn_closed_ were closed after being queued.
+  s->running_pending_ = &batch;
+  for (size_t i = 0; i < batch.size(); ++i)
+    if (batch[i]) batch[i]->process_deferred_();
+  s->running_pending_ = nullptr;
+}
+
+void Server::shutdown(uint64_t deadline_ms, std::function<void()> done) {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  shutdown_done_ = std::move(done);
+  for (auto* l : listeners_) l->close();
+  listeners_.clear();
+  log::info("shutting down", " connections=" + std::to_string(conns_.size()) +
+                                 " deadline_ms=" + std::to_string(deadline_ms));
+  for (auto* c : std::vector<ServerConn*>(conns_.begin(), conns_.end())) c->close_when_idle();
+  shutdown_timer_ = new uv_timer_t;
+  uv_timer_init(loop_, shutdown_timer_);
+  shutdown_timer_->data = this;
+  uv_timer_start(shutdown_timer_, [](uv_timer_t* t) {
+    auto* s = static_cast<Server*>(t->data);
+    if (!s->conns_.empty())
+      log::warn("shutdown deadline reached, closing connections", " open=" + std::to_string(s->conns_.size()));
+    for (auto* c : std::vector<ServerConn*>(s->conns_.begin(), s->conns_.end())) c->close();
+  }, deadline_ms, 0);
+  check_shutdown_done();
+}
+
+void Server::check_shutdown_done() {
+  if (!conns_.empty() || !shutdown_done_) return;
+  if (shutdown_timer_) uv_timer_stop(shutdown_timer_);
+  auto cb = std::move(shutdown_done_);
+  shutdown_done_ = nullptr;
+  cb();
+}
+
+}  // namespace outpost::http

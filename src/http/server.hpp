@@ -1,0 +1,91 @@
+// The HTTP/1.1 server: listeners, the set of live connections, limits and
+// graceful shutdown. Knows nothing about registries: it hands every request
+// to one Handler (normally the Router's dispatch).
+#pragma once
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "base/result.hpp"
+#include "http/exchange.hpp"
+
+namespace outpost::http {
+
+class Listener;
+class ServerConn;
+
+struct ServerLimits {
+  uint32_t max_connections = 1024;
+  uint32_t max_header_bytes = 16 * 1024;
+  uint64_t header_timeout_ms = 10'000;
+  uint64_t idle_timeout_ms = 60'000;
+  uint64_t body_timeout_ms = 30'000;
+  uint64_t write_timeout_ms = 60'000;
+};
+
+struct ServerStats {
+  uint64_t connections_accepted = 0;
+  uint64_t connections_rejected = 0;  ///< over max_connections
+  uint64_t requests = 0;
+  uint64_t bytes_sent = 0;
+};
+
+class Server {
+ public:
+  Server(uv_loop_t* loop, ServerLimits limits, Handler handler);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  /// Binds and listens on "host:port" ("[::1]:5000" for IPv6).
+  Status listen(const std::string& addr);
+  /// Headers added to every response (e.g. Docker-Distribution-API-Version).
+  void add_default_header(std::string name, std::string value);
+
+  /// Stops accepting, closes idle connections, lets in-flight requests finish;
+  /// after `deadline_ms` closes whatever is left. `done` fires once when no
+  /// connection remains.
+  void shutdown(uint64_t deadline_ms, std::function<void()> done);
+  bool shutting_down() const { return shutting_down_; }
+
+  size_t connection_count() const { return conns_.size(); }
+  const ServerStats& stats() const { return stats_; }
+
+  // ---- for Listener / ServerConn -----------------------------------------
+  uv_loop_t* loop() const { return loop_; }
+  const ServerLimits& limits() const { return limits_; }
+  const Handler& handler() const { return handler_; }
+  const std::vector<Header>& default_headers() const { return default_headers_; }
+  ServerStats& mutable_stats() { return stats_; }
+  void on_accept_(int fd, std::string peer);
+  void on_conn_closed_(ServerConn* c);
+  std::string next_request_id_();
+  /// Runs c->process_deferred_() on the next loop turn (outside any callback of c).
+  void defer_(ServerConn* c);
+
+ private:
+  void check_shutdown_done();
+  static void on_idle(uv_idle_t* h) noexcept;
+  uv_loop_t* loop_;
+  ServerLimits limits_;
+  Handler handler_;
+  std::vector<Header> default_headers_;
+  std::vector<Listener*> listeners_;
+  std::unordered_set<ServerConn*> conns_;
+  ServerStats stats_;
+  bool shutting_down_ = false;
+  std::function<void()> shutdown_done_;
+  uv_timer_t* shutdown_timer_ = nullptr;
+  uv_idle_t* idle_ = nullptr;             // runs deferred parsing; active only while pending_ is non-empty
+  std::vector<ServerConn*> pending_;
+  std::vector<ServerConn*>* running_pending_ = nullptr;
+  uint32_t rid_prefix_ = 0;
+  uint64_t rid_counter_ = 0;
+};
+
+}  // namespace outpost::http

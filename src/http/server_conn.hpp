@@ -1,0 +1,142 @@
+// One client connection: a state machine over a non-blocking socket watched
+// with uv_poll. Reads and parses (llhttp), dispatches one request at a time
+// (pipelined requests wait in the input buffer and are answered in order),
+// writes responses from an output queue (bytes with writev, file regions
+// with sendfile), and enforces the per-connection deadlines.
+//
+//   Idle --first byte--> Head --headers done--> Handling --response done--> Idle
+//                          |                      |  (body streamed to the Exchange)
+//                          +--timeout: 408        +--client gone: Exchange::on_abort
+//   any --close()--> Closing --uv_close x2--> freed
+//   response done while request body unread --> Lingering (drain, then close)
+#pragma once
+#include <llhttp.h>
+#include <uv.h>
+
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "http/exchange.hpp"
+#include "http/message.hpp"
+
+namespace outpost::http {
+
+class Server;
+
+class ServerConn {
+ public:
+  ServerConn(Server* server, int fd, std::string peer);
+  void start();
+  /// Tears the connection down now; the object frees itself after libuv
+  /// closes its handles. Safe to call more than once.
+  void close();
+  /// Graceful shutdown: close now when idle, else after the current response.
+  void close_when_idle();
+  /// Runs parsing that was put off until the current callback returned.
+  void process_deferred_();
+
+  // ---- called by Exchange --------------------------------------------------
+  void ex_read_body_();
+  void ex_resume_body_();
+  void ex_pause_body_();
+  /// Queues bytes (a response head, a body, a chunk) and flushes.
+  void ex_send_(std::string bytes);
+  /// Queues a file region (sent with sendfile); takes ownership of `fd`.
+  void ex_send_file_(int fd, uint64_t offset, uint64_t length);
+  void ex_response_done_();
+  void ex_abort_();
+  void ex_wants_drain_();
+  size_t ex_queued_bytes_() const { return out_bytes_; }
+  bool ex_close_after_response_() const;
+  int ex_http_minor_() const { return http_minor_; }
+  Server* server() const { return server_; }
+
+  static constexpr size_t kHighWater = 256 * 1024;
+  static constexpr size_t kLowWater = 64 * 1024;
+
+  // llhttp trampolines, in the order they fire for a request.
+  static int on_message_begin(llhttp_t* p) noexcept;
+  static int on_url(llhttp_t* p, const char* at, size_t len) noexcept;
+  static int on_header_field(llhttp_t* p, const char* at, size_t len) noexcept;
+  static int on_header_value(llhttp_t* p, const char* at, size_t len) noexcept;
+  static int on_header_value_complete(llhttp_t* p) noexcept;
+  static int on_headers_complete(llhttp_t* p) noexcept;
+  static int on_body(llhttp_t* p, const char* at, size_t len) noexcept;
+  static int on_message_complete(llhttp_t* p) noexcept;
+
+ private:
+  enum class State { Idle, Head, Handling, Lingering, Closing };
+  ~ServerConn();
+
+  static void on_poll(uv_poll_t* h, int status, int events) noexcept;
+  static void on_timer(uv_timer_t* t) noexcept;
+  static void on_handle_closed(uv_handle_t* h) noexcept;
+  void on_readable();
+  void process_input();
+  void on_parse_error(llhttp_errno_t err);
+  bool can_parse() const;
+  bool count_head(size_t len);
+  void dispatch();
+  void reject(int status, std::string_view message);  // error before or instead of the handler
+  void flush();
+  void finish_cycle();
+  void start_lingering();
+  void update_poll();
+  void refresh_timer();
+  bool want_read() const;
+  void log_access(Exchange* ex, const char* outcome);
+
+  Server* server_;
+  int fd_;
+  std::string peer_;
+  uv_poll_t poll_;
+  uv_timer_t timer_;
+  int poll_events_ = 0;
+  int open_handles_ = 0;
+  State state_ = State::Idle;
+
+  llhttp_t parser_;
+  std::string in_;
+  size_t in_off_ = 0;
+  bool in_execute_ = false;
+  bool parser_paused_ = false;
+  bool read_eof_ = false;
+
+  // request being parsed
+  Request req_;
+  std::string url_, field_, value_;
+  size_t head_bytes_ = 0;
+  int reject_status_ = 0;
+  std::string reject_reason_;
+  int http_minor_ = 1;
+  bool message_complete_ = false;
+  bool keep_alive_ = true;
+  bool continue_sent_ = false;
+  uint64_t head_deadline_ = 0;   // loop time (ms) by which the head must be in
+  uint64_t last_progress_ = 0;   // last body byte read or output byte written
+  uint64_t idle_since_ = 0;
+  uint64_t armed_deadline_ = UINT64_MAX;
+  uint64_t started_ms_ = 0;
+  uint64_t started_ns_ = 0;
+
+  ExchangePtr cur_;
+
+  struct OutItem {
+    std::string bytes;
+    size_t off = 0;
+    int file_fd = -1;
+    uint64_t file_off = 0;
+    uint64_t file_left = 0;
+  };
+  std::deque<OutItem> out_;
+  size_t out_bytes_ = 0;         // bytes held in memory (file regions not counted)
+  bool write_blocked_ = false;
+  bool drain_wanted_ = false;
+  bool response_done_ = false;
+  bool close_when_idle_ = false;
+  bool close_after_flush_ = false;
+  bool linger_after_flush_ = false;
+};
+
+}  // namespace outpost::http
