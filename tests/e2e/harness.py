@@ -65,7 +65,7 @@ def outpost_bin() -> str:
     if p:
         if not os.access(p, os.X_OK):
             raise FileNotFoundError(f"OUTPOST_BIN={p} is not an executable file")
-        return p
+        return os.path.abspath(p)
     for d in ("build", "build-ci", "build-asan"):
         cand = os.path.join(REPO, d, "src", "outpost")
         if os.access(cand, os.X_OK):
