@@ -1,0 +1,134 @@
+// Garbage collection pass (rules in gc.hpp). Order of each removal: delete
+// the row (committed) first, then unlink the file, so a crash in between only
+// ever leaves a file without a row (swept later), never a row without a file.
+#include "store/gc.hpp"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "base/log.hpp"
+#include "store/try.hpp"
+
+namespace outpost::store {
+
+namespace {
+
+Status collect_blobs(const GcTargets& t, const GcOptions& o, int64_t cutoff, GcReport& rep) {
+  std::string after;
+  for (;;) {
+    STORE_ASSIGN(auto batch, t.meta.gc_candidates(cutoff, after, o.batch == 0 ? 1 : o.batch));
+    if (batch.empty()) return {};
+    for (const auto& c : batch) {
+      after = c.digest.str();
+      // Exclusive publish lock: no upload commit or manifest put can be
+      // between "file renamed" and "row recorded" for this digest right now.
+      std::unique_lock pub(t.publish_mu);
+      STORE_ASSIGN(bool deleted, t.meta.gc_delete_blob(c.digest, cutoff));
+      if (!deleted) continue;  // referenced or touched since the candidate query
+      auto rm = t.blobs.remove(c.digest);
+      if (!rm) {
+        log::warn("gc: cannot unlink blob", " digest=" + c.digest.str() + " err=" + log::quote(rm.error().message()));
+        continue;
+      }
+      ++rep.blobs_removed;
+      rep.bytes_removed += c.size;
+    }
+  }
+}
+
+Status sweep_blob_files(const GcTargets& t, int64_t cutoff, GcReport& rep) {
+  Status err;
+  auto st = t.blobs.scan([&](bool valid, const Digest& d, const std::string& path) {
+    auto mt = fs::mtime_ms(path);
+    if (!mt || *mt > cutoff) return true;  // young (maybe being published) or gone
+    auto sz = fs::file_size(path);
+    const uint64_t bytes = sz ? *sz : 0;
+    if (valid) {
+      std::unique_lock pub(t.publish_mu);
+      auto row = t.meta.blob_size(d);
+      if (!row) {
+        err = std::move(row).error();
+        return false;
+      }
+      if (*row) return true;  // a recorded blob
+      if (!fs::remove_file(path).ok()) return true;
+    } else {
+      // Not a name we ever create in blobs/ (stray copy, editor backup...).
+      struct stat lst {};
+      if (::lstat(path.c_str(), &lst) != 0 || S_ISDIR(lst.st_mode)) return true;
+      if (!fs::remove_file(path).ok()) return true;
+    }
+    ++rep.orphan_files_removed;
+    rep.orphan_bytes_removed += bytes;
+    return true;
+  });
+  if (!st) return st;
+  return err;
+}
+
+Status expire_uploads(const GcTargets& t, const GcOptions& o, int64_t now, GcReport& rep) {
+  const int64_t cutoff = now - o.upload_ttl_ms;
+  for (;;) {
+    STORE_ASSIGN(auto stale, t.meta.stale_uploads(cutoff, o.batch == 0 ? 1 : o.batch));
+    size_t removed = 0;
+    for (const auto& id : stale) {
+      STORE_ASSIGN(bool gone, t.uploads.expire(id, cutoff));
+      if (gone) ++removed;
+    }
+    rep.uploads_expired += removed;
+    // A batch that removed nothing holds only sessions still in use: stop
+    // instead of fetching the same rows again.
+    if (stale.size() < o.batch || removed == 0) return {};
+  }
+}
+
+}  // namespace
+
+Result<size_t> sweep_temp_dir(const Layout& layout, int64_t cutoff_ms) {
+  const std::string dir = layout.tmp_dir();
+  std::vector<std::string> names;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    if (errno == ENOENT) return size_t{0};
+    return fs::errno_error("opendir", dir, errno);
+  }
+  while (dirent* e = ::readdir(d)) {
+    std::string_view n(e->d_name);
+    if (n != "." && n != "..") names.emplace_back(n);
+  }
+  ::closedir(d);
+  size_t removed = 0;
+  for (const auto& n : names) {
+    const std::string path = dir + "/" + n;
+    auto mt = fs::mtime_ms(path);
+    if (!mt || *mt > cutoff_ms) continue;
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) continue;
+    bool ok = S_ISDIR(st.st_mode) ? fs::remove_flat_dir(path).ok() : fs::remove_file(path).ok();
+    if (ok) ++removed;
+  }
+  return removed;
+}
+
+Result<GcReport> collect_garbage(const GcTargets& t, const GcOptions& o) {
+  GcReport rep;
+  const int64_t now = t.meta.now_ms();
+  const int64_t cutoff = now - o.grace_ms;
+  OUTPOST_TRY(collect_blobs(t, o, cutoff, rep));
+  if (o.sweep_blob_files) OUTPOST_TRY(sweep_blob_files(t, cutoff, rep));
+  OUTPOST_TRY(expire_uploads(t, o, now, rep));
+  STORE_ASSIGN(rep.upload_dirs_removed, t.uploads.sweep_orphans(cutoff));
+  STORE_ASSIGN(rep.temp_files_removed, sweep_temp_dir(t.layout, cutoff));
+  log::info("gc done", " blobs=" + std::to_string(rep.blobs_removed) + " bytes=" +
+                           std::to_string(rep.bytes_removed) + " orphans=" +
+                           std::to_string(rep.orphan_files_removed) + " uploads_expired=" +
+                           std::to_string(rep.uploads_expired));
+  return rep;
+}
+
+}  // namespace outpost::store

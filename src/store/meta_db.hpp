@@ -1,0 +1,129 @@
+// MetaDb: every metadata query of the content store over one SQLite
+// connection (schema in meta_schema.cpp). Knows no file paths and no libuv.
+#pragma once
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/digest.hpp"
+#include "base/result.hpp"
+#include "store/layout.hpp"
+#include "store/sqlite.hpp"
+#include "store/types.hpp"
+
+namespace outpost::store {
+
+/// A row of the uploads table.
+struct UploadRow {
+  std::string repo;
+  uint64_t size = 0;  ///< durable (acknowledged) bytes
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+};
+
+/// Thread-safe: every public method takes the connection mutex for its whole
+/// duration, and every multi-statement change runs in one transaction (so it
+/// is all-or-nothing, and durable when the method returns ok).
+/// Repository names and tags are validated here too (NameInvalid/TagInvalid):
+/// callers may pass raw request values.
+class MetaDb {
+ public:
+  static Result<std::unique_ptr<MetaDb>> open(const std::string& path, Clock clock);
+
+  // ---- repositories -----------------------------------------------------
+  /// Whether the repository has a row (any upload, blob or manifest ever).
+  Result<bool> repo_exists(std::string_view repo);
+  /// Repositories holding at least one manifest, lexically, after `last`.
+  Result<Page> catalog(const PageRequest& page);
+
+  // ---- blobs ------------------------------------------------------------
+  /// Size of a blob row (any repository), nullopt when unknown.
+  Result<std::optional<uint64_t>> blob_size(const Digest& d);
+  /// Size when `repo` may read `d` (linked blob or one of its manifests);
+  /// BlobUnknown otherwise.
+  Result<uint64_t> blob_size_in_repo(std::string_view repo, const Digest& d);
+  /// After the file is durable under blobs/: upserts the blob row (touching
+  /// it), links it to `repo` when non-empty, and deletes `finished_upload`'s
+  /// row, all in one transaction.
+  Status record_blob(std::string_view repo, const Descriptor& blob, Origin origin,
+                     const std::optional<UploadId>& finished_upload = std::nullopt);
+  /// Links an existing blob row to `repo` (BlobUnknown when there is none).
+  Status link_blob(std::string_view repo, const Digest& d, Origin origin);
+  /// Cross-repository mount: links `d` into `to` when `from` may read it
+  /// (BlobUnknown otherwise). Returns the blob's size.
+  Result<uint64_t> mount_blob(std::string_view from, std::string_view to, const Digest& d, Origin origin);
+  /// Removes the repository's link. BlobUnknown when not linked; Denied when
+  /// a manifest of the repository still references the blob.
+  Status unlink_blob(std::string_view repo, const Digest& d);
+
+  // ---- manifests, tags, referrers (meta_db_manifests.cpp) ---------------
+  /// Records a manifest whose bytes are already a durable blob of
+  /// `m.digest` / `size`: blob row, manifest row (re-put replaces its refs and
+  /// descriptive fields, origin only promotes), refs, optional tag, one
+  /// transaction. ManifestBlobUnknown (detail = digest) when a required ref is
+  /// not readable in the repository; TagInvalid for a bad tag.
+  Result<ManifestInfo> put_manifest(const ManifestPut& m, uint64_t size);
+  /// ManifestUnknown when the repository has no such manifest.
+  Result<ManifestInfo> get_manifest(std::string_view repo, const Digest& d);
+  /// Deletes the manifest, its refs and every tag naming it. ManifestUnknown
+  /// when absent; Denied while another manifest of the repository (an index)
+  /// references it. The bytes stay until GC.
+  Status delete_manifest(std::string_view repo, const Digest& d);
+
+  /// Points `tag` at a manifest of the repository (ManifestUnknown otherwise).
+  Status put_tag(std::string_view repo, std::string_view tag, const Digest& d, Origin origin);
+  /// ManifestUnknown when the tag does not exist.
+  Result<Digest> get_tag(std::string_view repo, std::string_view tag);
+  Status delete_tag(std::string_view repo, std::string_view tag);
+  /// Tags of the repository; NameUnknown when the repository does not exist.
+  Result<Page> list_tags(std::string_view repo, const PageRequest& page);
+  /// Manifests of the repository whose subject is `subject`, ordered by digest,
+  /// optionally only those whose artifact_type equals `artifact_type`.
+  Result<ReferrerPage> referrers(std::string_view repo, const Digest& subject,
+                                 const std::optional<std::string>& artifact_type, const PageRequest& page);
+
+  // ---- uploads ----------------------------------------------------------
+  Status insert_upload(const UploadId& id, std::string_view repo);
+  /// BlobUploadUnknown when there is no such session.
+  Result<UploadRow> get_upload(const UploadId& id);
+  /// Records the durable size and bumps `updated`.
+  Status set_upload_size(const UploadId& id, uint64_t size);
+  /// True when a row was deleted.
+  Result<bool> delete_upload(const UploadId& id);
+  /// Sessions not updated since `cutoff_ms`, oldest first, at most `limit`.
+  Result<std::vector<UploadId>> stale_uploads(int64_t cutoff_ms, size_t limit);
+
+  // ---- garbage collection (used by gc.cpp) ------------------------------
+  /// Blobs with no repo link, no manifest row and no manifest ref, touched at
+  /// or before `cutoff_ms`, with digest > `after`, ascending, at most `limit`.
+  Result<std::vector<Descriptor>> gc_candidates(int64_t cutoff_ms, const std::string& after, size_t limit);
+  /// Re-checks the candidate conditions and deletes the blob row in one
+  /// statement; true when it was deleted (the file may then be unlinked).
+  Result<bool> gc_delete_blob(const Digest& d, int64_t cutoff_ms);
+
+  int64_t now_ms() const { return clock_(); }
+
+ private:
+  MetaDb(sql::Db db, Clock clock) : db_(std::move(db)), clock_(std::move(clock)) {}
+  // Helpers that expect mu_ held (and, for writes, a transaction open).
+  Result<int64_t> ensure_repo_locked(std::string_view repo);
+  Result<std::optional<int64_t>> repo_id_locked(std::string_view repo);
+  Result<bool> readable_locked(int64_t repo_id, const Digest& d);
+  Status link_locked(int64_t repo_id, const Digest& d, Origin origin, int64_t now);
+  Result<std::optional<Digest>> referencing_manifest_locked(int64_t repo_id, const Digest& d);
+
+  std::mutex mu_;
+  sql::Db db_;
+  Clock clock_;
+};
+
+/// NameInvalid unless `repo` matches the distribution-spec <name> grammar.
+Status check_repo_name(std::string_view repo);
+
+/// Parses a digest read back from the database (Errc::Db if corrupt).
+Result<Digest> digest_from_db(const std::string& s);
+
+}  // namespace outpost::store

@@ -1,0 +1,99 @@
+// The metadata schema as an append-only list of migrations (PRAGMA
+// user_version counts the applied ones). Never edit a shipped step: add one.
+#include "store/meta_schema.hpp"
+
+namespace outpost::store {
+
+namespace {
+
+// v1. Times are milliseconds since the epoch. Digests are "sha256:<hex>" text.
+// origin: 'pushed' (a local client wrote it; owed to the parent, never evicted)
+// or 'cached' (filled from an upstream; evictable). The replay queue and
+// eviction bookkeeping arrive as later steps.
+constexpr std::string_view kV1 = R"sql(
+CREATE TABLE repositories (
+  id      INTEGER PRIMARY KEY,
+  name    TEXT NOT NULL UNIQUE,
+  created INTEGER NOT NULL
+);
+
+-- One row per verified file under blobs/. A row exists only after the file was
+-- renamed into place and its directory fsynced. `touched` is bumped whenever
+-- the blob is published or linked again: GC never removes a blob touched
+-- within its grace period.
+CREATE TABLE blobs (
+  digest  TEXT PRIMARY KEY,
+  size    INTEGER NOT NULL CHECK (size >= 0),
+  created INTEGER NOT NULL,
+  touched INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Which repository may read which blob (uploads, mounts, pull-through fills).
+CREATE TABLE repo_blobs (
+  repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+  digest  TEXT    NOT NULL REFERENCES blobs(digest),
+  origin  TEXT    NOT NULL CHECK (origin IN ('pushed', 'cached')),
+  created INTEGER NOT NULL,
+  PRIMARY KEY (repo_id, digest)
+) WITHOUT ROWID;
+CREATE INDEX repo_blobs_by_digest ON repo_blobs(digest);
+
+-- A manifest's bytes are the blob `digest`; this row makes it a manifest of
+-- `repo_id`. subject/artifact_type/annotations serve the referrers API.
+CREATE TABLE manifests (
+  id            INTEGER PRIMARY KEY,
+  repo_id       INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+  digest        TEXT    NOT NULL REFERENCES blobs(digest),
+  media_type    TEXT    NOT NULL,
+  size          INTEGER NOT NULL CHECK (size >= 0),
+  subject       TEXT,
+  artifact_type TEXT,
+  annotations   TEXT,
+  origin        TEXT    NOT NULL CHECK (origin IN ('pushed', 'cached')),
+  created       INTEGER NOT NULL,
+  UNIQUE (repo_id, digest)
+);
+CREATE INDEX manifests_by_digest ON manifests(digest);
+CREATE INDEX manifests_by_subject ON manifests(repo_id, subject) WHERE subject IS NOT NULL;
+
+-- Digests a manifest points at (layers, config, index children). No foreign
+-- key to blobs: foreign layers are referenced without being stored.
+CREATE TABLE manifest_refs (
+  manifest_id INTEGER NOT NULL REFERENCES manifests(id) ON DELETE CASCADE,
+  digest      TEXT    NOT NULL,
+  PRIMARY KEY (manifest_id, digest)
+) WITHOUT ROWID;
+CREATE INDEX manifest_refs_by_digest ON manifest_refs(digest);
+
+-- A tag can only name a manifest of its own repository; deleting the
+-- manifest deletes its tags (distribution-spec: DELETE by digest untags).
+CREATE TABLE tags (
+  repo_id INTEGER NOT NULL,
+  name    TEXT    NOT NULL,
+  digest  TEXT    NOT NULL,
+  origin  TEXT    NOT NULL CHECK (origin IN ('pushed', 'cached')),
+  updated INTEGER NOT NULL,
+  PRIMARY KEY (repo_id, name),
+  FOREIGN KEY (repo_id, digest) REFERENCES manifests(repo_id, digest) ON DELETE CASCADE
+) WITHOUT ROWID;
+CREATE INDEX tags_by_manifest ON tags(repo_id, digest);
+
+-- Upload sessions. `size` is the durable (acknowledged, fsynced) length of
+-- uploads/<uuid>/data; bytes past it are an unacknowledged tail, cut on resume.
+CREATE TABLE uploads (
+  uuid    TEXT PRIMARY KEY,
+  repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+  size    INTEGER NOT NULL DEFAULT 0 CHECK (size >= 0),
+  created INTEGER NOT NULL,
+  updated INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX uploads_by_updated ON uploads(updated);
+)sql";
+
+constexpr std::string_view kSteps[] = {kV1};
+
+}  // namespace
+
+std::span<const std::string_view> meta_migrations() { return kSteps; }
+
+}  // namespace outpost::store

@@ -1,0 +1,138 @@
+// Store: the content store facade the API, pull-through cache and sync use.
+// Owns the root directory (locked against a second process), MetaDb,
+// BlobStore and Uploads. No libuv anywhere below: every method is a plain
+// blocking call, safe from any thread.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+
+#include "base/digest.hpp"
+#include "base/result.hpp"
+#include "store/blob_store.hpp"
+#include "store/fs.hpp"
+#include "store/gc.hpp"
+#include "store/layout.hpp"
+#include "store/meta_db.hpp"
+#include "store/types.hpp"
+#include "store/upload.hpp"
+
+namespace outpost::store {
+
+struct StoreOptions {
+  /// Time source for rows and GC (ms since epoch). File sweeps compare it to
+  /// file mtimes, so it must follow real time (tests may add an offset).
+  Clock clock = system_clock_ms;
+  /// Upload sessions whose hash state is kept in memory (about 200 bytes and
+  /// one fd each); beyond it, idle ones are dropped and re-hashed on use.
+  size_t max_open_uploads = 256;
+  /// read_manifest refuses larger blobs (distribution's default limit is 4 MiB).
+  uint64_t max_manifest_bytes = 4 * 1024 * 1024;
+};
+
+/// Cost classes, for the caller deciding what may run on the event loop:
+///   [meta]  one SQLite read or a stat/open: fine on the loop thread.
+///   [sync]  fsyncs and/or a SQLite commit (synchronous=FULL): milliseconds;
+///           run on the work pool when latency matters.
+///   [bulk]  proportional to data size or store size: always the work pool.
+/// Every write returns only after it is durable (DESIGN.md invariant 2).
+class Store {
+ public:
+  /// Opens (creating) the store at `root`: directories, LOCK (flock; a second
+  /// process gets Errc::Io), meta.db migrations. Removes crash leftovers:
+  /// everything in tmp/ and upload dirs without a session row. A crash
+  /// mid-upload therefore never leaves a visible partial blob: blobs/ only
+  /// gains files by rename after verification.
+  static Result<std::unique_ptr<Store>> open(const std::string& root, StoreOptions opts = {});
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // ---- blobs ------------------------------------------------------------
+  /// [meta] Size of `d` when `repo` may read it, else BlobUnknown.
+  Result<uint64_t> stat_blob(std::string_view repo, const Digest& d);
+  struct OpenBlob {
+    UniqueFd fd;  ///< read-only; caller owns (release() to hand it to libuv)
+    uint64_t size = 0;
+  };
+  /// [meta] Opens `d` for reading when `repo` may read it, else BlobUnknown.
+  Result<OpenBlob> open_blob(std::string_view repo, const Digest& d);
+  /// [sync] Monolithic upload of small content: verifies sha256(bytes) == d
+  /// (DigestInvalid, nothing written), stores it durably, links it to `repo`.
+  Result<Descriptor> put_blob(std::string_view repo, const Digest& d, std::string_view bytes,
+                              Origin origin = Origin::Pushed);
+  /// [sync] Cross-repository mount (POST ?mount=&from=): BlobUnknown when
+  /// `from` cannot read `d`. Returns the size.
+  Result<uint64_t> mount_blob(std::string_view from, std::string_view to, const Digest& d,
+                              Origin origin = Origin::Pushed);
+  /// [sync] Links an already stored blob (any repository) to `repo`.
+  Status link_blob(std::string_view repo, const Digest& d, Origin origin);
+  /// [sync] DELETE blob: unlinks it from `repo` (bytes go at GC). BlobUnknown
+  /// when not linked; Denied while a manifest of `repo` references it.
+  Status delete_blob(std::string_view repo, const Digest& d);
+
+  // ---- uploads (semantics in upload.hpp) --------------------------------
+  Result<std::string> start_upload(std::string_view repo);                      ///< [sync]
+  Result<uint64_t> append_upload(std::string_view repo, std::string_view id,    ///< [meta]-ish: pwrite
+                                 uint64_t offset, std::string_view bytes);
+  Result<uint64_t> flush_upload(std::string_view repo, std::string_view id);    ///< [sync]
+  Result<uint64_t> upload_status(std::string_view repo, std::string_view id);   ///< [meta]
+  /// [sync], [bulk] after a restart (re-hash). Failed-commit semantics: upload.hpp.
+  Result<Descriptor> commit_upload(std::string_view repo, std::string_view id, const Digest& expected,
+                                   Origin origin = Origin::Pushed);
+  Status cancel_upload(std::string_view repo, std::string_view id);            ///< [sync]
+
+  // ---- manifests --------------------------------------------------------
+  /// [sync] Verifies sha256(bytes) == m.digest (DigestInvalid), that required
+  /// refs are readable in the repository (ManifestBlobUnknown, detail = the
+  /// missing digest) and the tag grammar (TagInvalid); stores the bytes as a
+  /// blob durably, then records manifest + refs + tag in one transaction.
+  /// Parsing the manifest (refs, subject, artifactType) is the caller's job.
+  Result<ManifestInfo> put_manifest(const ManifestPut& m, std::string_view bytes);
+  /// [meta] ManifestUnknown when absent.
+  Result<ManifestInfo> get_manifest(std::string_view repo, const Digest& d);
+  /// [meta] `reference` is a tag or a digest string (as in the URL).
+  Result<ManifestInfo> resolve_manifest(std::string_view repo, std::string_view reference);
+  /// [meta] The manifest's bytes (bounded by max_manifest_bytes).
+  Result<std::string> read_manifest(std::string_view repo, const Digest& d);
+  /// [sync] Deletes the manifest and every tag naming it; Denied while an
+  /// index in the repository lists it. Bytes go at GC.
+  Status delete_manifest(std::string_view repo, const Digest& d);
+
+  // ---- tags and listings ------------------------------------------------
+  Status put_tag(std::string_view repo, std::string_view tag, const Digest& d,
+                 Origin origin = Origin::Pushed);                          ///< [sync]
+  Result<Digest> get_tag(std::string_view repo, std::string_view tag);    ///< [meta]
+  Status delete_tag(std::string_view repo, std::string_view tag);         ///< [sync]
+  Result<Page> list_tags(std::string_view repo, const PageRequest& page);  ///< [meta] NameUnknown
+  Result<Page> catalog(const PageRequest& page);                           ///< [meta]
+  Result<ReferrerPage> referrers(std::string_view repo, const Digest& subject,
+                                 const std::optional<std::string>& artifact_type = std::nullopt,
+                                 const PageRequest& page = {});            ///< [meta]
+
+  // ---- maintenance ------------------------------------------------------
+  /// [bulk] One GC pass (gc.hpp); safe while serving.
+  Result<GcReport> gc(const GcOptions& opts = {});
+
+  const Layout& layout() const { return layout_; }
+  MetaDb& meta() { return *meta_; }
+  BlobStore& blobs() { return blobs_; }
+  Uploads& uploads() { return *uploads_; }
+
+ private:
+  Store(Layout layout, StoreOptions opts, UniqueFd lock, std::unique_ptr<MetaDb> meta);
+
+  Layout layout_;
+  StoreOptions opts_;
+  UniqueFd lock_;  ///< flock held for the Store's lifetime
+  std::unique_ptr<MetaDb> meta_;
+  BlobStore blobs_;
+  /// Shared by publishers (rename + record), exclusive for GC removals.
+  std::shared_mutex publish_mu_;
+  std::unique_ptr<Uploads> uploads_;
+};
+
+}  // namespace outpost::store

@@ -1,0 +1,186 @@
+// Garbage collection: what is kept (linked, referenced, recent, active
+// uploads) and what goes (unreferenced old blobs, orphan files, stale uploads).
+#include <catch2/catch.hpp>
+
+#include "store_fixture.hpp"
+
+using namespace outpost;
+using namespace outpost::store;
+
+namespace {
+constexpr int64_t kMinute = 60 * 1000;
+constexpr int64_t kHour = 60 * kMinute;
+
+Digest put(Store& st, const std::string& repo, const std::string& bytes) {
+  auto d = test::digest_of(bytes);
+  REQUIRE(st.put_blob(repo, d, bytes).ok());
+  return d;
+}
+}  // namespace
+
+TEST_CASE("gc: keeps linked and recent blobs, removes unlinked old ones", "[store]") {
+  test::Sandbox sb;
+  test::TestClock clock;
+  auto s = Store::open(sb.root(), test::options(clock));
+  REQUIRE(s.ok());
+  auto& st = **s;
+  const Digest kept = put(st, "app", "linked blob");
+  const Digest dropped = put(st, "app", "unlinked blob");
+  REQUIRE(st.delete_blob("app", dropped).ok());
+
+  GcOptions opts;
+  opts.grace_ms = 10 * kMinute;
+  auto r1 = st.gc(opts);
+  REQUIRE(r1.ok());
+  CHECK(r1->blobs_removed == 0);  // within the grace period
+  CHECK(st.blobs().contains(dropped));
+
+  clock.advance_ms(11 * kMinute);
+  auto r2 = st.gc(opts);
+  REQUIRE(r2.ok());
+  CHECK(r2->blobs_removed == 1);
+  CHECK(r2->bytes_removed == std::string("unlinked blob").size());
+  CHECK_FALSE(st.blobs().contains(dropped));
+  CHECK(st.blobs().contains(kept));
+  CHECK(*st.stat_blob("app", kept) > 0);
+  CHECK_FALSE(st.meta().blob_size(dropped)->has_value());
+
+  // Re-linking restarts the grace period (touched), re-pushing restores it.
+  REQUIRE(st.put_blob("app", dropped, "unlinked blob").ok());
+  CHECK(*st.stat_blob("app", dropped) == std::string("unlinked blob").size());
+}
+
+TEST_CASE("gc: manifests keep their own bytes and everything they reference", "[store]") {
+  test::Sandbox sb;
+  test::TestClock clock;
+  auto s = Store::open(sb.root(), test::options(clock));
+  REQUIRE(s.ok());
+  auto& st = **s;
+  const Digest layer = put(st, "app", "layer");
+  const std::string mbytes = "{\"layers\":[\"" + layer.str() + "\"]}";
+  ManifestPut m;
+  m.repo = "app";
+  m.digest = test::digest_of(mbytes);
+  m.media_type = "application/vnd.oci.image.manifest.v1+json";
+  m.refs = {{layer, true}};
+  REQUIRE(st.put_manifest(m, mbytes).ok());
+  // Unlinking is refused while referenced; drop the link via another route:
+  // mount into a second repo and delete there, the first link stays anyway.
+  CHECK(st.delete_blob("app", layer).error().code == Errc::Denied);
+
+  clock.advance_ms(2 * kHour);
+  auto r = st.gc();
+  REQUIRE(r.ok());
+  CHECK(r->blobs_removed == 0);
+  CHECK(st.blobs().contains(layer));
+  CHECK(st.blobs().contains(m.digest));
+
+  // Once the manifest is deleted and the layer unlinked, both go.
+  REQUIRE(st.delete_manifest("app", m.digest).ok());
+  REQUIRE(st.delete_blob("app", layer).ok());
+  r = st.gc();
+  REQUIRE(r.ok());
+  CHECK(r->blobs_removed == 2);
+  CHECK_FALSE(st.blobs().contains(layer));
+  CHECK_FALSE(st.blobs().contains(m.digest));
+  CHECK(test::blob_files(sb.root()).empty());
+}
+
+TEST_CASE("gc: a reference from any repository's manifest keeps a blob", "[store]") {
+  test::Sandbox sb;
+  test::TestClock clock;
+  auto s = Store::open(sb.root(), test::options(clock));
+  REQUIRE(s.ok());
+  auto& st = **s;
+  // A foreign layer reference (not required) to a blob that is stored but
+  // linked nowhere still protects it.
+  const Digest loose = put(st, "tmp", "loose");
+  REQUIRE(st.delete_blob("tmp", loose).ok());
+  const std::string mbytes = "{\"foreign\":\"" + loose.str() + "\"}";
+  ManifestPut m;
+  m.repo = "win";
+  m.digest = test::digest_of(mbytes);
+  m.media_type = "application/vnd.oci.image.manifest.v1+json";
+  m.refs = {{loose, false}};
+  REQUIRE(st.put_manifest(m, mbytes).ok());
+  clock.advance_ms(kHour);
+  REQUIRE(st.gc().ok());
+  CHECK(st.blobs().contains(loose));
+}
+
+TEST_CASE("gc: orphan blob files (no row) go after the grace period", "[store]") {
+  test::Sandbox sb;
+  test::TestClock clock;
+  auto s = Store::open(sb.root(), test::options(clock));
+  REQUIRE(s.ok());
+  auto& st = **s;
+  const Digest recorded = put(st, "app", "recorded");
+  // Verified bytes renamed into place but never recorded (crash between the
+  // rename and the SQLite commit), plus a stray file with a foreign name.
+  const std::string orphan = "orphan bytes";
+  const Digest od = test::digest_of(orphan);
+  REQUIRE(st.blobs().write_verified(od, orphan).ok());
+  const std::string stray = st.layout().blobs_alg_dir() + "/" + std::string(od.hex().substr(0, 2)) + "/junk.swp";
+  std::ofstream(stray) << "junk";
+
+  auto r1 = st.gc();
+  REQUIRE(r1.ok());
+  CHECK(r1->orphan_files_removed == 0);  // young: could be a publish in flight
+  clock.advance_ms(kHour);
+  auto r2 = st.gc();
+  REQUIRE(r2.ok());
+  CHECK(r2->orphan_files_removed == 2);
+  CHECK_FALSE(st.blobs().contains(od));
+  CHECK_FALSE(std::filesystem::exists(stray));
+  CHECK(st.blobs().contains(recorded));
+}
+
+TEST_CASE("gc: stale uploads expire after the TTL, active ones stay", "[store]") {
+  test::Sandbox sb;
+  test::TestClock clock;
+  auto s = Store::open(sb.root(), test::options(clock));
+  REQUIRE(s.ok());
+  auto& st = **s;
+  auto stale = st.start_upload("app");
+  REQUIRE(stale.ok());
+  REQUIRE(st.append_upload("app", *stale, 0, "old").ok());
+  REQUIRE(st.flush_upload("app", *stale).ok());
+  std::ofstream(sb.root() + "/tmp/leftover.tmp") << "x";
+
+  clock.advance_ms(25 * kHour);
+  auto fresh = st.start_upload("app");
+  REQUIRE(fresh.ok());
+  GcOptions opts;
+  opts.upload_ttl_ms = 24 * kHour;
+  auto r = st.gc(opts);
+  REQUIRE(r.ok());
+  CHECK(r->uploads_expired == 1);
+  CHECK(r->temp_files_removed == 1);
+  CHECK(st.upload_status("app", *stale).error().code == Errc::BlobUploadUnknown);
+  CHECK(*st.upload_status("app", *fresh) == 0);
+  CHECK(test::files_under(sb.root() + "/uploads") == std::vector<std::string>{*fresh + "/data"});
+}
+
+TEST_CASE("gc: uploads in progress survive and can still commit", "[store]") {
+  test::Sandbox sb;
+  test::TestClock clock;
+  auto s = Store::open(sb.root(), test::options(clock));
+  REQUIRE(s.ok());
+  auto& st = **s;
+  const std::string data = test::pattern_bytes(70000, 9);
+  auto id = st.start_upload("app");
+  REQUIRE(id.ok());
+  REQUIRE(st.append_upload("app", *id, 0, std::string_view(data).substr(0, 30000)).ok());
+  REQUIRE(st.flush_upload("app", *id).ok());
+  clock.advance_ms(kHour);
+  auto r = st.gc();
+  REQUIRE(r.ok());
+  CHECK(r->uploads_expired == 0);
+  CHECK(r->upload_dirs_removed == 0);
+  REQUIRE(st.append_upload("app", *id, 30000, std::string_view(data).substr(30000)).ok());
+  REQUIRE(st.commit_upload("app", *id, test::digest_of(data)).ok());
+  // Just committed: even unlinked right away, it is inside the grace period.
+  REQUIRE(st.delete_blob("app", test::digest_of(data)).ok());
+  REQUIRE(st.gc().ok());
+  CHECK(st.blobs().contains(test::digest_of(data)));
+}
