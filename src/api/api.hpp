@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include <uv.h>
+
 #include "http/router.hpp"
 
 namespace outpost::store { class Store; }
@@ -19,6 +21,7 @@ struct ApiOptions {
 struct ApiContext {
   ApiOptions options;
   store::Store* store = nullptr;  ///< null only in tests of the base route
+  uv_loop_t* loop = nullptr;      ///< where store jobs report back
 };
 
 /// Adds every /v2/ route to `router`. `ctx` must outlive the router.

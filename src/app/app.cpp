@@ -3,11 +3,14 @@
 #include <signal.h>
 #include <systemd/sd-daemon.h>
 
+#include <filesystem>
 #include <memory>
+#include <system_error>
 
 #include "base/log.hpp"
 #include "http/router.hpp"
 #include "http/server.hpp"
+#include "store/store.hpp"
 #include "uv/loop.hpp"
 
 namespace outpost::app {
@@ -17,6 +20,7 @@ struct App::Impl {
   uv::Loop loop;
   http::Router router;
   api::ApiContext api;
+  std::unique_ptr<store::Store> store;
   std::unique_ptr<http::Server> server;
   uv::Signal* sigterm = nullptr;
   uv::Signal* sigint = nullptr;
@@ -27,6 +31,7 @@ App::App(Config cfg) : impl_(std::make_unique<Impl>()) { impl_->cfg = std::move(
 App::~App() {
   // Order: the server (and its connections) before the store they use.
   impl_->server.reset();
+  impl_->store.reset();
 }
 
 int App::run() {
@@ -35,6 +40,21 @@ int App::run() {
   // Writes to a closed socket must return EPIPE, not kill the process.
   signal(SIGPIPE, SIG_IGN);
 
+  // The root's parents are created here (an operator's "var/outpost" in a
+  // fresh checkout); the store creates and owns the root itself.
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(c.storage.root).parent_path(), ec);
+  store::StoreOptions so;
+  so.max_manifest_bytes = c.registry.max_manifest_bytes;
+  auto st = store::Store::open(c.storage.root, so);
+  if (!st) {
+    log::error("cannot open the store", " root=" + log::quote(c.storage.root) + " reason=" +
+                                             log::quote(st.error().message()));
+    return 1;
+  }
+  m.store = std::move(*st);
+  m.api.store = m.store.get();
+  m.api.loop = m.loop.get();
   m.api.options.read_only = c.registry.mode == "ReadOnly";
   m.api.options.max_manifest_bytes = c.registry.max_manifest_bytes;
   api::register_routes(m.router, m.api);

@@ -1,0 +1,63 @@
+// GET/HEAD/DELETE /v2/<name>/blobs/<digest>: bytes straight from the store
+// file with sendfile; Range gives 206/416 (distribution-spec "Pulling Blobs").
+#include "api/common.hpp"
+#include "api/handlers.hpp"
+#include "http/range.hpp"
+
+namespace outpost::api {
+
+void handle_blob_get(ApiContext& ctx, const http::ExchangePtr& ex) {
+  if (!check_name(ex)) return;
+  auto d = digest_param(ex, ex->params().reference);
+  if (!d) return;
+  const std::string name = ex->params().name;
+  store_job<store::Store::OpenBlob>(
+      ctx, [name, d = *d](store::Store& s) { return s.open_blob(name, d); },
+      [ex, d = *d](Result<store::Store::OpenBlob> r) {
+        if (!r) return ex->respond_error(r.error().code == Errc::BlobUnknown
+                                             ? Error(Errc::BlobUnknown, d.str())
+                                             : r.error());
+        const uint64_t size = r->size;
+        ex->add_header("Docker-Content-Digest", d.str());
+        ex->add_header("ETag", "\"" + d.str() + "\"");
+        ex->add_header("Accept-Ranges", "bytes");
+        ex->add_header("Cache-Control", "max-age=31536000");  // content by digest never changes
+        auto range = http::evaluate_range(ex->req().headers.get("Range"), size);
+        if (range.verdict == http::RangeVerdict::Unsatisfiable) {
+          ex->add_header("Content-Range", "bytes */" + std::to_string(size));
+          return ex->respond_error(Errc::RangeInvalid, "range not satisfiable for a blob of " +
+                                                           std::to_string(size) + " bytes");
+        }
+        ex->add_header("Content-Type", "application/octet-stream");
+        if (range.verdict == http::RangeVerdict::Partial) {
+          const auto& br = range.range;
+          ex->add_header("Content-Range", "bytes " + std::to_string(br.offset) + "-" +
+                                              std::to_string(br.offset + br.length - 1) + "/" + std::to_string(size));
+          return ex->respond_file(206, r->fd.release(), br.offset, br.length);
+        }
+        ex->respond_file(200, r->fd.release(), 0, size);
+      });
+}
+
+void handle_blob_delete(ApiContext& ctx, const http::ExchangePtr& ex) {
+  if (!check_name(ex) || !check_writable(ctx, ex)) return;
+  auto d = digest_param(ex, ex->params().reference);
+  if (!d) return;
+  const std::string name = ex->params().name;
+  store_job<bool>(
+      ctx,
+      [name, d = *d](store::Store& s) -> Result<bool> {
+        auto st = s.delete_blob(name, d);
+        if (!st) return std::move(st).error();
+        return true;
+      },
+      [ex, d = *d](Result<bool> r) {
+        if (!r) {
+          if (r.error().code == Errc::BlobUnknown) return ex->respond_error(Errc::BlobUnknown, d.str());
+          return ex->respond_error(r.error());
+        }
+        ex->respond(202);
+      });
+}
+
+}  // namespace outpost::api

@@ -1,0 +1,44 @@
+// Shared by the handlers: request validation (names, digests, pagination),
+// OCI headers, and running blocking store calls on the work pool.
+#pragma once
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "api/api.hpp"
+#include "base/digest.hpp"
+#include "base/result.hpp"
+#include "http/exchange.hpp"
+#include "store/store.hpp"
+#include "uv/work.hpp"
+
+namespace outpost::api {
+
+/// Answers NAME_INVALID and returns false when the route's name is not a
+/// valid repository name.
+bool check_name(const http::ExchangePtr& ex);
+/// Parses a digest from the URL or query; answers DIGEST_INVALID on failure.
+std::optional<Digest> digest_param(const http::ExchangePtr& ex, const std::string& s);
+/// Answers UNSUPPORTED and returns false in ReadOnly mode.
+bool check_writable(ApiContext& ctx, const http::ExchangePtr& ex);
+/// n/last from the query; answers PAGINATION_NUMBER_INVALID on a bad n.
+std::optional<store::PageRequest> page_param(const http::ExchangePtr& ex);
+/// RFC 8288 Link header for the next page, when there is one.
+void add_next_link(const http::ExchangePtr& ex, const std::string& path, const store::PageRequest& page,
+                   const std::string& last, std::string extra_query = {});
+
+std::string blob_location(const std::string& name, const Digest& d);
+std::string manifest_location(const std::string& name, const Digest& d);
+std::string upload_location(const std::string& name, const std::string& id);
+/// "0-<offset-1>" as the spec's upload Range header ("0-0" when empty, as distribution sends).
+std::string upload_range(uint64_t offset);
+
+/// Runs `job(store)` on the work pool (the store's [sync] calls fsync and
+/// the metadata connection is shared), then `done(result)` on the loop.
+template <typename T>
+void store_job(ApiContext& ctx, std::function<Result<T>(store::Store&)> job, std::function<void(Result<T>)> done) {
+  store::Store* s = ctx.store;
+  uv::run_in_pool<Result<T>>(ctx.loop, [s, job = std::move(job)]() { return job(*s); }, std::move(done));
+}
+
+}  // namespace outpost::api

@@ -1,0 +1,242 @@
+// Blob uploads (distribution-spec "Pushing Blobs"): POST starts a session
+// (or mounts, or takes the whole blob with ?digest=), PATCH appends a chunk
+// with offset checks, PUT ?digest= appends the last bytes and commits, GET
+// reports progress, DELETE cancels. Bodies stream into the session file
+// chunk by chunk: memory stays flat whatever the blob size.
+#include <charconv>
+#include <memory>
+
+#include "api/common.hpp"
+#include "api/handlers.hpp"
+
+namespace outpost::api {
+
+namespace {
+
+struct ContentRange {
+  uint64_t start = 0, end = 0;
+};
+
+// "<start>-<end>" as the spec's PATCH Content-Range (also tolerates a "bytes " prefix).
+std::optional<ContentRange> parse_content_range(std::string_view v) {
+  if (v.substr(0, 6) == "bytes ") v.remove_prefix(6);
+  size_t slash = v.find('/');
+  if (slash != std::string_view::npos) v = v.substr(0, slash);
+  size_t dash = v.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  ContentRange r;
+  auto a = v.substr(0, dash), b = v.substr(dash + 1);
+  auto [p1, e1] = std::from_chars(a.data(), a.data() + a.size(), r.start);
+  auto [p2, e2] = std::from_chars(b.data(), b.data() + b.size(), r.end);
+  if (a.empty() || b.empty() || e1 != std::errc() || e2 != std::errc() || p1 != a.data() + a.size() ||
+      p2 != b.data() + b.size() || r.end < r.start)
+    return std::nullopt;
+  return r;
+}
+
+void add_upload_headers(const http::ExchangePtr& ex, const std::string& name, const std::string& id, uint64_t offset) {
+  ex->add_header("Location", upload_location(name, id));
+  ex->add_header("Range", upload_range(offset));
+  ex->add_header("Docker-Upload-UUID", id);
+}
+
+void respond_upload_error(const http::ExchangePtr& ex, const Error& e, const std::string& id) {
+  if (e.code == Errc::BlobUploadUnknown) return ex->respond_error(Errc::BlobUploadUnknown, "upload " + id + " is not known");
+  ex->respond_error(e);
+}
+
+// Answers 416 with the session's real progress, so the client can resume.
+void respond_bad_offset(ApiContext& ctx, const http::ExchangePtr& ex, const std::string& name, const std::string& id,
+                        std::string why) {
+  auto cur = ctx.store->upload_status(name, id);
+  if (!cur) return respond_upload_error(ex, cur.error(), id);
+  add_upload_headers(ex, name, id, *cur);
+  ex->respond_error(Errc::RangeInvalid, std::move(why));
+}
+
+/// Streams the request body into session `id` from `offset`, then calls
+/// `then(new_offset)` once the whole body is in (not yet durable).
+void body_to_upload(ApiContext& ctx, const http::ExchangePtr& ex, std::string name, std::string id, uint64_t offset,
+                    std::function<void(uint64_t)> then) {
+  struct State {
+    uint64_t offset;
+    bool failed = false;
+  };
+  auto st = std::make_shared<State>(State{offset});
+  store::Store* store = ctx.store;
+  ApiContext* c = &ctx;
+  ex->read_body(
+      [ex, st, store, c, name, id](std::string_view chunk) {
+        if (st->failed || ex->responded()) return;
+        auto r = store->append_upload(name, id, st->offset, chunk);
+        if (!r) {
+          st->failed = true;
+          if (r.error().code == Errc::RangeInvalid) return respond_bad_offset(*c, ex, name, id, r.error().message());
+          return respond_upload_error(ex, r.error(), id);
+        }
+        st->offset = *r;
+      },
+      [ex, st, id, then = std::move(then)](Status s) {
+        if (st->failed || ex->responded()) return;
+        if (!s) {
+          // The client left or stalled mid-body: what arrived stays in the
+          // session (GET shows the offset) so the client can resume.
+          return ex->respond_error(Errc::BlobUploadInvalid, "request body incomplete: " + s.error().message());
+        }
+        then(st->offset);
+      });
+}
+
+/// Common start of PATCH and PUT: the session's current offset, checked
+/// against Content-Range when the client sent one. Nullopt when answered.
+std::optional<uint64_t> start_offset(ApiContext& ctx, const http::ExchangePtr& ex) {
+  const std::string& name = ex->params().name;
+  const std::string& id = ex->params().uuid;
+  auto cur = ctx.store->upload_status(name, id);
+  if (!cur) {
+    respond_upload_error(ex, cur.error(), id);
+    return std::nullopt;
+  }
+  if (auto cr = ex->req().headers.get("Content-Range")) {
+    auto r = parse_content_range(*cr);
+    if (!r) {
+      respond_bad_offset(ctx, ex, name, id, "malformed Content-Range '" + std::string(*cr) + "'");
+      return std::nullopt;
+    }
+    if (r->start != *cur) {
+      respond_bad_offset(ctx, ex, name, id,
+                         "chunk starts at " + std::to_string(r->start) + " but the upload has " + std::to_string(*cur) +
+                             " bytes");
+      return std::nullopt;
+    }
+    auto len = ex->req().content_length;
+    if (len && *len != r->end - r->start + 1) {
+      respond_bad_offset(ctx, ex, name, id, "Content-Range does not match Content-Length");
+      return std::nullopt;
+    }
+  }
+  return *cur;
+}
+
+void commit_and_respond(ApiContext& ctx, const http::ExchangePtr& ex, std::string name, std::string id, Digest d) {
+  store_job<store::Descriptor>(
+      ctx, [name, id, d](store::Store& s) { return s.commit_upload(name, id, d); },
+      [ex, name, id, d](Result<store::Descriptor> r) {
+        if (!r) return respond_upload_error(ex, r.error(), id);
+        ex->add_header("Location", blob_location(name, d));
+        ex->add_header("Docker-Content-Digest", d.str());
+        ex->respond(201);
+      });
+}
+
+void new_session(ApiContext& ctx, const http::ExchangePtr& ex, std::optional<Digest> monolithic) {
+  const std::string name = ex->params().name;
+  ApiContext* c = &ctx;
+  store_job<std::string>(
+      ctx, [name](store::Store& s) { return s.start_upload(name); },
+      [ex, c, name, monolithic](Result<std::string> r) {
+        if (!r) return ex->respond_error(r.error());
+        const std::string id = *r;
+        if (!monolithic) {
+          add_upload_headers(ex, name, id, 0);
+          return ex->respond(202);
+        }
+        body_to_upload(*c, ex, name, id, 0, [c, ex, name, id, d = *monolithic](uint64_t) {
+          commit_and_respond(*c, ex, name, id, d);
+        });
+      });
+}
+
+}  // namespace
+
+void handle_upload_start(ApiContext& ctx, const http::ExchangePtr& ex) {
+  if (!check_name(ex) || !check_writable(ctx, ex)) return;
+  const auto& req = ex->req();
+  auto mount = req.query_param("mount");
+  auto from = req.query_param("from");
+  std::optional<Digest> monolithic;
+  if (auto d = req.query_param("digest")) {
+    auto parsed = digest_param(ex, *d);
+    if (!parsed) return;
+    monolithic = *parsed;
+  }
+  if (mount && from && !monolithic) {
+    auto d = digest_param(ex, *mount);
+    if (!d) return;
+    const std::string name = ex->params().name, src = *from;
+    ApiContext* c = &ctx;
+    store_job<uint64_t>(
+        ctx, [name, src, d = *d](store::Store& s) { return s.mount_blob(src, name, d); },
+        [ex, c, name, d = *d](Result<uint64_t> r) {
+          if (r) {
+            ex->add_header("Location", blob_location(name, d));
+            ex->add_header("Docker-Content-Digest", d.str());
+            return ex->respond(201);
+          }
+          // Spec: a registry that cannot mount answers as for a plain POST.
+          if (r.error().code != Errc::BlobUnknown && r.error().code != Errc::NameInvalid)
+            return ex->respond_error(r.error());
+          new_session(*c, ex, std::nullopt);
+        });
+    return;
+  }
+  new_session(ctx, ex, monolithic);
+}
+
+void handle_upload_patch(ApiContext& ctx, const http::ExchangePtr& ex) {
+  if (!check_name(ex) || !check_writable(ctx, ex)) return;
+  auto offset = start_offset(ctx, ex);
+  if (!offset) return;
+  const std::string name = ex->params().name, id = ex->params().uuid;
+  ApiContext* c = &ctx;
+  body_to_upload(ctx, ex, name, id, *offset, [c, ex, name, id](uint64_t) {
+    store_job<uint64_t>(
+        *c, [name, id](store::Store& s) { return s.flush_upload(name, id); },
+        [ex, name, id](Result<uint64_t> r) {
+          if (!r) return respond_upload_error(ex, r.error(), id);
+          add_upload_headers(ex, name, id, *r);
+          ex->respond(202);
+        });
+  });
+}
+
+void handle_upload_put(ApiContext& ctx, const http::ExchangePtr& ex) {
+  if (!check_name(ex) || !check_writable(ctx, ex)) return;
+  auto dq = ex->req().query_param("digest");
+  if (!dq) return ex->respond_error(Errc::DigestInvalid, "the digest query parameter is required to finish an upload");
+  auto d = digest_param(ex, *dq);
+  if (!d) return;
+  auto offset = start_offset(ctx, ex);
+  if (!offset) return;
+  const std::string name = ex->params().name, id = ex->params().uuid;
+  ApiContext* c = &ctx;
+  body_to_upload(ctx, ex, name, id, *offset,
+                 [c, ex, name, id, d = *d](uint64_t) { commit_and_respond(*c, ex, name, id, d); });
+}
+
+void handle_upload_status(ApiContext& ctx, const http::ExchangePtr& ex) {
+  if (!check_name(ex)) return;
+  const std::string name = ex->params().name, id = ex->params().uuid;
+  auto cur = ctx.store->upload_status(name, id);
+  if (!cur) return respond_upload_error(ex, cur.error(), id);
+  add_upload_headers(ex, name, id, *cur);
+  ex->respond(204);
+}
+
+void handle_upload_cancel(ApiContext& ctx, const http::ExchangePtr& ex) {
+  if (!check_name(ex) || !check_writable(ctx, ex)) return;
+  const std::string name = ex->params().name, id = ex->params().uuid;
+  store_job<bool>(
+      ctx,
+      [name, id](store::Store& s) -> Result<bool> {
+        auto st = s.cancel_upload(name, id);
+        if (!st) return std::move(st).error();
+        return true;
+      },
+      [ex, id](Result<bool> r) {
+        if (!r) return respond_upload_error(ex, r.error(), id);
+        ex->respond(204);
+      });
+}
+
+}  // namespace outpost::api
