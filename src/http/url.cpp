@@ -1,0 +1,74 @@
+#include "http/url.hpp"
+
+#include <charconv>
+
+namespace outpost::http {
+
+Result<Url> Url::parse(std::string_view s) {
+  Url u;
+  if (s.substr(0, 8) == "https://") {
+    u.tls = true;
+    s.remove_prefix(8);
+  } else if (s.substr(0, 7) == "http://") {
+    s.remove_prefix(7);
+  } else {
+    return Error(Errc::ConfigInvalid, "URL must start with http:// or https://: '" + std::string(s) + "'");
+  }
+  size_t slash = s.find_first_of("/?");
+  std::string_view authority = s.substr(0, slash);
+  u.target = slash == std::string_view::npos ? "/" : std::string(s.substr(slash));
+  if (!u.target.empty() && u.target[0] == '?') u.target = "/" + u.target;
+  if (authority.find('@') != std::string_view::npos)
+    return Error(Errc::ConfigInvalid, "credentials in URLs are not supported; use the token file");
+  std::string_view port;
+  if (!authority.empty() && authority[0] == '[') {
+    size_t close = authority.find(']');
+    if (close == std::string_view::npos) return Error(Errc::ConfigInvalid, "bad IPv6 host in URL");
+    u.host = std::string(authority.substr(1, close - 1));
+    if (close + 1 < authority.size()) {
+      if (authority[close + 1] != ':') return Error(Errc::ConfigInvalid, "bad URL authority");
+      port = authority.substr(close + 2);
+    }
+  } else {
+    size_t colon = authority.rfind(':');
+    u.host = std::string(authority.substr(0, colon));
+    if (colon != std::string_view::npos) port = authority.substr(colon + 1);
+  }
+  if (u.host.empty()) return Error(Errc::ConfigInvalid, "URL has no host");
+  u.port = u.tls ? 443 : 80;
+  if (!port.empty()) {
+    unsigned p = 0;
+    auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+    if (ec != std::errc() || ptr != port.data() + port.size() || p == 0 || p > 65535)
+      return Error(Errc::ConfigInvalid, "bad port in URL");
+    u.port = static_cast<uint16_t>(p);
+  }
+  return u;
+}
+
+std::string Url::host_header() const {
+  std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+  if (port != (tls ? 443 : 80)) h += ":" + std::to_string(port);
+  return h;
+}
+
+std::string Url::origin() const {
+  std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+  return std::string(tls ? "https://" : "http://") + h + ":" + std::to_string(port);
+}
+
+Result<Url> Url::resolve(std::string_view loc) const {
+  if (loc.substr(0, 7) == "http://" || loc.substr(0, 8) == "https://") return parse(loc);
+  if (loc.substr(0, 2) == "//") return parse(std::string(tls ? "https:" : "http:") + std::string(loc));
+  Url u = *this;
+  if (!loc.empty() && loc[0] == '/') {
+    u.target = std::string(loc);
+    return u;
+  }
+  // Relative path: replace the last segment of the current path.
+  std::string path = target.substr(0, target.find('?'));
+  u.target = path.substr(0, path.rfind('/') + 1) + std::string(loc);
+  return u;
+}
+
+}  // namespace outpost::http
