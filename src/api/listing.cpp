@@ -5,7 +5,7 @@
 
 #include "api/common.hpp"
 #include "api/handlers.hpp"
-#include "api/manifest.hpp"
+#include "oci/manifest.hpp"
 
 namespace outpost::api {
 
@@ -72,12 +72,12 @@ void handle_referrers(ApiContext& ctx, const http::ExchangePtr& ex) {
           }
           manifests.push_back(std::move(d));
         }
-        json j = {{"schemaVersion", 2}, {"mediaType", std::string(kOciIndex)}, {"manifests", std::move(manifests)}};
+        json j = {{"schemaVersion", 2}, {"mediaType", std::string(oci::kOciIndex)}, {"manifests", std::move(manifests)}};
         if (artifact_type) ex->add_header("OCI-Filters-Applied", "artifactType");
         if (page.has_more && !page.items.empty())
           add_next_link(ex, "/v2/" + name + "/referrers/" + subject.str(), p, page.items.back().digest.str(),
                         artifact_type ? "artifactType=" + http::percent_encode(*artifact_type) : "");
-        ex->respond(200, j.dump(), kOciIndex);
+        ex->respond(200, j.dump(), oci::kOciIndex);
       });
 }
 

@@ -5,7 +5,7 @@
 
 #include "api/common.hpp"
 #include "api/handlers.hpp"
-#include "api/manifest.hpp"
+#include "oci/manifest.hpp"
 #include "base/reference.hpp"
 
 namespace outpost::api {
@@ -78,7 +78,7 @@ void handle_manifest_put(ApiContext& ctx, const http::ExchangePtr& ex) {
         if (ex->responded()) return;
         if (!st) return ex->respond_error(Errc::ManifestInvalid, "manifest body incomplete: " + st.error().message());
         const std::string name = ex->params().name, ref = ex->params().reference;
-        auto parsed = parse_manifest(*body, ex->req().headers.get("Content-Type").value_or(""));
+        auto parsed = oci::parse_manifest(*body, ex->req().headers.get("Content-Type").value_or(""));
         if (!parsed) return ex->respond_error(parsed.error());
         Digest digest = Digest::sha256_of(*body);
         if (looks_like_digest(ref) && ref != digest.str())

@@ -1,8 +1,8 @@
-#include "api/manifest.hpp"
+#include "oci/manifest.hpp"
 
 #include <nlohmann/json.hpp>
 
-namespace outpost::api {
+namespace outpost::oci {
 
 using nlohmann::json;
 
@@ -113,4 +113,4 @@ Result<ParsedManifest> parse_manifest(std::string_view bytes, std::string_view c
   return out;
 }
 
-}  // namespace outpost::api
+}  // namespace outpost::oci

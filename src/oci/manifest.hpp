@@ -10,7 +10,7 @@
 #include "base/digest.hpp"
 #include "base/result.hpp"
 
-namespace outpost::api {
+namespace outpost::oci {
 
 inline constexpr std::string_view kOciManifest = "application/vnd.oci.image.manifest.v1+json";
 inline constexpr std::string_view kOciIndex = "application/vnd.oci.image.index.v1+json";
@@ -43,4 +43,4 @@ Result<ParsedManifest> parse_manifest(std::string_view bytes, std::string_view c
 /// Strips parameters and whitespace: "application/json; charset=utf-8" -> "application/json".
 std::string_view bare_media_type(std::string_view content_type);
 
-}  // namespace outpost::api
+}  // namespace outpost::oci

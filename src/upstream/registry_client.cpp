@@ -1,0 +1,209 @@
+#include "upstream/registry_client.hpp"
+
+#include <mbedtls/base64.h>
+#include <uv.h>
+
+#include <nlohmann/json.hpp>
+
+#include "base/log.hpp"
+#include "upstream/www_authenticate.hpp"
+
+namespace outpost::upstream {
+
+namespace {
+constexpr int kMaxRedirects = 5;
+
+uint64_t now_ms() { return uv_hrtime() / 1'000'000; }
+
+std::string scope_for(const std::string& repo) { return "repository:" + repo + ":pull"; }
+
+bool is_redirect(int s) { return s == 301 || s == 302 || s == 303 || s == 307 || s == 308; }
+}  // namespace
+
+void UpstreamOp::cancel() {
+  if (cancelled) return;
+  cancelled = true;
+  on_head = nullptr;
+  on_data = nullptr;
+  on_done = nullptr;
+  if (call) call->cancel();
+  call.reset();
+}
+
+RegistryClient::RegistryClient(http::HttpClient& client, UpstreamOptions o) : client_(client), opts_(std::move(o)) {}
+
+std::string RegistryClient::upstream_repo(const std::string& repo) const {
+  if (opts_.library_prefix && repo.find('/') == std::string::npos) return "library/" + repo;
+  return repo;
+}
+
+std::string RegistryClient::basic_header() const {
+  std::string raw = opts_.username + ":" + opts_.password;
+  unsigned char out[1024];
+  size_t olen = 0;
+  if (mbedtls_base64_encode(out, sizeof out, &olen, reinterpret_cast<const unsigned char*>(raw.data()), raw.size()) != 0)
+    return {};
+  return "Basic " + std::string(reinterpret_cast<char*>(out), olen);
+}
+
+UpstreamOpPtr RegistryClient::request(http::Method m, std::string path, std::string repo, http::Headers extra,
+                                      http::ClientCall::OnHead on_head, http::ClientCall::OnData on_data,
+                                      http::ClientCall::OnDone on_done) {
+  auto op = std::make_shared<UpstreamOp>();
+  op->method = m;
+  op->path = std::move(path);
+  op->repo = std::move(repo);
+  op->extra = std::move(extra);
+  op->on_head = std::move(on_head);
+  op->on_data = std::move(on_data);
+  op->on_done = std::move(on_done);
+  op->url = opts_.url;
+  std::string base = opts_.url.target;
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  op->url.target = base + op->path;
+  step(op);
+  return op;
+}
+
+void RegistryClient::step(const UpstreamOpPtr& op) {
+  if (op->cancelled) return;
+  http::ClientRequest req;
+  req.method = op->method;
+  req.url = op->url;
+  req.headers = op->extra;
+  req.timeouts = opts_.timeouts;
+  // Credentials go only to the registry's own origin, never to a storage
+  // host it redirects to (those URLs carry their own signature).
+  if (op->url.origin() == opts_.url.origin()) {
+    auto it = tokens_.find(scope_for(op->repo));
+    if (it != tokens_.end() && it->second.expires_ms > now_ms()) req.headers.set("Authorization", "Bearer " + it->second.value);
+    else if (basic_mode_ && !opts_.username.empty()) req.headers.set("Authorization", basic_header());
+  }
+  op->intercept = false;
+  std::weak_ptr<UpstreamOp> weak = op;
+  op->call = client_.send(
+      std::move(req),
+      [this, weak](const http::ClientResponse& r) {
+        auto op = weak.lock();
+        if (!op || op->cancelled) return false;
+        if (r.status == 401 && !op->auth_retried) {
+          if (auto h = r.headers.get("WWW-Authenticate")) {
+            op->intercept = true;
+            op->challenge = std::string(*h);
+            return true;
+          }
+        }
+        if (is_redirect(r.status) && op->redirects < kMaxRedirects) {
+          if (auto loc = r.headers.get("Location")) {
+            op->intercept = true;
+            op->location = std::string(*loc);
+            return true;
+          }
+        }
+        return op->on_head ? op->on_head(r) : true;
+      },
+      [weak](std::string_view chunk) {
+        auto op = weak.lock();
+        if (!op || op->cancelled || op->intercept) return;
+        if (op->on_data) op->on_data(chunk);
+      },
+      [this, weak](Status st) {
+        auto op = weak.lock();
+        if (!op || op->cancelled) return;
+        op->call.reset();
+        if (op->intercept && st.ok()) return after_intercept(op);
+        auto done = std::move(op->on_done);
+        op->on_head = nullptr;
+        op->on_data = nullptr;
+        if (done) done(std::move(st));
+      });
+}
+
+void RegistryClient::after_intercept(const UpstreamOpPtr& op) {
+  if (!op->location.empty()) {
+    auto next = op->url.resolve(op->location);
+    op->location.clear();
+    if (!next) {
+      auto done = std::move(op->on_done);
+      if (done) done(Error(Errc::UpstreamError, "bad redirect Location from " + opts_.name));
+      return;
+    }
+    op->redirects++;
+    op->url = *next;
+    return step(op);
+  }
+  op->auth_retried = true;
+  auto ch = parse_challenge(op->challenge);
+  if (ch && ch->scheme == "basic") {
+    if (opts_.username.empty()) {
+      auto done = std::move(op->on_done);
+      if (done) done(Error(Errc::UpstreamError, "parent " + opts_.name + " requires credentials (none configured)"));
+      return;
+    }
+    basic_mode_ = true;
+    return step(op);
+  }
+  if (ch && ch->scheme == "bearer" && !ch->param("realm").empty()) {
+    std::string scope = ch->param("scope");
+    if (scope.empty()) scope = scope_for(op->repo);
+    return fetch_token(op, ch->param("realm"), ch->param("service"), scope);
+  }
+  auto done = std::move(op->on_done);
+  if (done) done(Error(Errc::UpstreamError, "parent " + opts_.name + " sent an unusable auth challenge: " + op->challenge));
+}
+
+void RegistryClient::fetch_token(const UpstreamOpPtr& op, const std::string& realm, const std::string& service,
+                                 const std::string& scope) {
+  auto url = http::Url::parse(realm);
+  if (!url) {
+    auto done = std::move(op->on_done);
+    if (done) done(Error(Errc::UpstreamError, "bad token realm '" + realm + "'"));
+    return;
+  }
+  std::string q = url->target.find('?') == std::string::npos ? "?" : "&";
+  if (!service.empty()) q += "service=" + http::percent_encode(service) + "&";
+  q += "scope=" + http::percent_encode(scope);
+  url->target += q;
+  http::ClientRequest req;
+  req.url = *url;
+  req.timeouts = opts_.timeouts;
+  if (!opts_.username.empty()) req.headers.set("Authorization", basic_header());
+  auto body = std::make_shared<std::string>();
+  std::weak_ptr<UpstreamOp> weak = op;
+  auto status = std::make_shared<int>(0);
+  op->call = client_.send(
+      std::move(req),
+      [status](const http::ClientResponse& r) {
+        *status = r.status;
+        return true;
+      },
+      [body](std::string_view c) {
+        if (body->size() < 1 << 20) body->append(c);
+      },
+      [this, weak, body, status, scope](Status st) {
+        auto op = weak.lock();
+        if (!op || op->cancelled) return;
+        op->call.reset();
+        auto fail = [&](std::string why) {
+          auto done = std::move(op->on_done);
+          if (done) done(Error(Errc::UpstreamError, "token request to " + opts_.name + " failed: " + why));
+        };
+        if (!st) return fail(st.error().message());
+        if (*status != 200) return fail("status " + std::to_string(*status));
+        auto j = nlohmann::json::parse(*body, nullptr, false);
+        if (j.is_discarded() || !j.is_object()) return fail("response is not JSON");
+        std::string tok;
+        if (j.contains("token") && j["token"].is_string()) tok = j["token"].get<std::string>();
+        else if (j.contains("access_token") && j["access_token"].is_string()) tok = j["access_token"].get<std::string>();
+        if (tok.empty()) return fail("no token in response");
+        int64_t ttl = 60;
+        if (j.contains("expires_in") && j["expires_in"].is_number_integer()) ttl = j["expires_in"].get<int64_t>();
+        if (ttl < 10) ttl = 10;
+        // Refresh a little early so a token never expires mid-request.
+        tokens_[scope_for(op->repo)] = Token{tok, now_ms() + static_cast<uint64_t>(ttl - 5) * 1000};
+        if (scope != scope_for(op->repo)) tokens_[scope] = tokens_[scope_for(op->repo)];
+        step(op);
+      });
+}
+
+}  // namespace outpost::upstream

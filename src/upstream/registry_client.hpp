@@ -1,0 +1,84 @@
+// One configured upstream registry (the parent, or a named mirror) as an OCI
+// client: requests under /v2/ with the registry's auth dance (Basic, or
+// 401 + Bearer challenge -> token endpoint -> cached token per scope) and
+// redirects followed without the registry's credentials on other hosts.
+// Callers see only the final response. Knows nothing of the store.
+#pragma once
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "http/client.hpp"
+#include "http/url.hpp"
+
+namespace outpost::upstream {
+
+struct UpstreamOptions {
+  std::string name;          ///< "parent" or the [[upstream]] name, e.g. "docker.io"
+  http::Url url;             ///< base URL of the registry
+  std::string username;      ///< Basic / token-service credentials; empty = anonymous
+  std::string password;
+  http::ClientTimeouts timeouts;
+  /// Docker Hub: single-component names live under "library/".
+  bool library_prefix = false;
+};
+
+class RegistryClient;
+
+/// One logical request (possibly several HTTP exchanges). cancel() stops it;
+/// no callback fires after.
+class UpstreamOp {
+ public:
+  void cancel();
+  // internals
+  http::Method method;
+  std::string path;   ///< "/v2/<repo>/..."
+  std::string repo;   ///< upstream repository name, for the auth scope
+  http::Headers extra;
+  http::ClientCall::OnHead on_head;
+  http::ClientCall::OnData on_data;
+  http::ClientCall::OnDone on_done;
+  http::ClientCallPtr call;
+  http::Url url;      ///< current target (changes on redirect)
+  int redirects = 0;
+  bool auth_retried = false;
+  bool intercept = false;
+  bool cancelled = false;
+  std::string location;
+  std::string challenge;
+};
+using UpstreamOpPtr = std::shared_ptr<UpstreamOp>;
+
+class RegistryClient {
+ public:
+  RegistryClient(http::HttpClient& client, UpstreamOptions o);
+  const UpstreamOptions& options() const { return opts_; }
+
+  /// Maps a client-facing repository name to the upstream's (library/ rule).
+  std::string upstream_repo(const std::string& repo) const;
+
+  /// `path` is relative to the registry root ("/v2/..."); `repo` names the
+  /// auth scope. on_head/on_data/on_done as http::ClientCall, final response only.
+  UpstreamOpPtr request(http::Method m, std::string path, std::string repo, http::Headers extra,
+                        http::ClientCall::OnHead on_head, http::ClientCall::OnData on_data,
+                        http::ClientCall::OnDone on_done);
+
+ private:
+  void step(const UpstreamOpPtr& op);
+  void after_intercept(const UpstreamOpPtr& op);
+  void fetch_token(const UpstreamOpPtr& op, const std::string& realm, const std::string& service,
+                   const std::string& scope);
+  std::string basic_header() const;
+
+  struct Token {
+    std::string value;
+    uint64_t expires_ms = 0;
+  };
+  http::HttpClient& client_;
+  UpstreamOptions opts_;
+  bool basic_mode_ = false;              ///< the registry asked for Basic
+  std::map<std::string, Token> tokens_;  ///< scope -> bearer token
+};
+
+}  // namespace outpost::upstream

@@ -1,0 +1,75 @@
+#include "upstream/www_authenticate.hpp"
+
+#include <cctype>
+
+namespace outpost::upstream {
+
+namespace {
+bool is_token_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+void skip_ws(std::string_view& s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+}
+std::string lower(std::string_view s) {
+  std::string o(s);
+  for (auto& c : o) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return o;
+}
+}  // namespace
+
+std::optional<Challenge> parse_challenge(std::string_view s) {
+  Challenge c;
+  skip_ws(s);
+  size_t i = 0;
+  while (i < s.size() && is_token_char(s[i])) ++i;
+  if (i == 0) return std::nullopt;
+  c.scheme = lower(s.substr(0, i));
+  s.remove_prefix(i);
+  while (true) {
+    skip_ws(s);
+    if (s.empty()) break;
+    size_t k = 0;
+    while (k < s.size() && is_token_char(s[k])) ++k;
+    if (k == 0) return std::nullopt;
+    std::string key = lower(s.substr(0, k));
+    s.remove_prefix(k);
+    skip_ws(s);
+    if (s.empty() || s.front() != '=') {
+      // token68 form ("Basic abc==") or the start of the next challenge: stop here.
+      break;
+    }
+    s.remove_prefix(1);
+    skip_ws(s);
+    std::string value;
+    if (!s.empty() && s.front() == '"') {
+      s.remove_prefix(1);
+      bool closed = false;
+      while (!s.empty()) {
+        char ch = s.front();
+        s.remove_prefix(1);
+        if (ch == '\\' && !s.empty()) {
+          value += s.front();
+          s.remove_prefix(1);
+        } else if (ch == '"') {
+          closed = true;
+          break;
+        } else {
+          value += ch;
+        }
+      }
+      if (!closed) return std::nullopt;
+    } else {
+      size_t v = 0;
+      while (v < s.size() && is_token_char(s[v])) ++v;
+      value = std::string(s.substr(0, v));
+      s.remove_prefix(v);
+    }
+    c.params[key] = value;
+    skip_ws(s);
+    if (!s.empty() && s.front() == ',') s.remove_prefix(1);
+  }
+  return c;
+}
+
+}  // namespace outpost::upstream
