@@ -11,13 +11,17 @@
 
 namespace outpost {
 
-/// A validated digest. Only sha256 is accepted for content we store
-/// (distribution-spec: registries MUST support sha256; sha512 is optional and
-/// parsed so that it can be answered with a clear DIGEST_INVALID/UNSUPPORTED).
+/// A validated digest. Only sha256 is accepted (distribution-spec: registries
+/// MUST support sha256; sha512 is optional). parse() checks the spec grammar
+/// for every algorithm, the exact form of sha256 (64 lowercase hex) and sha512
+/// (128 lowercase hex), and then refuses anything but sha256 with
+/// DIGEST_INVALID "unsupported digest algorithm", so a well-formed sha512 gets
+/// a clear answer instead of a grammar error.
 class Digest {
  public:
   Digest() = default;
   /// Parses "algorithm:encoded" per the spec grammar; lowercase hex, right length.
+  /// Errors are Errc::DigestInvalid with a detail naming what is wrong.
   static Result<Digest> parse(std::string_view s);
   static Digest sha256_of(std::string_view bytes);
 
@@ -29,6 +33,7 @@ class Digest {
   bool operator<(const Digest& o) const { return s_ < o.s_; }
 
  private:
+  friend class Sha256;  // builds the result of finish() without re-parsing
   Digest(std::string s, size_t colon) : s_(std::move(s)), colon_(colon) {}
   std::string s_;
   size_t colon_ = 0;

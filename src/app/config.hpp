@@ -1,0 +1,74 @@
+// Outpost's settings: one table of keys (name, type, bounds, default, help)
+// drives parsing, validation and `outpost config` dumps. The default config
+// is conf/outpost.toml, embedded in the binary at build time.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/log.hpp"
+#include "base/result.hpp"
+
+namespace outpost::app {
+
+struct ServerConfig {
+  std::vector<std::string> listen{"127.0.0.1:5000"};  ///< "host:port", IPv4 or [IPv6]
+  uint32_t max_connections = 1024;
+  uint32_t max_header_bytes = 16 * 1024;   ///< request line + headers
+  uint64_t header_timeout_ms = 10'000;     ///< time to receive a whole request head
+  uint64_t idle_timeout_ms = 60'000;       ///< keep-alive idle time between requests
+  uint64_t body_timeout_ms = 30'000;       ///< longest pause in a request body
+  uint64_t write_timeout_ms = 60'000;      ///< longest time a client may stop reading a response
+  uint64_t shutdown_timeout_ms = 30'000;   ///< in-flight grace on SIGTERM
+};
+
+struct StorageConfig {
+  std::string root = "var/outpost";        ///< relative paths are relative to the working directory
+};
+
+struct RegistryConfig {
+  std::string name = "outpost";
+  std::string mode = "ReadWrite";          ///< "ReadWrite" or "ReadOnly"
+  uint64_t max_manifest_bytes = 4 * 1024 * 1024;
+};
+
+struct LogConfig {
+  log::Level level = log::Level::Info;
+};
+
+struct Config {
+  ServerConfig server;
+  StorageConfig storage;
+  RegistryConfig registry;
+  LogConfig log;
+  std::string source;  ///< file name it came from, or "<embedded default>"
+};
+
+/// The embedded default (conf/outpost.toml as built into the binary).
+std::string_view default_config_text();
+
+/// One validated `server.listen` entry: "a.b.c.d:port" or "[v6]:port".
+struct ListenAddress {
+  std::string host;    ///< numeric address, without the IPv6 brackets
+  uint16_t port = 0;   ///< 1..65535
+  bool ipv6 = false;
+};
+
+/// Splits and checks a "host:port" listen entry (numeric hosts only: a
+/// listener binds, it does not resolve). Errc::ConfigInvalid on bad input;
+/// the detail quotes the input, e.g. "\"[::1]\" is not \"host:port\" ...".
+Result<ListenAddress> parse_listen_address(std::string_view s);
+
+/// Parses TOML text. Errors name `source`, the line and the reason:
+/// "outpost.toml:12: server.idle_timeout: \"5x\" is not a duration".
+/// Unknown keys and tables are errors.
+Result<Config> parse_config(std::string_view text, std::string_view source);
+
+/// Reads and parses a file.
+Result<Config> load_config_file(const std::string& path);
+
+/// Every key with its current value, as TOML (for `outpost config`).
+std::string dump_config(const Config& c);
+
+}  // namespace outpost::app
