@@ -10,6 +10,7 @@
 #include "http/router.hpp"
 
 namespace outpost::store { class Store; }
+namespace outpost::cache { class PullThrough; }
 
 namespace outpost::api {
 
@@ -22,6 +23,7 @@ struct ApiContext {
   ApiOptions options;
   store::Store* store = nullptr;  ///< null only in tests of the base route
   uv_loop_t* loop = nullptr;      ///< where store jobs report back
+  cache::PullThrough* pull = nullptr;  ///< null: no parent, a standalone registry
 };
 
 /// Adds every /v2/ route to `router`. `ctx` must outlive the router.

@@ -2,6 +2,7 @@
 // file with sendfile; Range gives 206/416 (distribution-spec "Pulling Blobs").
 #include "api/common.hpp"
 #include "api/handlers.hpp"
+#include "cache/pull_through.hpp"
 #include "http/range.hpp"
 
 namespace outpost::api {
@@ -10,10 +11,13 @@ void handle_blob_get(ApiContext& ctx, const http::ExchangePtr& ex) {
   if (!check_name(ex)) return;
   auto d = digest_param(ex, ex->params().reference);
   if (!d) return;
-  const std::string name = ex->params().name;
+  auto route = pull_route(ctx, ex);
+  const std::string name = local_repo(route, ex);
+  ApiContext* c = &ctx;
   store_job<store::Store::OpenBlob>(
       ctx, [name, d = *d](store::Store& s) { return s.open_blob(name, d); },
-      [ex, d = *d](Result<store::Store::OpenBlob> r) {
+      [ex, c, route, d = *d](Result<store::Store::OpenBlob> r) {
+        if (!r && r.error().code == Errc::BlobUnknown && route) return c->pull->blob(*route, d, ex);
         if (!r) return ex->respond_error(r.error().code == Errc::BlobUnknown
                                              ? Error(Errc::BlobUnknown, d.str())
                                              : r.error());

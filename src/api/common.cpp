@@ -3,6 +3,7 @@
 #include <charconv>
 
 #include "base/reference.hpp"
+#include "cache/pull_through.hpp"
 
 namespace outpost::api {
 
@@ -48,6 +49,15 @@ void add_next_link(const http::ExchangePtr& ex, const std::string& path, const s
   if (!extra_query.empty()) q += "&" + extra_query;
   q += ">; rel=\"next\"";
   ex->add_header("Link", std::move(q));
+}
+
+std::optional<cache::Route> pull_route(ApiContext& ctx, const http::ExchangePtr& ex) {
+  if (!ctx.pull) return std::nullopt;
+  return ctx.pull->route(ex->params().name, ex->req().query_param("ns"));
+}
+
+std::string local_repo(const std::optional<cache::Route>& route, const http::ExchangePtr& ex) {
+  return route ? route->local_repo : ex->params().name;
 }
 
 std::string blob_location(const std::string& name, const Digest& d) { return "/v2/" + name + "/blobs/" + d.str(); }

@@ -8,6 +8,7 @@
 #include "api/api.hpp"
 #include "base/digest.hpp"
 #include "base/result.hpp"
+#include "cache/route.hpp"
 #include "http/exchange.hpp"
 #include "store/store.hpp"
 #include "uv/work.hpp"
@@ -32,6 +33,12 @@ std::string manifest_location(const std::string& name, const Digest& d);
 std::string upload_location(const std::string& name, const std::string& id);
 /// "0-<offset-1>" as the spec's upload Range header ("0-0" when empty, as distribution sends).
 std::string upload_range(uint64_t offset);
+
+/// The pull-through route for this request (?ns= or path prefix or the
+/// parent), or nullopt for a purely local repository.
+std::optional<cache::Route> pull_route(ApiContext& ctx, const http::ExchangePtr& ex);
+/// Where this request's content lives locally (the route's local name).
+std::string local_repo(const std::optional<cache::Route>& route, const http::ExchangePtr& ex);
 
 /// Runs `job(store)` on the work pool (the store's [sync] calls fsync and
 /// the metadata connection is shared), then `done(result)` on the loop.

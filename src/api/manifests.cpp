@@ -5,6 +5,7 @@
 
 #include "api/common.hpp"
 #include "api/handlers.hpp"
+#include "cache/pull_through.hpp"
 #include "oci/manifest.hpp"
 #include "base/reference.hpp"
 
@@ -20,15 +21,42 @@ bool check_reference(const http::ExchangePtr& ex) {
   const std::string& ref = ex->params().reference;
   if (looks_like_digest(ref)) return digest_param(ex, ref).has_value();
   if (valid_tag(ref)) return true;
-  ex->respond_error(Errc::TagInvalid, "invalid tag '" + ref + "'");
+  // Reading or deleting a reference that cannot exist is a miss (404, as the
+  // conformance suite and distribution answer); pushing to one is TAG_INVALID.
+  if (ex->req().method == http::Method::Put) ex->respond_error(Errc::TagInvalid, "invalid tag '" + ref + "'");
+  else ex->respond_error(Errc::ManifestUnknown, "manifest unknown: invalid reference '" + ref + "'");
   return false;
+}
+}  // namespace
+
+namespace {
+void respond_manifest(const http::ExchangePtr& ex, const store::ManifestInfo& info, std::string bytes) {
+  ex->add_header("Docker-Content-Digest", info.digest.str());
+  ex->add_header("ETag", "\"" + info.digest.str() + "\"");
+  ex->add_header("Content-Type", info.media_type);
+  if (ex->req().method == http::Method::Head) return ex->respond_head_only(200, info.size);
+  ex->respond(200, std::move(bytes));
+}
+
+void respond_manifest_error(const http::ExchangePtr& ex, const Error& e, const std::string& ref) {
+  if (e.code == Errc::ManifestUnknown || e.code == Errc::NameUnknown)
+    return ex->respond_error(Errc::ManifestUnknown, "manifest unknown: " + ref);
+  ex->respond_error(e);
 }
 }  // namespace
 
 void handle_manifest_get(ApiContext& ctx, const http::ExchangePtr& ex) {
   if (!check_name(ex) || !check_reference(ex)) return;
-  const std::string name = ex->params().name, ref = ex->params().reference;
+  const std::string ref = ex->params().reference;
   const bool head = ex->req().method == http::Method::Head;
+  if (auto route = pull_route(ctx, ex)) {
+    ctx.pull->manifest(*route, ref, !head, [ex, ref](Result<cache::ManifestResult> r) {
+      if (!r) return respond_manifest_error(ex, r.error(), ref);
+      respond_manifest(ex, r->info, std::move(r->bytes));
+    });
+    return;
+  }
+  const std::string name = ex->params().name;
   store_job<Fetched>(
       ctx,
       [name, ref, head](store::Store& s) -> Result<Fetched> {
@@ -43,18 +71,40 @@ void handle_manifest_get(ApiContext& ctx, const http::ExchangePtr& ex) {
         return f;
       },
       [ex, ref](Result<Fetched> r) {
-        if (!r) {
-          if (r.error().code == Errc::ManifestUnknown || r.error().code == Errc::NameUnknown)
-            return ex->respond_error(Errc::ManifestUnknown, "manifest unknown: " + ref);
-          return ex->respond_error(r.error());
-        }
-        ex->add_header("Docker-Content-Digest", r->info.digest.str());
-        ex->add_header("ETag", "\"" + r->info.digest.str() + "\"");
-        ex->add_header("Content-Type", r->info.media_type);
-        if (ex->req().method == http::Method::Head) return ex->respond_head_only(200, r->info.size);
-        ex->respond(200, std::move(r->bytes));
+        if (!r) return respond_manifest_error(ex, r.error(), ref);
+        respond_manifest(ex, r->info, std::move(r->bytes));
       });
 }
+
+namespace {
+struct Pushed {
+  Digest digest;
+  std::optional<Digest> subject;
+};
+
+// Parse, verify and store: on the work pool, since a manifest may be up to
+// registry.max_manifest_bytes (64 MiB at most) and parsing is CPU work.
+Result<Pushed> push_manifest(store::Store& s, const std::string& name, const std::string& ref,
+                             const std::string& bytes, const std::string& content_type) {
+  auto parsed = oci::parse_manifest(bytes, content_type);
+  if (!parsed) return std::move(parsed).error();
+  Digest digest = Digest::sha256_of(bytes);
+  if (looks_like_digest(ref) && ref != digest.str())
+    return Error(Errc::DigestInvalid, "manifest bytes hash to " + digest.str() + ", not " + ref);
+  store::ManifestPut m;
+  m.repo = name;
+  m.digest = digest;
+  m.media_type = parsed->media_type;
+  for (auto& pr : parsed->refs) m.refs.push_back({pr.digest, pr.required});
+  m.subject = parsed->subject;
+  m.artifact_type = parsed->artifact_type;
+  m.annotations = parsed->annotations;
+  if (!looks_like_digest(ref)) m.tag = ref;
+  auto info = s.put_manifest(m, bytes);
+  if (!info) return std::move(info).error();
+  return Pushed{digest, parsed->subject};
+}
+}  // namespace
 
 void handle_manifest_put(ApiContext& ctx, const http::ExchangePtr& ex) {
   if (!check_name(ex) || !check_writable(ctx, ex) || !check_reference(ex)) return;
@@ -76,29 +126,17 @@ void handle_manifest_put(ApiContext& ctx, const http::ExchangePtr& ex) {
       },
       [ex, body, c](Status st) {
         if (ex->responded()) return;
-        if (!st) return ex->respond_error(Errc::ManifestInvalid, "manifest body incomplete: " + st.error().message());
+        // The transport's own error: 408 for a stalled body, 400 for a malformed one.
+        if (!st) return ex->respond_error(st.error());
         const std::string name = ex->params().name, ref = ex->params().reference;
-        auto parsed = oci::parse_manifest(*body, ex->req().headers.get("Content-Type").value_or(""));
-        if (!parsed) return ex->respond_error(parsed.error());
-        Digest digest = Digest::sha256_of(*body);
-        if (looks_like_digest(ref) && ref != digest.str())
-          return ex->respond_error(Errc::DigestInvalid, "manifest bytes hash to " + digest.str() + ", not " + ref);
-        store::ManifestPut m;
-        m.repo = name;
-        m.digest = digest;
-        m.media_type = parsed->media_type;
-        for (auto& pr : parsed->refs) m.refs.push_back({pr.digest, pr.required});
-        m.subject = parsed->subject;
-        m.artifact_type = parsed->artifact_type;
-        m.annotations = parsed->annotations;
-        if (!looks_like_digest(ref)) m.tag = ref;
-        store_job<store::ManifestInfo>(
-            *c, [m = std::move(m), body](store::Store& s) { return s.put_manifest(m, *body); },
-            [ex, name, digest, subject = parsed->subject](Result<store::ManifestInfo> r) {
+        const std::string ct(ex->req().headers.get("Content-Type").value_or(""));
+        store_job<Pushed>(
+            *c, [name, ref, body, ct](store::Store& s) { return push_manifest(s, name, ref, *body, ct); },
+            [ex, name](Result<Pushed> r) {
               if (!r) return ex->respond_error(r.error());
-              ex->add_header("Location", manifest_location(name, digest));
-              ex->add_header("Docker-Content-Digest", digest.str());
-              if (subject) ex->add_header("OCI-Subject", subject->str());
+              ex->add_header("Location", manifest_location(name, r->digest));
+              ex->add_header("Docker-Content-Digest", r->digest.str());
+              if (r->subject) ex->add_header("OCI-Subject", r->subject->str());
               ex->respond(201);
             });
       });

@@ -10,7 +10,11 @@
 #include "base/log.hpp"
 #include "http/router.hpp"
 #include "http/server.hpp"
+#include "cache/pull_through.hpp"
+#include "http/client.hpp"
+#include "net/tls.hpp"
 #include "store/store.hpp"
+#include "upstream/registry_client.hpp"
 #include "uv/loop.hpp"
 
 namespace outpost::app {
@@ -21,6 +25,11 @@ struct App::Impl {
   http::Router router;
   api::ApiContext api;
   std::unique_ptr<store::Store> store;
+  // Upstreams: one TLS config and one connection pool each (their CA and
+  // verification settings differ), then the cache that uses them.
+  std::vector<std::unique_ptr<net::TlsClientConfig>> tls_configs;
+  std::vector<std::unique_ptr<http::HttpClient>> http_clients;
+  std::unique_ptr<cache::PullThrough> pull;
   std::unique_ptr<http::Server> server;
   uv::Signal* sigterm = nullptr;
   uv::Signal* sigint = nullptr;
@@ -31,7 +40,53 @@ App::App(Config cfg) : impl_(std::make_unique<Impl>()) { impl_->cfg = std::move(
 App::~App() {
   // Order: the server (and its connections) before the store they use.
   impl_->server.reset();
+  impl_->pull.reset();
+  impl_->http_clients.clear();
   impl_->store.reset();
+}
+
+namespace {
+// token_file holds "username:password" (a sync token's name and secret).
+Status read_credentials(const std::string& path, std::string* user, std::string* pass) {
+  if (path.empty()) return {};
+  FILE* f = fopen(path.c_str(), "r");
+  if (!f) return Error(Errc::ConfigInvalid, "cannot read token_file " + path);
+  char buf[4096];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  std::string s(buf, n);
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  size_t colon = s.find(':');
+  if (colon == std::string::npos) return Error(Errc::ConfigInvalid, "token_file " + path + " must hold username:password");
+  *user = s.substr(0, colon);
+  *pass = s.substr(colon + 1);
+  return {};
+}
+}  // namespace
+
+Result<std::unique_ptr<upstream::RegistryClient>> App::make_upstream(const UpstreamConfig& u) {
+  Impl& m = *impl_;
+  auto url = http::Url::parse(u.url);
+  if (!url) return Error(Errc::ConfigInvalid, "upstream " + u.name + ": " + url.error().message());
+  net::TlsClientOptions to;
+  to.ca_file = u.ca_file;
+  to.insecure = u.insecure;
+  auto tls = net::TlsClientConfig::create(to);
+  if (!tls) return std::move(tls).error();
+  auto client = std::make_unique<http::HttpClient>(m.loop.get(), tls->get());
+  upstream::UpstreamOptions o;
+  o.name = u.name;
+  o.url = *url;
+  o.library_prefix = u.library_prefix;
+  o.timeouts.connect_ms = u.connect_timeout_ms;
+  o.timeouts.first_byte_ms = u.timeout_ms;
+  o.timeouts.progress_ms = u.timeout_ms;
+  OUTPOST_TRY(read_credentials(u.token_file, &o.username, &o.password));
+  auto rc = std::make_unique<upstream::RegistryClient>(*client, o);
+  m.tls_configs.push_back(std::move(*tls));
+  m.http_clients.push_back(std::move(client));
+  log::info("upstream configured", " name=" + u.name + " url=" + log::quote(u.url));
+  return rc;
 }
 
 int App::run() {
@@ -55,6 +110,29 @@ int App::run() {
   m.store = std::move(*st);
   m.api.store = m.store.get();
   m.api.loop = m.loop.get();
+  if (!c.parent.url.empty() || !c.upstreams.empty()) {
+    cache::PullOptions po;
+    po.tag_ttl_ms = c.cache.tag_ttl_ms;
+    po.max_manifest_bytes = c.registry.max_manifest_bytes;
+    m.pull = std::make_unique<cache::PullThrough>(m.loop.get(), m.store.get(), po);
+    if (!c.parent.url.empty()) {
+      auto p = make_upstream(c.parent);
+      if (!p) {
+        log::error("cannot start", " reason=" + log::quote(p.error().message()));
+        return 1;
+      }
+      m.pull->set_parent(std::move(*p));
+    }
+    for (const auto& u : c.upstreams) {
+      auto p = make_upstream(u);
+      if (!p) {
+        log::error("cannot start", " reason=" + log::quote(p.error().message()));
+        return 1;
+      }
+      m.pull->add_upstream(std::move(*p));
+    }
+    m.api.pull = m.pull.get();
+  }
   m.api.options.read_only = c.registry.mode == "ReadOnly";
   m.api.options.max_manifest_bytes = c.registry.max_manifest_bytes;
   api::register_routes(m.router, m.api);

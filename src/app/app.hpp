@@ -7,6 +7,8 @@
 #include "app/config.hpp"
 #include "base/result.hpp"
 
+namespace outpost::upstream { class RegistryClient; }
+
 namespace outpost::app {
 
 class App {
@@ -20,6 +22,7 @@ class App {
   int run();
 
  private:
+  Result<std::unique_ptr<upstream::RegistryClient>> make_upstream(const UpstreamConfig& u);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

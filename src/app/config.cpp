@@ -36,6 +36,7 @@ enum class Kind {
   Size,        ///< "64KiB" (or an integer of bytes) in [lo, hi] bytes
   Duration,    ///< "30s" in [lo, hi] milliseconds
   Enum,        ///< TOML string, one of `choices`
+  Bool,        ///< TOML boolean
 };
 
 /// A converted value on its way into (or out of) a Config field.
@@ -66,6 +67,8 @@ struct Bind {
     if constexpr (std::is_same_v<Field, log::Level>) {
       bool ok = log::parse_level(std::get<std::string>(v), &f);
       (void)ok;  // the value was checked against kLevelNames already
+    } else if constexpr (std::is_same_v<Field, bool>) {
+      f = std::get<uint64_t>(v) != 0;
     } else if constexpr (std::is_integral_v<Field>) {
       f = static_cast<Field>(std::get<uint64_t>(v));  // bounds checked to fit
     } else {
@@ -110,6 +113,13 @@ constexpr Setting num(std::string_view key, Kind kind, std::string_view help) {
 }
 
 template <auto Sec, auto Mem>
+constexpr Setting boolean(std::string_view key, std::string_view help) {
+  using B = Bind<Sec, Mem>;
+  static_assert(std::is_same_v<typename B::Field, bool>);
+  return {key, Kind::Bool, 0, 1, {}, nullptr, &B::store, &B::load, help};
+}
+
+template <auto Sec, auto Mem>
 constexpr Setting choice(std::string_view key, std::span<const std::string_view> choices,
                          std::string_view help) {
   using B = Bind<Sec, Mem>;
@@ -128,8 +138,9 @@ constexpr uint64_t kSecond = 1000;
 constexpr uint64_t kDay = 86'400 * kSecond;
 
 using S = ServerConfig;
-// Room for later tables: [parent], [sync] and [[upstream]] get their own rows
-// (and Config members) when they land; until then they are unknown tables.
+using U = UpstreamConfig;
+// [[upstream]] tables take the same keys as [parent] (rows "parent.*").
+// [sync] gets its rows when connected sync lands; until then it is unknown.
 constexpr Setting kSettings[] = {
     list<&Config::server, &S::listen>("server.listen", 1, &check_listen,
         "addresses to listen on, \"host:port\" with a numeric IPv4 or [IPv6] host"),
@@ -155,6 +166,24 @@ constexpr Setting kSettings[] = {
         "\"ReadWrite\" (pull and push) or \"ReadOnly\" (pull only)"),
     num<&Config::registry, &RegistryConfig::max_manifest_bytes, kKiB, 64 * kMiB>(
         "registry.max_manifest_bytes", Kind::Size, "largest manifest accepted (1KiB .. 64MiB)"),
+    str<&Config::parent, &U::url>("parent.url", 0,
+        "registry to pull through from, e.g. \"https://registry.site:5000\"; empty: none"),
+    str<&Config::parent, &U::name>("parent.name", 1,
+        "[[upstream]]: the registry host it mirrors (matched against ?ns= and path prefixes)"),
+    str<&Config::parent, &U::token_file>("parent.token_file", 0,
+        "file holding \"username:password\" for the parent's Basic or token auth; empty: anonymous"),
+    str<&Config::parent, &U::ca_file>("parent.ca_file", 0,
+        "extra PEM CA bundle trusted for the parent's TLS certificate"),
+    boolean<&Config::parent, &U::insecure>("parent.insecure",
+        "skip TLS certificate verification (labs only)"),
+    boolean<&Config::parent, &U::library_prefix>("parent.library_prefix",
+        "Docker Hub naming: \"alpine\" is sent as \"library/alpine\""),
+    num<&Config::parent, &U::connect_timeout_ms, 100, kDay>("parent.connect_timeout", Kind::Duration,
+        "time allowed to connect (DNS, TCP, TLS) to the parent"),
+    num<&Config::parent, &U::timeout_ms, 100, kDay>("parent.timeout", Kind::Duration,
+        "time allowed for the parent's first response byte, and for any pause in a body"),
+    num<&Config::cache, &CacheConfig::tag_ttl_ms, 0, kDay>("cache.tag_ttl", Kind::Duration,
+        "a cached tag is checked against the parent at most this often"),
     choice<&Config::log, &LogConfig::level>("log.level", kLevelNames,
         "least severe level written: debug, info, warn or error"),
 };
@@ -261,6 +290,8 @@ std::string to_toml(const Setting& s, const Value& v) {
     }
     case Kind::Duration:
       return toml_quote(format_duration(std::get<uint64_t>(v)));
+    case Kind::Bool:
+      return std::get<uint64_t>(v) ? "true" : "false";
   }
   return {};
 }
@@ -362,6 +393,12 @@ bool convert(const Setting& s, const toml::node& node, Value* out, std::vector<P
         items.push_back(v->get());
       }
       *out = std::move(items);
+      return true;
+    }
+    case Kind::Bool: {
+      const auto* b = node.as_boolean();
+      if (!b) return wrong_type("true or false");
+      *out = uint64_t{b->get() ? 1u : 0u};
       return true;
     }
     case Kind::Uint:
@@ -471,6 +508,29 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
   std::vector<Problem> problems;
   for (auto&& [sec_key, sec_node] : root) {
     const std::string_view sec = sec_key.str();
+    if (sec == "upstream" && sec_node.is_array_of_tables()) {
+      // Each [[upstream]] takes the [parent] keys; parse it into a scratch
+      // Config and keep its parent part.
+      for (const toml::node& item : *sec_node.as_array()) {
+        Config scratch;
+        scratch.parent = UpstreamConfig{};
+        scratch.parent.name.clear();
+        for (auto&& [key, node] : *item.as_table()) {
+          const Setting* s = find_setting(cat({"parent.", key.str()}));
+          if (!s) {
+            problems.push_back({line_of(key.source()), cat({"unknown key 'upstream.", key.str(), "'"})});
+            continue;
+          }
+          Value v;
+          if (convert(*s, node, &v, &problems)) s->store(scratch, std::move(v));
+        }
+        if (scratch.parent.name.empty() || scratch.parent.url.empty())
+          problems.push_back({line_of(item.source()), "[[upstream]] needs both name and url"});
+        else
+          c.upstreams.push_back(std::move(scratch.parent));
+      }
+      continue;
+    }
     if (!is_section(sec)) {
       const bool is_table = sec_node.is_table() || sec_node.is_array_of_tables();
       problems.push_back(

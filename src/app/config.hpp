@@ -33,6 +33,23 @@ struct RegistryConfig {
   uint64_t max_manifest_bytes = 4 * 1024 * 1024;
 };
 
+/// A registry Outpost pulls through from: the parent ([parent]) or a named
+/// mirror ([[upstream]], chosen by ?ns=<name> or a "<name>/" path prefix).
+struct UpstreamConfig {
+  std::string name = "parent";       ///< [[upstream]]: the registry host it mirrors, e.g. "docker.io"
+  std::string url;                   ///< empty: none (a standalone registry)
+  std::string token_file;            ///< file holding "username:password" for Basic/token auth
+  std::string ca_file;               ///< extra PEM CA bundle for its TLS certificate
+  bool insecure = false;             ///< skip TLS verification (labs only)
+  bool library_prefix = false;       ///< Docker Hub: "alpine" means "library/alpine"
+  uint64_t connect_timeout_ms = 10'000;
+  uint64_t timeout_ms = 30'000;      ///< first byte of a response, and longest pause in a body
+};
+
+struct CacheConfig {
+  uint64_t tag_ttl_ms = 60'000;      ///< a cached tag is revalidated with the parent at most this often
+};
+
 struct LogConfig {
   log::Level level = log::Level::Info;
 };
@@ -41,6 +58,9 @@ struct Config {
   ServerConfig server;
   StorageConfig storage;
   RegistryConfig registry;
+  UpstreamConfig parent;
+  std::vector<UpstreamConfig> upstreams;
+  CacheConfig cache;
   LogConfig log;
   std::string source;  ///< file name it came from, or "<embedded default>"
 };

@@ -80,12 +80,12 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
     else if (basic_mode_ && !opts_.username.empty()) req.headers.set("Authorization", basic_header());
   }
   op->intercept = false;
-  std::weak_ptr<UpstreamOp> weak = op;
+  // The callbacks own the op while a call is in flight (callers may drop
+  // their handle); ClientCall clears them when it finishes, breaking the cycle.
   op->call = client_.send(
       std::move(req),
-      [this, weak](const http::ClientResponse& r) {
-        auto op = weak.lock();
-        if (!op || op->cancelled) return false;
+      [this, op](const http::ClientResponse& r) {
+        if (op->cancelled) return false;
         if (r.status == 401 && !op->auth_retried) {
           if (auto h = r.headers.get("WWW-Authenticate")) {
             op->intercept = true;
@@ -102,14 +102,12 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
         }
         return op->on_head ? op->on_head(r) : true;
       },
-      [weak](std::string_view chunk) {
-        auto op = weak.lock();
-        if (!op || op->cancelled || op->intercept) return;
+      [op](std::string_view chunk) {
+        if (op->cancelled || op->intercept) return;
         if (op->on_data) op->on_data(chunk);
       },
-      [this, weak](Status st) {
-        auto op = weak.lock();
-        if (!op || op->cancelled) return;
+      [this, op](Status st) {
+        if (op->cancelled) return;
         op->call.reset();
         if (op->intercept && st.ok()) return after_intercept(op);
         auto done = std::move(op->on_done);
@@ -169,7 +167,6 @@ void RegistryClient::fetch_token(const UpstreamOpPtr& op, const std::string& rea
   req.timeouts = opts_.timeouts;
   if (!opts_.username.empty()) req.headers.set("Authorization", basic_header());
   auto body = std::make_shared<std::string>();
-  std::weak_ptr<UpstreamOp> weak = op;
   auto status = std::make_shared<int>(0);
   op->call = client_.send(
       std::move(req),
@@ -180,9 +177,8 @@ void RegistryClient::fetch_token(const UpstreamOpPtr& op, const std::string& rea
       [body](std::string_view c) {
         if (body->size() < 1 << 20) body->append(c);
       },
-      [this, weak, body, status, scope](Status st) {
-        auto op = weak.lock();
-        if (!op || op->cancelled) return;
+      [this, op, body, status, scope](Status st) {
+        if (op->cancelled) return;
         op->call.reset();
         auto fail = [&](std::string why) {
           auto done = std::move(op->on_done);

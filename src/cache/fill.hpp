@@ -1,0 +1,73 @@
+// One Fill: the single upstream fetch of one blob, written into a store
+// upload session (hashed as it streams), served to every client that asks
+// meanwhile from the session file by offset, and committed only when the
+// digest matches. Slow clients read the file at their own pace and never
+// slow the fill; a failed fill ends every client's response as broken.
+//
+//   Starting --session open--> Fetching --upstream done--> Committing --> Done
+//       \____________________________\____________________________\----> Failed
+#pragma once
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/digest.hpp"
+#include "cache/route.hpp"
+#include "http/exchange.hpp"
+#include "upstream/registry_client.hpp"
+
+namespace outpost::store { class Store; }
+
+namespace outpost::cache {
+
+class Fill : public std::enable_shared_from_this<Fill> {
+ public:
+  enum class State { Starting, Fetching, Committing, Done, Failed };
+  using OnFinished = std::function<void(Fill*)>;
+
+  Fill(uv_loop_t* loop, store::Store* store, Route route, Digest digest, OnFinished on_finished);
+  ~Fill();
+  void start();
+  /// Streams the blob to `ex` (late joiners start from byte 0 via the file).
+  void subscribe(const http::ExchangePtr& ex, const std::string& local_repo);
+  State state() const { return state_; }
+  const Digest& digest() const { return digest_; }
+
+ private:
+  struct Sub {
+    http::ExchangePtr ex;
+    std::string repo;
+    uint64_t sent = 0;
+    bool started = false;
+    bool waiting = false;  ///< blocked on the client's drain
+  };
+  void on_session(Result<std::string> id);
+  void on_head(const http::ClientResponse& r);
+  void on_data(std::string_view chunk);
+  void on_upstream_done(Status st);
+  void commit();
+  void fail(Error e);
+  void pump(const std::shared_ptr<Sub>& s);
+  void pump_all();
+  void finish_sub(const std::shared_ptr<Sub>& s);
+
+  uv_loop_t* loop_;
+  store::Store* store_;
+  Route route_;
+  Digest digest_;
+  OnFinished on_finished_;
+  State state_ = State::Starting;
+  Error error_;
+  std::string upload_id_;
+  int read_fd_ = -1;
+  uint64_t received_ = 0;
+  std::optional<uint64_t> total_;
+  upstream::UpstreamOpPtr op_;
+  std::vector<std::shared_ptr<Sub>> subs_;
+};
+
+}  // namespace outpost::cache

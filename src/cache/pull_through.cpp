@@ -1,0 +1,253 @@
+#include "cache/pull_through.hpp"
+
+#include "base/log.hpp"
+#include "base/reference.hpp"
+#include "oci/manifest.hpp"
+#include "store/store.hpp"
+#include "uv/work.hpp"
+
+namespace outpost::cache {
+
+namespace {
+// Every manifest kind we store; the parent picks (distribution-spec "Pulling manifests").
+const char* kManifestAccept =
+    "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, "
+    "application/vnd.docker.distribution.manifest.list.v2+json, "
+    "application/vnd.docker.distribution.manifest.v2+json";
+
+http::Headers accept_manifests() {
+  http::Headers h;
+  h.add("Accept", kManifestAccept);
+  return h;
+}
+
+Error upstream_failure(const upstream::RegistryClient* u, const Error& e) {
+  if (e.code == Errc::UpstreamError || e.code == Errc::UpstreamUnavailable) return e;
+  return Error(Errc::UpstreamUnavailable, "parent registry '" + u->options().name + "' unreachable: " + e.message());
+}
+}  // namespace
+
+PullThrough::PullThrough(uv_loop_t* loop, store::Store* store, PullOptions opts)
+    : loop_(loop), store_(store), opts_(opts) {}
+
+PullThrough::~PullThrough() = default;
+
+void PullThrough::set_parent(std::unique_ptr<upstream::RegistryClient> c) { parent_ = std::move(c); }
+void PullThrough::add_upstream(std::unique_ptr<upstream::RegistryClient> c) { named_.push_back(std::move(c)); }
+
+std::optional<Route> PullThrough::route(const std::string& name, const std::optional<std::string>& ns) const {
+  if (ns && !ns->empty()) {
+    // containerd mirrors send ?ns=<registry host>; keep that content under
+    // "<host>/<name>" so both addressing styles share one cache.
+    for (const auto& u : named_)
+      if (u->options().name == *ns) return Route{u.get(), *ns + "/" + name, u->upstream_repo(name)};
+  }
+  size_t slash = name.find('/');
+  if (slash != std::string::npos) {
+    std::string first = name.substr(0, slash);
+    for (const auto& u : named_)
+      if (u->options().name == first) return Route{u.get(), name, u->upstream_repo(name.substr(slash + 1))};
+  }
+  if (parent_) return Route{parent_.get(), name, name};
+  return std::nullopt;
+}
+
+void PullThrough::local_manifest(const Route& r, const std::string& reference, bool,
+                                 std::function<void(Result<ManifestResult>)> done) {
+  store::Store* st = store_;
+  std::string repo = r.local_repo;
+  uv::run_in_pool<Result<ManifestResult>>(
+      loop_,
+      [st, repo, reference]() -> Result<ManifestResult> {
+        auto info = st->resolve_manifest(repo, reference);
+        if (!info) return std::move(info).error();
+        auto bytes = st->read_manifest(repo, info->digest);
+        if (!bytes) return std::move(bytes).error();
+        return ManifestResult{std::move(*info), std::move(*bytes)};
+      },
+      std::move(done));
+}
+
+void PullThrough::manifest(const Route& r, const std::string& reference, bool want_bytes, ManifestDone done) {
+  local_manifest(r, reference, want_bytes, [this, r, reference, want_bytes, done](Result<ManifestResult> local) mutable {
+    if (local) {
+      if (looks_like_digest(reference)) return done(std::move(local));  // immutable: never revalidated
+      auto it = tag_checked_.find(tag_key(r, reference));
+      if (it != tag_checked_.end() && uv_now(loop_) - it->second < opts_.tag_ttl_ms) return done(std::move(local));
+      return revalidate(r, reference, std::move(*local), want_bytes, std::move(done));
+    }
+    Errc c = local.error().code;
+    if (c != Errc::ManifestUnknown && c != Errc::NameUnknown) return done(std::move(local));
+    fetch_manifest(r, reference, want_bytes, std::move(done));
+  });
+}
+
+void PullThrough::revalidate(const Route& r, const std::string& tag, ManifestResult local, bool want_bytes,
+                             ManifestDone done) {
+  const std::string key = "rv:" + r.upstream->options().name + "/" + r.local_repo + ":" + tag;
+  auto& waiters = manifest_waiters_[key];
+  auto shared_local = std::make_shared<ManifestResult>(std::move(local));
+  // Each waiter gets the local copy unless the tag moved.
+  waiters.push_back([shared_local, done](Result<ManifestResult> fresh) {
+    if (fresh) return done(std::move(fresh));
+    done(*shared_local);
+  });
+  if (waiters.size() > 1) return;  // a HEAD for this tag is already on its way
+
+  auto remote_digest = std::make_shared<std::string>();
+  auto status = std::make_shared<int>(0);
+  r.upstream->request(
+      http::Method::Head, "/v2/" + r.upstream_repo + "/manifests/" + tag, r.upstream_repo, accept_manifests(),
+      [remote_digest, status](const http::ClientResponse& resp) {
+        *status = resp.status;
+        if (auto d = resp.headers.get("Docker-Content-Digest")) *remote_digest = std::string(*d);
+        return true;
+      },
+      nullptr,
+      [this, r, tag, key, want_bytes, shared_local, remote_digest, status](Status st) {
+        auto finish = [this, key](Result<ManifestResult> res) {
+          auto list = std::move(manifest_waiters_[key]);
+          manifest_waiters_.erase(key);
+          for (auto& w : list) w(res.ok() ? Result<ManifestResult>(*res) : Result<ManifestResult>(res.error()));
+        };
+        tag_checked_[tag_key(r, tag)] = uv_now(loop_);
+        if (!st || *status != 200 || remote_digest->empty() || *remote_digest == shared_local->info.digest.str()) {
+          if (!st) log::info("tag revalidation failed, serving the cached tag",
+                             " repo=" + r.local_repo + " tag=" + tag + " reason=" + log::quote(st.error().message()));
+          return finish(Error(Errc::Ok, "unchanged"));  // waiters fall back to the local copy
+        }
+        log::info("tag moved upstream", " repo=" + r.local_repo + " tag=" + tag + " from=" +
+                                            shared_local->info.digest.str() + " to=" + *remote_digest);
+        fetch_manifest(r, tag, want_bytes, [finish](Result<ManifestResult> res) { finish(std::move(res)); });
+      });
+}
+
+void PullThrough::fetch_manifest(const Route& r, const std::string& reference, bool, ManifestDone done) {
+  const std::string key = "m:" + r.upstream->options().name + "/" + r.local_repo + "@" + reference;
+  auto& waiters = manifest_waiters_[key];
+  waiters.push_back(std::move(done));
+  if (waiters.size() > 1) return;  // coalesced onto the fetch in flight
+
+  struct Got {
+    int status = 0;
+    std::string content_type, header_digest, body;
+    bool too_big = false;
+  };
+  auto got = std::make_shared<Got>();
+  const uint64_t cap = opts_.max_manifest_bytes;
+  auto finish = [this, key](Result<ManifestResult> res) {
+    auto list = std::move(manifest_waiters_[key]);
+    manifest_waiters_.erase(key);
+    for (auto& w : list) w(res.ok() ? Result<ManifestResult>(*res) : Result<ManifestResult>(res.error()));
+  };
+  r.upstream->request(
+      http::Method::Get, "/v2/" + r.upstream_repo + "/manifests/" + reference, r.upstream_repo, accept_manifests(),
+      [got](const http::ClientResponse& resp) {
+        got->status = resp.status;
+        got->content_type = std::string(resp.headers.get("Content-Type").value_or(""));
+        got->header_digest = std::string(resp.headers.get("Docker-Content-Digest").value_or(""));
+        return true;
+      },
+      [got, cap](std::string_view c) {
+        if (got->body.size() + c.size() > cap) got->too_big = true;
+        else got->body.append(c);
+      },
+      [this, r, reference, got, finish](Status st) {
+        if (!st) return finish(upstream_failure(r.upstream, st.error()));
+        if (got->status == 404) return finish(Error(Errc::ManifestUnknown, "manifest unknown upstream: " + reference));
+        if (got->status != 200)
+          return finish(Error(Errc::UpstreamError, "parent answered " + std::to_string(got->status) +
+                                                       " for manifest " + reference));
+        if (got->too_big) return finish(Error(Errc::ManifestTooLarge, "parent's manifest exceeds the size limit"));
+        // Invariant 1: stored only under the digest its bytes have.
+        Digest digest = Digest::sha256_of(got->body);
+        if (!got->header_digest.empty() && got->header_digest != digest.str())
+          return finish(Error(Errc::UpstreamError, "parent's manifest bytes hash to " + digest.str() +
+                                                       " but it claimed " + got->header_digest));
+        if (looks_like_digest(reference) && reference != digest.str())
+          return finish(Error(Errc::UpstreamError, "parent sent a manifest hashing to " + digest.str() +
+                                                       " for " + reference));
+        auto parsed = oci::parse_manifest(got->body, got->content_type);
+        if (!parsed) return finish(Error(Errc::UpstreamError, "parent sent an invalid manifest: " + parsed.error().message()));
+        store::ManifestPut m;
+        m.repo = r.local_repo;
+        m.digest = digest;
+        m.media_type = parsed->media_type;
+        // Pull-through stores a manifest before its blobs: they arrive on demand.
+        for (auto& pr : parsed->refs) m.refs.push_back({pr.digest, false});
+        m.subject = parsed->subject;
+        m.artifact_type = parsed->artifact_type;
+        m.annotations = parsed->annotations;
+        if (!looks_like_digest(reference)) m.tag = reference;
+        m.origin = store::Origin::Cached;
+        store::Store* st2 = store_;
+        auto body = std::make_shared<std::string>(std::move(got->body));
+        uv::run_in_pool<Result<store::ManifestInfo>>(
+            loop_, [st2, m, body]() { return st2->put_manifest(m, *body); },
+            [this, r, reference, body, finish](Result<store::ManifestInfo> info) {
+              if (!info) return finish(info.error());
+              if (!looks_like_digest(reference)) tag_checked_[tag_key(r, reference)] = uv_now(loop_);
+              finish(ManifestResult{std::move(*info), *body});
+            });
+      });
+}
+
+void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr& ex) {
+  if (ex->req().method == http::Method::Head) {
+    // A HEAD asks the parent for size and digest; it never downloads the body.
+    auto it = fills_.find(d.str());
+    if (it == fills_.end()) return head_blob(r, d, ex);
+  }
+  auto it = fills_.find(d.str());
+  if (it != fills_.end()) return it->second->subscribe(ex, r.local_repo);
+  auto fill = std::make_shared<Fill>(loop_, store_, r, d, [this](Fill* f) { fills_.erase(f->digest().str()); });
+  fills_[d.str()] = fill;
+  fill->subscribe(ex, r.local_repo);
+  fill->start();
+}
+
+void PullThrough::head_blob(const Route& r, const Digest& d, const http::ExchangePtr& ex) {
+  auto status = std::make_shared<int>(0);
+  auto length = std::make_shared<std::optional<uint64_t>>();
+  r.upstream->request(
+      http::Method::Head, "/v2/" + r.upstream_repo + "/blobs/" + d.str(), r.upstream_repo, {},
+      [status, length](const http::ClientResponse& resp) {
+        *status = resp.status;
+        *length = resp.content_length;
+        return true;
+      },
+      nullptr,
+      [ex, d, status, length, u = r.upstream](Status st) {
+        if (!st) return ex->respond_error(upstream_failure(u, st.error()));
+        if (*status == 404) return ex->respond_error(Errc::BlobUnknown, d.str());
+        if (*status != 200 || !*length)
+          return ex->respond_error(Errc::UpstreamError, "parent answered " + std::to_string(*status) + " for blob HEAD");
+        ex->add_header("Docker-Content-Digest", d.str());
+        ex->add_header("Content-Type", "application/octet-stream");
+        ex->add_header("Accept-Ranges", "bytes");
+        ex->respond_head_only(200, **length);
+      });
+}
+
+void PullThrough::referrers(const Route& r, const Digest& subject, const std::string& query,
+                            std::function<void(Result<std::string>)> done) {
+  auto status = std::make_shared<int>(0);
+  auto body = std::make_shared<std::string>();
+  r.upstream->request(
+      http::Method::Get, "/v2/" + r.upstream_repo + "/referrers/" + subject.str() + (query.empty() ? "" : "?" + query),
+      r.upstream_repo, {},
+      [status](const http::ClientResponse& resp) {
+        *status = resp.status;
+        return true;
+      },
+      [body](std::string_view c) {
+        if (body->size() < (4u << 20)) body->append(c);
+      },
+      [status, body, done, u = r.upstream](Status st) {
+        if (!st) return done(upstream_failure(u, st.error()));
+        if (*status != 200) return done(Error(Errc::UpstreamError, "referrers: parent answered " + std::to_string(*status)));
+        done(std::move(*body));
+      });
+}
+
+}  // namespace outpost::cache

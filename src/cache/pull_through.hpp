@@ -1,0 +1,83 @@
+// Pull-through caching in front of the store: decides per request whether
+// the local copy answers (content by digest: always; a tag: while it was
+// checked within tag_ttl) or the upstream must be asked, coalesces
+// concurrent misses (one manifest fetch per reference, one Fill per blob),
+// and keeps what it fetched (Origin::Cached). Serves the local copy when the
+// upstream fails.
+#pragma once
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "base/digest.hpp"
+#include "cache/fill.hpp"
+#include "cache/route.hpp"
+#include "http/exchange.hpp"
+#include "store/types.hpp"
+#include "upstream/registry_client.hpp"
+
+namespace outpost::store { class Store; }
+
+namespace outpost::cache {
+
+struct PullOptions {
+  uint64_t tag_ttl_ms = 60'000;  ///< a tag is revalidated with HEAD at most this often
+  uint64_t max_manifest_bytes = 4 * 1024 * 1024;
+};
+
+struct ManifestResult {
+  store::ManifestInfo info;
+  std::string bytes;  ///< empty when only the head was asked for
+};
+
+class PullThrough {
+ public:
+  PullThrough(uv_loop_t* loop, store::Store* store, PullOptions opts);
+  ~PullThrough();
+
+  /// The parent serves every repository not claimed by a named upstream.
+  void set_parent(std::unique_ptr<upstream::RegistryClient> c);
+  /// A named mirror, chosen by ?ns=<name> or a "<name>/" path prefix.
+  void add_upstream(std::unique_ptr<upstream::RegistryClient> c);
+  bool enabled() const { return parent_ || !named_.empty(); }
+
+  /// Route for a request's repository name and optional ?ns= value.
+  std::optional<Route> route(const std::string& name, const std::optional<std::string>& ns) const;
+
+  using ManifestDone = std::function<void(Result<ManifestResult>)>;
+  /// Resolves `reference` (tag or digest) through the cache.
+  void manifest(const Route& r, const std::string& reference, bool want_bytes, ManifestDone done);
+
+  /// Answers a blob request: the local file when held, else a Fill.
+  void blob(const Route& r, const Digest& d, const http::ExchangePtr& ex);
+
+  /// Referrers of `subject` from the upstream (raw index JSON), or an error.
+  void referrers(const Route& r, const Digest& subject, const std::string& query,
+                 std::function<void(Result<std::string>)> done);
+
+  size_t fills_in_flight() const { return fills_.size(); }
+
+ private:
+  void fetch_manifest(const Route& r, const std::string& reference, bool want_bytes, ManifestDone done);
+  void revalidate(const Route& r, const std::string& tag, ManifestResult local, bool want_bytes, ManifestDone done);
+  void local_manifest(const Route& r, const std::string& reference, bool want_bytes,
+                      std::function<void(Result<ManifestResult>)> done);
+  void head_blob(const Route& r, const Digest& d, const http::ExchangePtr& ex);
+  std::string tag_key(const Route& r, const std::string& tag) const { return r.local_repo + ":" + tag; }
+
+  uv_loop_t* loop_;
+  store::Store* store_;
+  PullOptions opts_;
+  std::unique_ptr<upstream::RegistryClient> parent_;
+  std::vector<std::unique_ptr<upstream::RegistryClient>> named_;
+  std::unordered_map<std::string, std::shared_ptr<Fill>> fills_;                 ///< digest -> Fill
+  std::unordered_map<std::string, std::vector<ManifestDone>> manifest_waiters_;  ///< coalesced fetches
+  std::unordered_map<std::string, uint64_t> tag_checked_;                       ///< local_repo:tag -> loop ms
+};
+
+}  // namespace outpost::cache
