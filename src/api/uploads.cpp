@@ -78,44 +78,49 @@ void body_to_upload(ApiContext& ctx, const http::ExchangePtr& ex, std::string na
       },
       [ex, st, id, then = std::move(then)](Status s) {
         if (st->failed || ex->responded()) return;
-        if (!s) {
-          // The client left or stalled mid-body: what arrived stays in the
-          // session (GET shows the offset) so the client can resume.
-          return ex->respond_error(Errc::BlobUploadInvalid, "request body incomplete: " + s.error().message());
-        }
+        // The client left, stalled (408) or sent a malformed body (400): what
+        // arrived stays in the session (GET shows the offset) for a resume.
+        if (!s) return ex->respond_error(s.error());
         then(st->offset);
       });
 }
 
 /// Common start of PATCH and PUT: the session's current offset, checked
-/// against Content-Range when the client sent one. Nullopt when answered.
-std::optional<uint64_t> start_offset(ApiContext& ctx, const http::ExchangePtr& ex) {
-  const std::string& name = ex->params().name;
-  const std::string& id = ex->params().uuid;
-  auto cur = ctx.store->upload_status(name, id);
-  if (!cur) {
-    respond_upload_error(ex, cur.error(), id);
-    return std::nullopt;
-  }
-  if (auto cr = ex->req().headers.get("Content-Range")) {
-    auto r = parse_content_range(*cr);
-    if (!r) {
-      respond_bad_offset(ctx, ex, name, id, "malformed Content-Range '" + std::string(*cr) + "'");
-      return std::nullopt;
-    }
-    if (r->start != *cur) {
-      respond_bad_offset(ctx, ex, name, id,
-                         "chunk starts at " + std::to_string(r->start) + " but the upload has " + std::to_string(*cur) +
-                             " bytes");
-      return std::nullopt;
-    }
-    auto len = ex->req().content_length;
-    if (len && *len != r->end - r->start + 1) {
-      respond_bad_offset(ctx, ex, name, id, "Content-Range does not match Content-Length");
-      return std::nullopt;
-    }
-  }
-  return *cur;
+/// against Content-Range when the client sent one; calls `then(offset)`
+/// unless it answered. Runs on the work pool first: after a restart the
+/// session's hash is rebuilt by re-reading its file, which must not stall
+/// the loop (the empty append loads the session and its hash).
+void start_offset(ApiContext& ctx, const http::ExchangePtr& ex, std::function<void(uint64_t)> then) {
+  const std::string name = ex->params().name, id = ex->params().uuid;
+  ApiContext* c = &ctx;
+  store_job<uint64_t>(
+      ctx,
+      [name, id](store::Store& s) -> Result<uint64_t> {
+        auto cur = s.upload_status(name, id);
+        if (!cur) return cur;
+        auto warm = s.append_upload(name, id, *cur, {});
+        if (!warm) return std::move(warm).error();
+        return *cur;
+      },
+      [c, ex, name, id, then = std::move(then)](Result<uint64_t> cur) {
+        if (!cur) {
+          if (cur.error().code == Errc::RangeInvalid)  // another request moved the offset meanwhile
+            return respond_bad_offset(*c, ex, name, id, cur.error().message());
+          return respond_upload_error(ex, cur.error(), id);
+        }
+        if (auto cr = ex->req().headers.get("Content-Range")) {
+          auto r = parse_content_range(*cr);
+          if (!r) return respond_bad_offset(*c, ex, name, id, "malformed Content-Range '" + std::string(*cr) + "'");
+          if (r->start != *cur)
+            return respond_bad_offset(*c, ex, name, id,
+                                      "chunk starts at " + std::to_string(r->start) + " but the upload has " +
+                                          std::to_string(*cur) + " bytes");
+          auto len = ex->req().content_length;
+          if (len && *len != r->end - r->start + 1)
+            return respond_bad_offset(*c, ex, name, id, "Content-Range does not match Content-Length");
+        }
+        then(*cur);
+      });
 }
 
 void commit_and_respond(ApiContext& ctx, const http::ExchangePtr& ex, std::string name, std::string id, Digest d) {
@@ -185,18 +190,18 @@ void handle_upload_start(ApiContext& ctx, const http::ExchangePtr& ex) {
 
 void handle_upload_patch(ApiContext& ctx, const http::ExchangePtr& ex) {
   if (!check_name(ex) || !check_writable(ctx, ex)) return;
-  auto offset = start_offset(ctx, ex);
-  if (!offset) return;
   const std::string name = ex->params().name, id = ex->params().uuid;
   ApiContext* c = &ctx;
-  body_to_upload(ctx, ex, name, id, *offset, [c, ex, name, id](uint64_t) {
-    store_job<uint64_t>(
-        *c, [name, id](store::Store& s) { return s.flush_upload(name, id); },
-        [ex, name, id](Result<uint64_t> r) {
-          if (!r) return respond_upload_error(ex, r.error(), id);
-          add_upload_headers(ex, name, id, *r);
-          ex->respond(202);
-        });
+  start_offset(ctx, ex, [c, ex, name, id](uint64_t offset) {
+    body_to_upload(*c, ex, name, id, offset, [c, ex, name, id](uint64_t) {
+      store_job<uint64_t>(
+          *c, [name, id](store::Store& s) { return s.flush_upload(name, id); },
+          [ex, name, id](Result<uint64_t> r) {
+            if (!r) return respond_upload_error(ex, r.error(), id);
+            add_upload_headers(ex, name, id, *r);
+            ex->respond(202);
+          });
+    });
   });
 }
 
@@ -206,12 +211,12 @@ void handle_upload_put(ApiContext& ctx, const http::ExchangePtr& ex) {
   if (!dq) return ex->respond_error(Errc::DigestInvalid, "the digest query parameter is required to finish an upload");
   auto d = digest_param(ex, *dq);
   if (!d) return;
-  auto offset = start_offset(ctx, ex);
-  if (!offset) return;
   const std::string name = ex->params().name, id = ex->params().uuid;
   ApiContext* c = &ctx;
-  body_to_upload(ctx, ex, name, id, *offset,
-                 [c, ex, name, id, d = *d](uint64_t) { commit_and_respond(*c, ex, name, id, d); });
+  start_offset(ctx, ex, [c, ex, name, id, d = *d](uint64_t offset) {
+    body_to_upload(*c, ex, name, id, offset,
+                   [c, ex, name, id, d](uint64_t) { commit_and_respond(*c, ex, name, id, d); });
+  });
 }
 
 void handle_upload_status(ApiContext& ctx, const http::ExchangePtr& ex) {
