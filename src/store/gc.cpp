@@ -21,7 +21,7 @@ namespace {
 Status collect_blobs(const GcTargets& t, const GcOptions& o, int64_t cutoff, GcReport& rep) {
   std::string after;
   for (;;) {
-    STORE_ASSIGN(auto batch, t.meta.gc_candidates(cutoff, after, o.batch == 0 ? 1 : o.batch));
+    STORE_ASSIGN(auto batch, t.meta.gc_candidates(cutoff, after, o.batch));
     if (batch.empty()) return {};
     for (const auto& c : batch) {
       after = c.digest.str();
@@ -49,13 +49,17 @@ Status sweep_blob_files(const GcTargets& t, int64_t cutoff, GcReport& rep) {
     auto sz = fs::file_size(path);
     const uint64_t bytes = sz ? *sz : 0;
     if (valid) {
-      std::unique_lock pub(t.publish_mu);
+      // Cheap unlocked look first: almost every file has its row, and taking
+      // the exclusive lock per file would queue behind every commit's fsync.
       auto row = t.meta.blob_size(d);
+      if (row && *row) return true;
+      std::unique_lock pub(t.publish_mu);
+      row = t.meta.blob_size(d);  // authoritative: no publish is mid-way now
       if (!row) {
         err = std::move(row).error();
         return false;
       }
-      if (*row) return true;  // a recorded blob
+      if (*row) return true;  // recorded meanwhile
       if (!fs::remove_file(path).ok()) return true;
     } else {
       // Not a name we ever create in blobs/ (stray copy, editor backup...).
@@ -74,7 +78,7 @@ Status sweep_blob_files(const GcTargets& t, int64_t cutoff, GcReport& rep) {
 Status expire_uploads(const GcTargets& t, const GcOptions& o, int64_t now, GcReport& rep) {
   const int64_t cutoff = now - o.upload_ttl_ms;
   for (;;) {
-    STORE_ASSIGN(auto stale, t.meta.stale_uploads(cutoff, o.batch == 0 ? 1 : o.batch));
+    STORE_ASSIGN(auto stale, t.meta.stale_uploads(cutoff, o.batch));
     size_t removed = 0;
     for (const auto& id : stale) {
       STORE_ASSIGN(bool gone, t.uploads.expire(id, cutoff));
@@ -115,7 +119,9 @@ Result<size_t> sweep_temp_dir(const Layout& layout, int64_t cutoff_ms) {
   return removed;
 }
 
-Result<GcReport> collect_garbage(const GcTargets& t, const GcOptions& o) {
+Result<GcReport> collect_garbage(const GcTargets& t, const GcOptions& opts) {
+  GcOptions o = opts;
+  if (o.batch == 0) o.batch = 1;
   GcReport rep;
   const int64_t now = t.meta.now_ms();
   const int64_t cutoff = now - o.grace_ms;
@@ -123,7 +129,13 @@ Result<GcReport> collect_garbage(const GcTargets& t, const GcOptions& o) {
   if (o.sweep_blob_files) OUTPOST_TRY(sweep_blob_files(t, cutoff, rep));
   OUTPOST_TRY(expire_uploads(t, o, now, rep));
   STORE_ASSIGN(rep.upload_dirs_removed, t.uploads.sweep_orphans(cutoff));
-  STORE_ASSIGN(rep.temp_files_removed, sweep_temp_dir(t.layout, cutoff));
+  {
+    // Exclusive: one-shot writers hold the lock shared from creating their
+    // temp file to its rename, so nothing found here is mid-write. tmp/ only
+    // ever holds a few in-flight files, so one lock for the sweep is fine.
+    std::unique_lock pub(t.publish_mu);
+    STORE_ASSIGN(rep.temp_files_removed, sweep_temp_dir(t.layout, cutoff));
+  }
   log::info("gc done", " blobs=" + std::to_string(rep.blobs_removed) + " bytes=" +
                            std::to_string(rep.bytes_removed) + " orphans=" +
                            std::to_string(rep.orphan_files_removed) + " uploads_expired=" +

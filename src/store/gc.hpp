@@ -18,8 +18,11 @@ namespace outpost::store {
 struct GcOptions {
   /// A blob published or linked within this window is kept even when nothing
   /// references it yet: the manifest PUT that will name it may be in flight
-  /// (clients push layers first, the manifest last). The same window protects
-  /// blob files not yet recorded, upload dirs not yet recorded and temp files.
+  /// (clients push layers first, the manifest last; a pull-through fill
+  /// records the blob a moment before the manifest). Files and dirs that have
+  /// no row yet are protected by the publish lock, not by this window (see
+  /// GcTargets::publish_mu); the window is a second, belt-and-braces check
+  /// for them (only entries older than it are ever considered orphans).
   int64_t grace_ms = 10 * 60 * 1000;
   /// Upload sessions not flushed (and not used in memory) for this long are
   /// cancelled. distribution's default upload purge age is one week; a day
@@ -48,6 +51,10 @@ struct GcTargets {
   MetaDb& meta;
   BlobStore& blobs;
   Uploads& uploads;
+  /// Held shared by every operation that creates a file or directory before
+  /// its row exists (upload create and commit, one-shot blob/manifest
+  /// writes), exclusive by GC while it decides that an entry is an orphan or
+  /// deletes a blob. So GC never sees a half-done publish, whatever the grace.
   std::shared_mutex& publish_mu;
 };
 

@@ -61,7 +61,13 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& root, StoreOptions
   (void)up_made;
   (void)tmp_made;
   OUTPOST_TRY(fs::fsync_dir(layout.root()));
-  if (root_made) log::info("store root created", " root=" + log::quote(layout.root()));
+  if (root_made) {
+    // The root's own entry lives in its parent.
+    const auto slash = layout.root().find_last_of('/');
+    const std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : layout.root().substr(0, slash);
+    OUTPOST_TRY(fs::fsync_dir(parent));
+    log::info("store root created", " root=" + log::quote(layout.root()));
+  }
 
   STORE_ASSIGN(auto meta, MetaDb::open(layout.db_file(), opts.clock));
   auto store = std::unique_ptr<Store>(new Store(layout, std::move(opts), std::move(lock), std::move(meta)));

@@ -130,7 +130,8 @@ class Store {
   UniqueFd lock_;  ///< flock held for the Store's lifetime
   std::unique_ptr<MetaDb> meta_;
   BlobStore blobs_;
-  /// Shared by publishers (rename + record), exclusive for GC removals.
+  /// Shared while files are created ahead of their rows, exclusive for GC
+  /// removals (GcTargets::publish_mu).
   std::shared_mutex publish_mu_;
   std::unique_ptr<Uploads> uploads_;
 };

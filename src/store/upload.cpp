@@ -168,6 +168,9 @@ Result<UploadId> Uploads::create(std::string_view repo) {
   OUTPOST_TRY(check_repo_name(repo));
   STORE_ASSIGN(auto id, UploadId::generate());
   const std::string dir = layout_.upload_dir(id);
+  // Held shared from mkdir until the row exists: GC's orphan sweep takes it
+  // exclusively, so it never mistakes this directory for a crashed one.
+  std::shared_lock pub(publish_mu_);
   STORE_ASSIGN(bool made, fs::make_dir(dir));
   if (!made) return Error(Errc::Internal, "upload id collision");
   const std::string path = layout_.upload_data(id);
@@ -182,6 +185,7 @@ Result<UploadId> Uploads::create(std::string_view repo) {
     (void)fs::remove_flat_dir(dir);
     return std::move(st).error();
   }
+  pub.unlock();
   auto s = std::make_shared<Session>(id);
   s->repo = std::string(repo);
   s->fd = std::move(*fd);
@@ -337,6 +341,8 @@ Result<size_t> Uploads::sweep_orphans(int64_t cutoff_ms) {
   size_t removed = 0;
   for (const auto& name : names) {
     auto id = UploadId::parse(name);
+    // Exclusive: create() holds this shared between mkdir and its row insert.
+    std::unique_lock pub(publish_mu_);
     if (id) {
       auto row = meta_.get_upload(*id);
       if (row) continue;

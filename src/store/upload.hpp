@@ -36,8 +36,8 @@ namespace outpost::store {
 
 class Uploads {
  public:
-  /// `publish_mu` is shared with GC: commits hold it shared while they
-  /// rename + record, GC holds it exclusively while it deletes a blob.
+  /// `publish_mu` is shared with GC (GcTargets::publish_mu): create() holds
+  /// it shared from mkdir to row insert, commit() from rename to record.
   Uploads(Layout layout, MetaDb& meta, BlobStore& blobs, std::shared_mutex& publish_mu,
           size_t max_open_sessions);
   ~Uploads();
