@@ -52,6 +52,11 @@ void handle_manifest_get(ApiContext& ctx, const http::ExchangePtr& ex) {
   if (auto route = pull_route(ctx, ex)) {
     ctx.pull->manifest(*route, ref, !head, [ex, ref](Result<cache::ManifestResult> r) {
       if (!r) return respond_manifest_error(ex, r.error(), ref);
+      if (r->offline) {
+        // Served without the parent's confirmation (docs/operations.md, "Offline").
+        ex->add_header("Outpost-Cache", "offline");
+        if (r->tag_age_s) ex->add_header("Outpost-Tag-Age", std::to_string(*r->tag_age_s));
+      }
       respond_manifest(ex, r->info, std::move(r->bytes));
     });
     return;

@@ -7,6 +7,7 @@
 #include <memory>
 #include <system_error>
 
+#include "app/ops.hpp"
 #include "base/log.hpp"
 #include "http/router.hpp"
 #include "http/server.hpp"
@@ -30,6 +31,7 @@ struct App::Impl {
   std::vector<std::unique_ptr<net::TlsClientConfig>> tls_configs;
   std::vector<std::unique_ptr<http::HttpClient>> http_clients;
   std::unique_ptr<cache::PullThrough> pull;
+  OpsSources ops;
   std::unique_ptr<http::Server> server;
   uv::Signal* sigterm = nullptr;
   uv::Signal* sigint = nullptr;
@@ -82,7 +84,8 @@ Result<std::unique_ptr<upstream::RegistryClient>> App::make_upstream(const Upstr
   o.timeouts.first_byte_ms = u.timeout_ms;
   o.timeouts.progress_ms = u.timeout_ms;
   OUTPOST_TRY(read_credentials(u.token_file, &o.username, &o.password));
-  auto rc = std::make_unique<upstream::RegistryClient>(*client, o);
+  o.offline = u.offline;
+  auto rc = std::make_unique<upstream::RegistryClient>(m.loop.get(), *client, o);
   m.tls_configs.push_back(std::move(*tls));
   m.http_clients.push_back(std::move(client));
   log::info("upstream configured", " name=" + u.name + " url=" + log::quote(u.url));
@@ -113,6 +116,7 @@ int App::run() {
   if (!c.parent.url.empty() || !c.upstreams.empty()) {
     cache::PullOptions po;
     po.tag_ttl_ms = c.cache.tag_ttl_ms;
+    po.revalidate_wait_ms = c.cache.revalidate_wait_ms;
     po.max_manifest_bytes = c.registry.max_manifest_bytes;
     m.pull = std::make_unique<cache::PullThrough>(m.loop.get(), m.store.get(), po);
     if (!c.parent.url.empty()) {
@@ -135,6 +139,13 @@ int App::run() {
   }
   m.api.options.read_only = c.registry.mode == "ReadOnly";
   m.api.options.max_manifest_bytes = c.registry.max_manifest_bytes;
+  // Ops routes first: "/metrics" must not be read as a repository path.
+  m.ops.config = &m.cfg;
+  m.ops.pull = m.pull.get();
+  uv_timeval64_t tv;
+  uv_gettimeofday(&tv);
+  m.ops.started_ms = static_cast<uint64_t>(tv.tv_sec) * 1000 + static_cast<uint64_t>(tv.tv_usec) / 1000;
+  register_ops_routes(m.router, m.ops);
   api::register_routes(m.router, m.api);
 
   http::ServerLimits lim;
@@ -161,6 +172,7 @@ int App::run() {
     (*match.handler)(ex);
   });
   m.server->add_default_header("Docker-Distribution-API-Version", "registry/2.0");
+  m.ops.server = m.server.get();
 
   for (const auto& addr : c.server.listen) {
     if (auto st = m.server->listen(addr); !st) {

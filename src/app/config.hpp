@@ -42,12 +42,14 @@ struct UpstreamConfig {
   std::string ca_file;               ///< extra PEM CA bundle for its TLS certificate
   bool insecure = false;             ///< skip TLS verification (labs only)
   bool library_prefix = false;       ///< Docker Hub: "alpine" means "library/alpine"
+  bool offline = false;              ///< never contact it: serve only what is held (air-gapped)
   uint64_t connect_timeout_ms = 10'000;
   uint64_t timeout_ms = 30'000;      ///< first byte of a response, and longest pause in a body
 };
 
 struct CacheConfig {
   uint64_t tag_ttl_ms = 60'000;      ///< a cached tag is revalidated with the parent at most this often
+  uint64_t revalidate_wait_ms = 1'000;  ///< longest a client waits on a tag revalidation before the cached tag is served
 };
 
 struct LogConfig {

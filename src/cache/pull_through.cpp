@@ -21,6 +21,34 @@ http::Headers accept_manifests() {
   return h;
 }
 
+uint64_t wall_ms() {
+  uv_timeval64_t tv;
+  uv_gettimeofday(&tv);
+  return static_cast<uint64_t>(tv.tv_sec) * 1000 + static_cast<uint64_t>(tv.tv_usec) / 1000;
+}
+
+Error offline_error(const upstream::RegistryClient* u) {
+  return Error(Errc::UpstreamUnavailable, "parent registry '" + u->options().name +
+                                              "' is unreachable and this content is not cached here");
+}
+
+/// A one-shot timer owned by its callback's closure.
+void after_ms(uv_loop_t* loop, uint64_t ms, std::function<void()> fn) {
+  struct T {
+    uv_timer_t t;
+    std::function<void()> fn;
+  };
+  auto* t = new T{{}, std::move(fn)};
+  uv_timer_init(loop, &t->t);
+  t->t.data = t;
+  uv_timer_start(&t->t, [](uv_timer_t* h) {
+    auto* self = static_cast<T*>(h->data);
+    auto fn = std::move(self->fn);
+    uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* x) { delete static_cast<T*>(x->data); });
+    fn();
+  }, ms, 0);
+}
+
 Error upstream_failure(const upstream::RegistryClient* u, const Error& e) {
   if (e.code == Errc::UpstreamError || e.code == Errc::UpstreamUnavailable) return e;
   return Error(Errc::UpstreamUnavailable, "parent registry '" + u->options().name + "' unreachable: " + e.message());
@@ -31,6 +59,23 @@ PullThrough::PullThrough(uv_loop_t* loop, store::Store* store, PullOptions opts)
     : loop_(loop), store_(store), opts_(opts) {}
 
 PullThrough::~PullThrough() = default;
+
+std::vector<const upstream::RegistryClient*> PullThrough::upstreams() const {
+  std::vector<const upstream::RegistryClient*> out;
+  if (parent_) out.push_back(parent_.get());
+  for (const auto& u : named_) out.push_back(u.get());
+  return out;
+}
+
+ManifestResult PullThrough::offline_answer(const Route& r, const std::string& tag, ManifestResult local) {
+  stats_.served_offline++;
+  local.offline = true;
+  uint64_t now = wall_ms();
+  auto it = tag_confirmed_.find(tag_key(r, tag));
+  uint64_t since = it != tag_confirmed_.end() ? it->second : static_cast<uint64_t>(std::max<int64_t>(0, local.info.created_ms));
+  local.tag_age_s = now > since ? (now - since) / 1000 : 0;
+  return local;
+}
 
 void PullThrough::set_parent(std::unique_ptr<upstream::RegistryClient> c) { parent_ = std::move(c); }
 void PullThrough::add_upstream(std::unique_ptr<upstream::RegistryClient> c) { named_.push_back(std::move(c)); }
@@ -63,7 +108,7 @@ void PullThrough::local_manifest(const Route& r, const std::string& reference, b
         if (!info) return std::move(info).error();
         auto bytes = st->read_manifest(repo, info->digest);
         if (!bytes) return std::move(bytes).error();
-        return ManifestResult{std::move(*info), std::move(*bytes)};
+        return ManifestResult{std::move(*info), std::move(*bytes), false, std::nullopt};
       },
       std::move(done));
 }
@@ -74,10 +119,16 @@ void PullThrough::manifest(const Route& r, const std::string& reference, bool wa
       if (looks_like_digest(reference)) return done(std::move(local));  // immutable: never revalidated
       auto it = tag_checked_.find(tag_key(r, reference));
       if (it != tag_checked_.end() && uv_now(loop_) - it->second < opts_.tag_ttl_ms) return done(std::move(local));
+      // Invariant 5: while the parent is offline nobody waits on it.
+      if (r.upstream->offline()) return done(offline_answer(r, reference, std::move(*local)));
       return revalidate(r, reference, std::move(*local), want_bytes, std::move(done));
     }
     Errc c = local.error().code;
     if (c != Errc::ManifestUnknown && c != Errc::NameUnknown) return done(std::move(local));
+    if (r.upstream->offline()) {
+      stats_.offline_misses++;
+      return done(offline_error(r.upstream));
+    }
     fetch_manifest(r, reference, want_bytes, std::move(done));
   });
 }
@@ -85,15 +136,33 @@ void PullThrough::manifest(const Route& r, const std::string& reference, bool wa
 void PullThrough::revalidate(const Route& r, const std::string& tag, ManifestResult local, bool want_bytes,
                              ManifestDone done) {
   const std::string key = "rv:" + r.upstream->options().name + "/" + r.local_repo + ":" + tag;
+  // Each waiter is answered once: by the revalidation, or by the cached tag
+  // when the parent takes longer than revalidate_wait (the check goes on and
+  // its answer serves later requests).
+  struct Waiter {
+    ManifestDone done;
+    ManifestResult local;
+    bool answered = false;
+  };
+  auto w = std::make_shared<Waiter>(Waiter{std::move(done), std::move(local)});
   auto& waiters = manifest_waiters_[key];
-  auto shared_local = std::make_shared<ManifestResult>(std::move(local));
-  // Each waiter gets the local copy unless the tag moved.
-  waiters.push_back([shared_local, done](Result<ManifestResult> fresh) {
-    if (fresh) return done(std::move(fresh));
-    done(*shared_local);
+  waiters.push_back([this, r, tag, w](Result<ManifestResult> fresh) {
+    if (w->answered) return;
+    w->answered = true;
+    if (fresh) return w->done(std::move(fresh));
+    if (fresh.error().code == Errc::Ok) return w->done(std::move(w->local));  // confirmed unchanged
+    w->done(offline_answer(r, tag, std::move(w->local)));
+  });
+  after_ms(loop_, opts_.revalidate_wait_ms, [this, r, tag, w] {
+    if (w->answered) return;
+    w->answered = true;
+    r.upstream->suspect();
+    w->done(offline_answer(r, tag, std::move(w->local)));
   });
   if (waiters.size() > 1) return;  // a HEAD for this tag is already on its way
 
+  stats_.revalidations++;
+  const std::string local_digest = w->local.info.digest.str();
   auto remote_digest = std::make_shared<std::string>();
   auto status = std::make_shared<int>(0);
   r.upstream->request(
@@ -104,21 +173,28 @@ void PullThrough::revalidate(const Route& r, const std::string& tag, ManifestRes
         return true;
       },
       nullptr,
-      [this, r, tag, key, want_bytes, shared_local, remote_digest, status](Status st) {
+      [this, r, tag, key, want_bytes, local_digest, remote_digest, status](Status st) {
         auto finish = [this, key](Result<ManifestResult> res) {
           auto list = std::move(manifest_waiters_[key]);
           manifest_waiters_.erase(key);
-          for (auto& w : list) w(res.ok() ? Result<ManifestResult>(*res) : Result<ManifestResult>(res.error()));
+          for (auto& fn : list) fn(res.ok() ? Result<ManifestResult>(*res) : Result<ManifestResult>(res.error()));
         };
-        tag_checked_[tag_key(r, tag)] = uv_now(loop_);
-        if (!st || *status != 200 || remote_digest->empty() || *remote_digest == shared_local->info.digest.str()) {
-          if (!st) log::info("tag revalidation failed, serving the cached tag",
-                             " repo=" + r.local_repo + " tag=" + tag + " reason=" + log::quote(st.error().message()));
-          return finish(Error(Errc::Ok, "unchanged"));  // waiters fall back to the local copy
+        if (!st || *status >= 500 || *status == 0) {
+          log::info("tag revalidation failed, serving the cached tag",
+                    " repo=" + r.local_repo + " tag=" + tag + " reason=" +
+                        log::quote(st.ok() ? "status " + std::to_string(*status) : st.error().message()));
+          return finish(Error(Errc::UpstreamUnavailable, "not confirmed"));
         }
-        log::info("tag moved upstream", " repo=" + r.local_repo + " tag=" + tag + " from=" +
-                                            shared_local->info.digest.str() + " to=" + *remote_digest);
-        fetch_manifest(r, tag, want_bytes, [finish](Result<ManifestResult> res) { finish(std::move(res)); });
+        tag_checked_[tag_key(r, tag)] = uv_now(loop_);
+        if (*status != 200 || remote_digest->empty() || *remote_digest == local_digest) {
+          tag_confirmed_[tag_key(r, tag)] = wall_ms();
+          return finish(Error(Errc::Ok, "unchanged"));
+        }
+        log::info("tag moved upstream", " repo=" + r.local_repo + " tag=" + tag + " from=" + local_digest +
+                                            " to=" + *remote_digest);
+        fetch_manifest(r, tag, want_bytes, [finish](Result<ManifestResult> res) {
+          finish(res.ok() ? std::move(res) : Result<ManifestResult>(Error(Errc::UpstreamUnavailable, "refetch failed")));
+        });
       });
 }
 
@@ -133,6 +209,7 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
     std::string content_type, header_digest, body;
     bool too_big = false;
   };
+  stats_.manifest_fetches++;
   auto got = std::make_shared<Got>();
   const uint64_t cap = opts_.max_manifest_bytes;
   auto finish = [this, key](Result<ManifestResult> res) {
@@ -186,8 +263,11 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
             loop_, [st2, m, body]() { return st2->put_manifest(m, *body); },
             [this, r, reference, body, finish](Result<store::ManifestInfo> info) {
               if (!info) return finish(info.error());
-              if (!looks_like_digest(reference)) tag_checked_[tag_key(r, reference)] = uv_now(loop_);
-              finish(ManifestResult{std::move(*info), *body});
+              if (!looks_like_digest(reference)) {
+                tag_checked_[tag_key(r, reference)] = uv_now(loop_);
+                tag_confirmed_[tag_key(r, reference)] = wall_ms();
+              }
+              finish(ManifestResult{std::move(*info), *body, false, std::nullopt});
             });
       });
 }
@@ -196,11 +276,26 @@ void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr&
   if (ex->req().method == http::Method::Head) {
     // A HEAD asks the parent for size and digest; it never downloads the body.
     auto it = fills_.find(d.str());
-    if (it == fills_.end()) return head_blob(r, d, ex);
+    if (it == fills_.end()) {
+      if (r.upstream->offline()) {
+        stats_.offline_misses++;
+        return ex->respond_error(offline_error(r.upstream));
+      }
+      return head_blob(r, d, ex);
+    }
   }
   auto it = fills_.find(d.str());
   if (it != fills_.end()) return it->second->subscribe(ex, r.local_repo);
-  auto fill = std::make_shared<Fill>(loop_, store_, r, d, [this](Fill* f) { fills_.erase(f->digest().str()); });
+  if (r.upstream->offline()) {
+    stats_.offline_misses++;
+    return ex->respond_error(offline_error(r.upstream));
+  }
+  stats_.fills_started++;
+  auto fill = std::make_shared<Fill>(loop_, store_, r, d, [this](Fill* f) {
+    if (f->state() == Fill::State::Done) stats_.fills_committed++;
+    else stats_.fills_failed++;
+    fills_.erase(f->digest().str());
+  });
   fills_[d.str()] = fill;
   fill->subscribe(ex, r.local_repo);
   fill->start();

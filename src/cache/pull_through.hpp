@@ -27,12 +27,28 @@ namespace outpost::cache {
 
 struct PullOptions {
   uint64_t tag_ttl_ms = 60'000;  ///< a tag is revalidated with HEAD at most this often
+  uint64_t revalidate_wait_ms = 1'000;  ///< then served from cache; the check goes on
   uint64_t max_manifest_bytes = 4 * 1024 * 1024;
 };
 
 struct ManifestResult {
   store::ManifestInfo info;
-  std::string bytes;  ///< empty when only the head was asked for
+  std::string bytes;
+  /// Served from the cache without the parent's confirmation (it is
+  /// offline, failing or slow): the API says so in a response header.
+  bool offline = false;
+  /// Seconds since the parent last confirmed this tag (offline answers).
+  std::optional<uint64_t> tag_age_s;
+};
+
+struct PullStats {
+  uint64_t served_offline = 0;   ///< answers given from cache because the parent could not confirm
+  uint64_t offline_misses = 0;   ///< misses refused at once because the parent is offline
+  uint64_t fills_started = 0;
+  uint64_t fills_committed = 0;
+  uint64_t fills_failed = 0;
+  uint64_t manifest_fetches = 0;
+  uint64_t revalidations = 0;
 };
 
 class PullThrough {
@@ -61,6 +77,10 @@ class PullThrough {
                  std::function<void(Result<std::string>)> done);
 
   size_t fills_in_flight() const { return fills_.size(); }
+  const PullStats& stats() const { return stats_; }
+  PullStats& mutable_stats() { return stats_; }
+  /// Every configured upstream (parent first), for metrics and status.
+  std::vector<const upstream::RegistryClient*> upstreams() const;
 
  private:
   void fetch_manifest(const Route& r, const std::string& reference, bool want_bytes, ManifestDone done);
@@ -69,6 +89,7 @@ class PullThrough {
                       std::function<void(Result<ManifestResult>)> done);
   void head_blob(const Route& r, const Digest& d, const http::ExchangePtr& ex);
   std::string tag_key(const Route& r, const std::string& tag) const { return r.local_repo + ":" + tag; }
+  ManifestResult offline_answer(const Route& r, const std::string& tag, ManifestResult local);
 
   uv_loop_t* loop_;
   store::Store* store_;
@@ -78,6 +99,8 @@ class PullThrough {
   std::unordered_map<std::string, std::shared_ptr<Fill>> fills_;                 ///< digest -> Fill
   std::unordered_map<std::string, std::vector<ManifestDone>> manifest_waiters_;  ///< coalesced fetches
   std::unordered_map<std::string, uint64_t> tag_checked_;                       ///< local_repo:tag -> loop ms
+  std::unordered_map<std::string, uint64_t> tag_confirmed_;                     ///< local_repo:tag -> wall ms
+  PullStats stats_;
 };
 
 }  // namespace outpost::cache

@@ -30,7 +30,85 @@ void UpstreamOp::cancel() {
   call.reset();
 }
 
-RegistryClient::RegistryClient(http::HttpClient& client, UpstreamOptions o) : client_(client), opts_(std::move(o)) {}
+RegistryClient::RegistryClient(uv_loop_t* loop, http::HttpClient& client, UpstreamOptions o)
+    : loop_(loop), client_(client), opts_(std::move(o)), health_(opts_.offline) {
+  probe_timer_ = new uv_timer_t;
+  uv_timer_init(loop_, probe_timer_);
+  probe_timer_->data = this;
+  // Not ref'd: a pending probe alone must not keep the loop (and shutdown) alive.
+  uv_unref(reinterpret_cast<uv_handle_t*>(probe_timer_));
+  if (!health_.forced_offline()) schedule_probe(health_.next_probe_delay_ms());
+}
+
+RegistryClient::~RegistryClient() {
+  if (probe_call_) probe_call_->cancel();
+  uv_close(reinterpret_cast<uv_handle_t*>(probe_timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+}
+
+namespace {
+uint64_t wall_ms() {
+  uv_timeval64_t tv;
+  uv_gettimeofday(&tv);
+  return static_cast<uint64_t>(tv.tv_sec) * 1000 + static_cast<uint64_t>(tv.tv_usec) / 1000;
+}
+}  // namespace
+
+void RegistryClient::record(const UpstreamOp& op, const Status& st) {
+  if (health_.forced_offline()) return;
+  if (!st && st.error().code == Errc::Cancelled) return;
+  const bool answered = st.ok() && op.status > 0 && op.status < 500;
+  Connectivity before = health_.state();
+  if (answered) health_.on_success(wall_ms());
+  else health_.on_failure();
+  if (health_.state() != before) {
+    if (answered) log::info("parent reachable again", " upstream=" + opts_.name);
+    else log::warn("parent failing", " upstream=" + opts_.name + " state=" + std::string(connectivity_name(health_.state())) +
+                                         " reason=" + log::quote(st.ok() ? "status " + std::to_string(op.status) : st.error().message()));
+    if (!answered) schedule_probe(0);
+  }
+}
+
+void RegistryClient::suspect() {
+  if (!probe_call_ && !health_.forced_offline()) schedule_probe(0);
+}
+
+void RegistryClient::schedule_probe(uint64_t delay_ms) {
+  if (probe_call_) return;  // one probe at a time; it reschedules when done
+  uv_timer_start(probe_timer_, on_probe_timer, delay_ms, 0);
+}
+
+void RegistryClient::on_probe_timer(uv_timer_t* t) noexcept { static_cast<RegistryClient*>(t->data)->probe(); }
+
+void RegistryClient::probe() {
+  if (probe_call_ || health_.forced_offline()) return;
+  http::ClientRequest req;
+  req.url = opts_.url;
+  std::string base = opts_.url.target;
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  req.url.target = base + "/v2/";
+  req.timeouts.connect_ms = opts_.probe_timeout_ms;
+  req.timeouts.first_byte_ms = opts_.probe_timeout_ms;
+  req.timeouts.progress_ms = opts_.probe_timeout_ms;
+  auto status = std::make_shared<int>(0);
+  probe_call_ = client_.send(
+      std::move(req),
+      [status](const http::ClientResponse& r) {
+        *status = r.status;
+        return true;
+      },
+      nullptr,
+      [this, status](Status st) {
+        probe_call_.reset();
+        // 200, or 401 from a registry that wants auth: either way it answers.
+        const bool answered = st.ok() && *status > 0 && *status < 500;
+        if (health_.on_probe(answered, wall_ms())) {
+          if (answered) log::info("parent back online", " upstream=" + opts_.name);
+          else log::warn("parent offline", " upstream=" + opts_.name + " reason=" +
+                                              log::quote(st.ok() ? "status " + std::to_string(*status) : st.error().message()));
+        }
+        schedule_probe(health_.next_probe_delay_ms());
+      });
+}
 
 std::string RegistryClient::upstream_repo(const std::string& repo) const {
   if (opts_.library_prefix && repo.find('/') == std::string::npos) return "library/" + repo;
@@ -49,6 +127,10 @@ std::string RegistryClient::basic_header() const {
 UpstreamOpPtr RegistryClient::request(http::Method m, std::string path, std::string repo, http::Headers extra,
                                       http::ClientCall::OnHead on_head, http::ClientCall::OnData on_data,
                                       http::ClientCall::OnDone on_done) {
+  if (health_.offline()) {
+    if (on_done) on_done(Error(Errc::UpstreamUnavailable, "parent registry '" + opts_.name + "' is offline"));
+    return std::make_shared<UpstreamOp>();
+  }
   auto op = std::make_shared<UpstreamOp>();
   op->method = m;
   op->path = std::move(path);
@@ -86,6 +168,7 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
       std::move(req),
       [this, op](const http::ClientResponse& r) {
         if (op->cancelled) return false;
+        op->status = r.status;
         if (r.status == 401 && !op->auth_retried) {
           if (auto h = r.headers.get("WWW-Authenticate")) {
             op->intercept = true;
@@ -109,6 +192,7 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
       [this, op](Status st) {
         if (op->cancelled) return;
         op->call.reset();
+        if (op->url.origin() == opts_.url.origin()) record(*op, st);
         if (op->intercept && st.ok()) return after_intercept(op);
         auto done = std::move(op->on_done);
         op->on_head = nullptr;

@@ -11,6 +11,7 @@
 
 #include "http/client.hpp"
 #include "http/url.hpp"
+#include "upstream/health.hpp"
 
 namespace outpost::upstream {
 
@@ -22,6 +23,10 @@ struct UpstreamOptions {
   http::ClientTimeouts timeouts;
   /// Docker Hub: single-component names live under "library/".
   bool library_prefix = false;
+  /// Operator switch: never contact this upstream (an air-gapped site).
+  bool offline = false;
+  /// Deadline of the connectivity probe (GET /v2/), kept short on purpose.
+  uint64_t probe_timeout_ms = 3'000;
 };
 
 class RegistryClient;
@@ -47,19 +52,31 @@ class UpstreamOp {
   bool cancelled = false;
   std::string location;
   std::string challenge;
+  int status = 0;      ///< status of the last response seen
 };
 using UpstreamOpPtr = std::shared_ptr<UpstreamOp>;
 
 class RegistryClient {
  public:
-  RegistryClient(http::HttpClient& client, UpstreamOptions o);
+  RegistryClient(uv_loop_t* loop, http::HttpClient& client, UpstreamOptions o);
+  ~RegistryClient();
+  RegistryClient(const RegistryClient&) = delete;
+  RegistryClient& operator=(const RegistryClient&) = delete;
   const UpstreamOptions& options() const { return opts_; }
+
+  /// Connectivity as last observed (DESIGN.md invariant 5: while Offline no
+  /// request waits on the parent; request() fails at once).
+  const Health& health() const { return health_; }
+  bool offline() const { return health_.offline(); }
+  /// Something took suspiciously long: probe now rather than at the next tick.
+  void suspect();
 
   /// Maps a client-facing repository name to the upstream's (library/ rule).
   std::string upstream_repo(const std::string& repo) const;
 
   /// `path` is relative to the registry root ("/v2/..."); `repo` names the
-  /// auth scope. on_head/on_data/on_done as http::ClientCall, final response only.
+  /// auth scope. on_head/on_data/on_done as http::ClientCall, final response
+  /// only. While offline, on_done(UpstreamUnavailable) runs before this returns.
   UpstreamOpPtr request(http::Method m, std::string path, std::string repo, http::Headers extra,
                         http::ClientCall::OnHead on_head, http::ClientCall::OnData on_data,
                         http::ClientCall::OnDone on_done);
@@ -70,13 +87,21 @@ class RegistryClient {
   void fetch_token(const UpstreamOpPtr& op, const std::string& realm, const std::string& service,
                    const std::string& scope);
   std::string basic_header() const;
+  void record(const UpstreamOp& op, const Status& st);
+  void schedule_probe(uint64_t delay_ms);
+  void probe();
+  static void on_probe_timer(uv_timer_t* t) noexcept;
 
   struct Token {
     std::string value;
     uint64_t expires_ms = 0;
   };
+  uv_loop_t* loop_;
   http::HttpClient& client_;
   UpstreamOptions opts_;
+  Health health_;
+  uv_timer_t* probe_timer_ = nullptr;
+  http::ClientCallPtr probe_call_;
   bool basic_mode_ = false;              ///< the registry asked for Basic
   std::map<std::string, Token> tokens_;  ///< scope -> bearer token
 };

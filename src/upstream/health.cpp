@@ -1,0 +1,61 @@
+#include "upstream/health.hpp"
+
+#include <algorithm>
+
+namespace outpost::upstream {
+
+std::string_view connectivity_name(Connectivity c) {
+  switch (c) {
+    case Connectivity::Online: return "online";
+    case Connectivity::Degraded: return "degraded";
+    case Connectivity::Offline: return "offline";
+  }
+  return "unknown";
+}
+
+Health::Health(bool forced_offline) : forced_(forced_offline) {
+  if (forced_) state_ = Connectivity::Offline;
+}
+
+void Health::set(Connectivity s) {
+  if (s == state_) return;
+  state_ = s;
+  ++transitions_;
+}
+
+void Health::on_success(uint64_t now_ms) {
+  last_success_ms_ = now_ms;
+  if (forced_) return;
+  consecutive_failures_ = 0;
+  backoff_ms_ = kMinBackoffMs;
+  set(Connectivity::Online);
+}
+
+void Health::on_failure() {
+  if (forced_) return;
+  ++consecutive_failures_;
+  set(consecutive_failures_ >= kFailuresToOpen ? Connectivity::Offline : Connectivity::Degraded);
+}
+
+bool Health::on_probe(bool answered, uint64_t now_ms) {
+  if (forced_) return false;
+  Connectivity before = state_;
+  if (answered) {
+    on_success(now_ms);
+  } else {
+    // The probe is the cheapest request a registry answers; when even that
+    // fails, waiting on the parent is pointless: open at once.
+    consecutive_failures_ = std::max(consecutive_failures_, kFailuresToOpen);
+    set(Connectivity::Offline);
+    backoff_ms_ = std::min(backoff_ms_ * 2, kMaxBackoffMs);
+  }
+  return before != state_;
+}
+
+uint64_t Health::next_probe_delay_ms() const {
+  if (state_ == Connectivity::Online) return kMaxBackoffMs;
+  if (state_ == Connectivity::Degraded) return kMinBackoffMs;
+  return backoff_ms_;
+}
+
+}  // namespace outpost::upstream
