@@ -102,9 +102,10 @@ TEST_CASE("sizes as integers, levels and modes", "[config]") {
 
 TEST_CASE("unknown keys and tables name the line", "[config]") {
   CHECK(parse_bad("[server]\nmax_connections = 5\nfoo = 1\n") == "t.toml:3: unknown key 'server.foo'");
-  CHECK(parse_bad("\n\n[parent]\nurl = \"https://x\"\n") == "t.toml:3: unknown table 'parent'");
+  CHECK(parse_bad("\n\n[sync]\nschedule = \"x\"\n") == "t.toml:3: unknown table 'sync'");
+  CHECK(parse_bad("[parent]\nurl = \"https://x\"\nbogus = 1\n") == "t.toml:3: unknown key 'parent.bogus'");
   CHECK(parse_bad("[sync]\n") == "t.toml:1: unknown table 'sync'");
-  CHECK(parse_bad("# x\n[[upstream]]\nname = \"docker.io\"\n") == "t.toml:2: unknown table 'upstream'");
+  CHECK(parse_bad("# x\n[[upstream]]\nname = \"docker.io\"\n") == "t.toml:2: [[upstream]] needs both name and url");
   CHECK(parse_bad("listen = [\"127.0.0.1:1\"]\n") == "t.toml:1: unknown key 'listen'");
   CHECK(parse_bad("[server.tls]\ncert = \"x\"\n") == "t.toml:1: unknown table 'server.tls'");
   CHECK(parse_bad("[server]\ntls.cert = \"x\"\n") == "t.toml:2: unknown table 'server.tls'");
@@ -246,7 +247,7 @@ TEST_CASE("embedded default parses and equals the built-in defaults", "[config]"
       ++keys;
     }
   }
-  CHECK(keys == 13);
+  CHECK(keys == 24);
 }
 
 TEST_CASE("dump_config round-trips", "[config]") {
@@ -301,4 +302,31 @@ TEST_CASE("load_config_file", "[config]") {
   REQUIRE_FALSE(missing.ok());
   CHECK(missing.error().code == Errc::ConfigInvalid);
   CHECK(missing.error().detail.find("/nonexistent/outpost.toml") != std::string::npos);
+}
+
+TEST_CASE("parent and [[upstream]] tables", "[config]") {
+  auto r = parse_config(
+      "[parent]\nurl = \"https://parent.example:5000\"\ninsecure = true\ntimeout = \"5s\"\n"
+      "[[upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\nlibrary_prefix = true\n"
+      "[[upstream]]\nname = \"quay.io\"\nurl = \"https://quay.io\"\n"
+      "[cache]\ntag_ttl = \"30s\"\nrevalidate_wait = \"250ms\"\n",
+      "t.toml");
+  REQUIRE(r.ok());
+  CHECK(r->parent.url == "https://parent.example:5000");
+  CHECK(r->parent.insecure);
+  CHECK(r->parent.timeout_ms == 5000);
+  REQUIRE(r->upstreams.size() == 2);
+  CHECK(r->upstreams[0].name == "docker.io");
+  CHECK(r->upstreams[0].library_prefix);
+  CHECK(r->upstreams[1].name == "quay.io");
+  CHECK_FALSE(r->upstreams[1].library_prefix);
+  CHECK(r->cache.tag_ttl_ms == 30000);
+  CHECK(r->cache.revalidate_wait_ms == 250);
+  // An upstream needs a name and a URL; bad booleans name their line.
+  auto bad = parse_config("[[upstream]]\nurl = \"https://x\"\n", "t.toml");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().detail.find("needs both name and url") != std::string::npos);
+  auto badbool = parse_config("[parent]\ninsecure = \"yes\"\n", "t.toml");
+  REQUIRE_FALSE(badbool.ok());
+  CHECK(badbool.error().detail == "t.toml:2: parent.insecure: expected true or false, got a string");
 }
