@@ -189,6 +189,27 @@ class Uploads(unittest.TestCase):
         self.assertEqual(r.status, 202, r.body)
         self.assertEqual(self.c.head_blob("mount/dst3", d), 404)
 
+    def test_names_that_look_like_routes(self):
+        # Valid repository names made of the API's own path words.
+        for repo in ("a/blobs/uploads", "tags/list", "x/manifests", "blobs", "uploads/blobs", "referrers/x",
+                     "v2", "a/v2/blobs"):
+            with self.subTest(repo=repo):
+                layer = b"layer of " + repo.encode()
+                d, body = self.c.push_image(repo, "t1", [layer])
+                self.assertEqual(self.c.tags(repo), ["t1"])
+                self.assertEqual(self.c.get_manifest(repo, "t1").body, body)
+                self.assertEqual(self.c.head_blob(repo, sha256_digest(layer)), 200)
+                loc = self.c.start_upload(repo)
+                self.assertTrue(loc.startswith(f"/v2/{repo}/blobs/uploads/"), loc)
+                f = self.file_with("k", b"abc")
+                self.assertEqual(curl("-X", "PATCH", "--data-binary", "@" + f, self.url + loc).status, 202)
+                self.assertEqual(curl(self.url + loc).header("Range"), "0-2")
+                r = curl("-X", "PUT", f"{self.url}{loc}?digest={sha256_digest(b'abc')}")
+                self.assertEqual(r.status, 201, r.body)
+                r = self.c.req("GET", f"/v2/{repo}/referrers/{d}")
+                self.assertEqual((r.status, r.json()["manifests"]), (200, []))
+        self.assertTrue({"a/blobs/uploads", "tags/list", "x/manifests", "v2"} <= set(self.c.catalog()))
+
 
 if __name__ == "__main__":
     unittest.main()
