@@ -1054,3 +1054,61 @@ def make_oci_layout(path: str, layers: list[bytes | Mapping[str, bytes]] | None 
         json.dump(top_index, f, indent=2)
 
     return Layout(path, tag, top_d, top_mt, images, blobs, index_bytes)
+
+
+# --------------------------------------------------------------------------
+# pull-through helpers (docker-registry access log, parents)
+
+_MARK_SEQ = [0]
+
+
+def registry_mark(reg: "DockerRegistry", timeout: float = 10.0) -> int:
+    """Sends a marker request straight to `reg` and waits until its access
+    log shows it; returns the marker's index in reg.requests(). Requests
+    that finished before the call are then all in reg.requests()[:index]
+    (the log is written as each response completes), so slicing between two
+    marks gives exactly what happened in between, with no sleeps."""
+    _MARK_SEQ[0] += 1
+    path = f"/v2/e2e-mark-{os.getpid()}-{_MARK_SEQ[0]}/tags/list"
+    http("GET", reg.url + path, timeout=timeout)
+
+    def found() -> int | None:
+        for i, (_m, p, _s) in enumerate(reg.requests()):
+            if p == path:
+                return i + 1  # truthy even at index 0
+        return None
+
+    return wait_until(found, timeout, message=f"marker {path} in the registry access log") - 1
+
+
+def registry_requests_between(reg: "DockerRegistry", start: int, end: int | None = None,
+                              ) -> list[tuple[str, str, int]]:
+    """reg.requests() strictly between two registry_mark() indexes, without
+    any marker lines."""
+    reqs = reg.requests()
+    sl = reqs[start + 1:end] if end is not None else reqs[start + 1:]
+    return [r for r in sl if "/e2e-mark-" not in r[1]]
+
+
+def push_layout(layout: "Layout", registry_hostport: str, repo: str,
+                tag: str | None = None) -> None:
+    """skopeo copy --all --preserve-digests of an OCI layout into a registry
+    (plain HTTP on loopback)."""
+    skopeo_copy(layout.ref, f"docker://{registry_hostport}/{repo}:{tag or layout.tag}",
+                "--all", "--preserve-digests", timeout=300)
+
+
+def push_blob(registry_url: str, repo: str, data: bytes, timeout: float = 120.0) -> str:
+    """A blob pushed with POST + PUT ?digest= (what every registry accepts)."""
+    d = sha256_digest(data)
+    r = http("POST", f"{registry_url}/v2/{repo}/blobs/uploads/", timeout=timeout)
+    if r.status != 202:
+        raise AssertionError(f"POST upload: {r.status} {r.body[:300]!r}")
+    loc = r.header("Location") or ""
+    if loc.startswith("/"):
+        loc = registry_url + loc
+    loc += ("&" if "?" in loc else "?") + "digest=" + urllib.parse.quote(d)
+    r = http("PUT", loc, body=data, headers={"Content-Type": "application/octet-stream"}, timeout=timeout)
+    if r.status != 201:
+        raise AssertionError(f"PUT upload {d}: {r.status} {r.body[:300]!r}")
+    return d
