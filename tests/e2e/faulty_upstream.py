@@ -13,6 +13,9 @@ assert what Outpost sent.
                    "truncate"  full Content-Length, half the body, then close
                    "redirect"  307 to a StorageServer (signed-looking URL)
                    "missing"   404 BLOB_UNKNOWN
+                   "chunked"   the right bytes, Transfer-Encoding: chunked
+                   "chunked-corrupt" / "chunked-truncate"  the same faults,
+                               chunked (no Content-Length to check against)
                  and per-manifest fault "corrupt" (bytes differ from the
                  Docker-Content-Digest it claims).
   StorageServer  a "blob storage" host: GET /storage/<digest>?sig=... serves
@@ -330,7 +333,7 @@ class FakeRegistry(_Base):
                     raise AssertionError("redirect fault without a StorageServer")
                 loc = f"{self.storage.url}/storage/{d}?sig=e2e-signed&expires=9999999999"
                 return h.reply(307, b"", {"Location": loc}, content_type=None)
-            if fault == "corrupt":
+            if fault in ("corrupt", "chunked-corrupt"):
                 mid = len(data) // 2
                 data = data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1:]
             if fault == "truncate" and seen.method == "GET":
@@ -341,6 +344,24 @@ class FakeRegistry(_Base):
                 h.end_headers()
                 h.wfile.write(data[: len(data) // 2])
                 return h.hang_up()
+            if fault in ("chunked", "chunked-corrupt", "chunked-truncate"):
+                h.send_response(200)
+                h.send_header("Content-Type", "application/octet-stream")
+                h.send_header("Docker-Content-Digest", d)
+                if seen.method == "HEAD":
+                    h.send_header("Content-Length", str(len(data)))
+                    return h.end_headers()
+                h.send_header("Transfer-Encoding", "chunked")
+                h.end_headers()
+                end = len(data) // 2 if fault == "chunked-truncate" else len(data)
+                step = 64 * 1024
+                for off in range(0, end, step):
+                    piece = data[off:min(off + step, end)]
+                    h.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                if fault == "chunked-truncate":
+                    return h.hang_up()
+                h.wfile.write(b"0\r\n\r\n")
+                return
             return h.reply(200, data, hdrs, content_type="application/octet-stream")
         h.error(404, "NOT_FOUND", f"no route for {seen.path}")
 
