@@ -13,11 +13,15 @@ assert what Outpost sent.
                    "truncate"  full Content-Length, half the body, then close
                    "redirect"  307 to a StorageServer (signed-looking URL)
                    "missing"   404 BLOB_UNKNOWN
+                   "error500"  500 with an error body
                    "chunked"   the right bytes, Transfer-Encoding: chunked
                    "chunked-corrupt" / "chunked-truncate"  the same faults,
                                chunked (no Content-Length to check against)
                  and per-manifest fault "corrupt" (bytes differ from the
-                 Docker-Content-Digest it claims).
+                 Docker-Content-Digest it claims). gates[digest] = Event():
+                 a blob GET sends its head and first half, then waits for
+                 the event before the rest; a manifest GET waits before
+                 answering (deterministic "in flight" windows).
   StorageServer  a "blob storage" host: GET /storage/<digest>?sig=... serves
                  bytes, records headers (Authorization must never arrive).
   TokenServer    a token endpoint: GET /token?service=&scope= checks Basic
@@ -246,6 +250,8 @@ class FakeRegistry(_Base):
         self.blobs: dict[str, bytes] = {}                                 # digest -> bytes (any repo)
         self.faults: dict[str, str] = {}                                  # digest -> fault
         self.manifest_faults: dict[str, str] = {}                         # digest -> "corrupt"
+        self.gates: dict[str, threading.Event] = {}                       # digest -> release
+        self.gate_timeout = 60.0
 
     # -- content
     def add_manifest(self, repo: str, data: bytes, media_type: str, tag: str | None = None) -> str:
@@ -315,6 +321,9 @@ class FakeRegistry(_Base):
             if got is None:
                 return h.error(404, "MANIFEST_UNKNOWN", f"manifest unknown: {ref}")
             media_type, data = got
+            gate = self.gates.get(d)
+            if gate is not None and seen.method == "GET":
+                gate.wait(self.gate_timeout)
             if self.manifest_faults.get(d) == "corrupt":
                 data = data.replace(b"schemaVersion", b"schemaversion", 1)  # same length, other hash
             return h.reply(200, data, {"Docker-Content-Digest": d}, content_type=media_type)
@@ -333,6 +342,8 @@ class FakeRegistry(_Base):
                     raise AssertionError("redirect fault without a StorageServer")
                 loc = f"{self.storage.url}/storage/{d}?sig=e2e-signed&expires=9999999999"
                 return h.reply(307, b"", {"Location": loc}, content_type=None)
+            if fault == "error500":
+                return h.error(500, "UNKNOWN", "storage backend on fire")
             if fault in ("corrupt", "chunked-corrupt"):
                 mid = len(data) // 2
                 data = data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1:]
@@ -361,6 +372,19 @@ class FakeRegistry(_Base):
                 if fault == "chunked-truncate":
                     return h.hang_up()
                 h.wfile.write(b"0\r\n\r\n")
+                return
+            gate = self.gates.get(d)
+            if gate is not None and seen.method == "GET":
+                h.send_response(200)
+                h.send_header("Content-Type", "application/octet-stream")
+                h.send_header("Content-Length", str(len(data)))
+                h.send_header("Docker-Content-Digest", d)
+                h.end_headers()
+                h.wfile.write(data[: len(data) // 2])
+                h.wfile.flush()
+                if not gate.wait(self.gate_timeout):
+                    return h.hang_up()
+                h.wfile.write(data[len(data) // 2:])
                 return
             return h.reply(200, data, hdrs, content_type="application/octet-stream")
         h.error(404, "NOT_FOUND", f"no route for {seen.path}")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from faulty_upstream import FakeRegistry
 from harness import (ACCEPT_ALL_MANIFESTS, Outpost, http, make_oci_layout, random_layer, scaled,
-                     sha256_digest)
+                     sha256_digest, wait_until)
 
 REPO = "e2e/faulty"
 
@@ -179,6 +179,89 @@ class FaultyParent(unittest.TestCase):
         self.fake.faults[self.small_d] = "missing"
         self.assertEqual(fetch(self.blob_url(self.small_d)).status, 404)
         self.assertEqual(http("HEAD", self.blob_url(self.small_d)).status, 404)
+
+    def test_parent_500_is_an_error_and_outpost_keeps_serving(self):
+        self.fake.faults[self.small_d] = "error500"
+        for _ in range(3):
+            g = fetch(self.blob_url(self.small_d))
+            self.assertGreaterEqual(g.status, 500)
+            r = http("HEAD", self.blob_url(self.small_d))
+            self.assertGreaterEqual(r.status, 500)
+        del self.fake.faults[self.small_d]
+        g = fetch(self.blob_url(self.small_d))
+        self.assertEqual((g.status, sha256_digest(g.body)), (200, self.small_d))
+
+    def test_client_leaving_mid_fill_does_not_stop_it(self):
+        d, data = self.big_d, self.big
+        gate = threading.Event()
+        self.fake.gates[d] = gate
+        self.addCleanup(gate.set)
+        p = urllib.parse.urlsplit(self.blob_url(d))
+        conn = httpclient.HTTPConnection(p.hostname, p.port, timeout=scaled(30))
+        conn.request("GET", p.path)
+        r = conn.getresponse()
+        self.assertEqual(r.status, 200)
+        first = r.read(64 * 1024)
+        self.assertEqual(first, data[:64 * 1024])
+        conn.close()  # the only client leaves while the parent is still sending
+        gate.set()
+        self.op.wait_log(r'msg="fill committed" digest=' + d, timeout=30)
+        self.fake.faults[d] = "missing"
+        g = fetch(self.blob_url(d))
+        self.assertEqual((g.status, g.complete, sha256_digest(g.body)), (200, True, d))
+        self.assertEqual(self.gets(d), 1)
+
+    def test_late_joiner_gets_the_whole_blob(self):
+        """B asks while the parent is stuck halfway through A's fill: B gets
+        its response head and the bytes so far at once (it joined the fill,
+        from byte 0), and both get the whole blob once the parent goes on."""
+        d, data = self.big_d, self.big
+        gate = threading.Event()
+        self.fake.gates[d] = gate
+        self.addCleanup(gate.set)
+        p = urllib.parse.urlsplit(self.blob_url(d))
+        resps, conns = [], []
+        for _name in ("a", "b"):
+            conn = httpclient.HTTPConnection(p.hostname, p.port, timeout=scaled(30))
+            conn.request("GET", p.path)
+            r = conn.getresponse()  # arrives while the parent is still gated
+            self.assertEqual((r.status, r.getheader("Content-Length")), (200, str(len(data))))
+            self.assertEqual(r.read(1024), data[:1024])
+            conns.append(conn)
+            resps.append(r)
+        self.assertEqual(self.gets(d), 1)
+        gate.set()
+        for r, conn in zip(resps, conns):
+            rest = r.read()
+            conn.close()
+            self.assertEqual(sha256_digest(data[:1024] + rest), d)
+        self.assertEqual(self.gets(d), 1)
+
+    def test_concurrent_manifest_requests_coalesce(self):
+        im = self.lay.images[0]
+        gate = threading.Event()
+        self.fake.gates[im.manifest_digest] = gate
+        self.addCleanup(gate.set)
+        results: list = [None] * 5
+
+        def client(i):
+            results[i] = http("GET", f"{self.op.url}/v2/{REPO}/manifests/{self.lay.tag}",
+                              headers={"Accept": ACCEPT_ALL_MANIFESTS}, timeout=30)
+
+        threads = [threading.Thread(target=client, args=(0,), daemon=True)]
+        threads[0].start()
+        wait_until(lambda: self.fake.count("GET", f"/v2/{REPO}/manifests/{self.lay.tag}") == 1,
+                   message="the first manifest fetch to reach the parent")
+        for i in range(1, 5):
+            threads.append(threading.Thread(target=client, args=(i,), daemon=True))
+            threads[-1].start()
+        gate.set()
+        for t in threads:
+            t.join(timeout=scaled(60))
+            self.assertFalse(t.is_alive())
+        for r in results:
+            self.assertEqual((r.status, r.body), (200, im.manifest))
+        self.assertEqual(self.fake.count("GET", f"/v2/{REPO}/manifests/.*"), 1)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 import unittest
 
 from harness import (ACCEPT_ALL_MANIFESTS, OCI_INDEX, DockerRegistry, Outpost, http,
@@ -234,6 +235,79 @@ class PullThroughRegistry(unittest.TestCase):
                 self.assertEqual(r.status, 404, url)
             m3 = registry_mark(self.reg)
             self.assertEqual(registry_requests_between(self.reg, m2, m3), [])
+
+    def test_tag_moved_upstream_is_followed(self):
+        """tag_ttl=0s: a tag re-pushed upstream is served with its new
+        digest on the next read; the old image stays reachable by digest."""
+        with DockerRegistry() as reg:
+            push_layout(self.lay, reg.hostport, "e2e/moving")
+            acc = {"Accept": ACCEPT_ALL_MANIFESTS}
+            with Outpost(config=parent_cfg(reg.url, tag_ttl="0s")) as op:
+                r = http("GET", f"{op.url}/v2/e2e/moving/manifests/{TAG}", headers=acc)
+                self.assertEqual((r.status, r.header("Docker-Content-Digest")), (200, self.lay.top_digest))
+                lay2 = make_oci_layout(self.out_dir("v2src"), layers=[{"new.txt": b"second version\n"}], tag=TAG)
+                push_layout(lay2, reg.hostport, "e2e/moving")
+                r = http("GET", f"{op.url}/v2/e2e/moving/manifests/{TAG}", headers=acc)
+                self.assertEqual((r.status, r.header("Docker-Content-Digest"), r.body),
+                                 (200, lay2.top_digest, lay2.top_bytes))
+                r = http("HEAD", f"{op.url}/v2/e2e/moving/manifests/{TAG}", headers=acc)
+                self.assertEqual(r.header("Docker-Content-Digest"), lay2.top_digest)
+                r = http("GET", f"{op.url}/v2/e2e/moving/manifests/{self.lay.top_digest}", headers=acc)
+                self.assertEqual((r.status, r.body), (200, self.lay.top_bytes))
+                out = self.out_dir("moved")
+                skopeo_copy(f"docker://{op.host}:{op.port}/e2e/moving:{TAG}", f"oci:{out}:{TAG}",
+                            "--preserve-digests", timeout=120)
+                self.assertEqual(index_entries(out), index_entries(lay2.path))
+
+    def test_head_of_uncached_blob_does_not_download_it(self):
+        with Outpost(config=parent_cfg(self.reg.url)) as op:
+            d = self.lay.images[0].layer_digests[0]
+            size = len(self.lay.blobs[d])
+            m0 = registry_mark(self.reg)
+            r = http("HEAD", f"{op.url}/v2/{REPO}/blobs/{d}")
+            self.assertEqual((r.status, r.header("Content-Length"), r.header("Docker-Content-Digest")),
+                             (200, str(size), d))
+            m1 = registry_mark(self.reg)
+            self.assertEqual([(m, p) for m, p, _s in registry_requests_between(self.reg, m0, m1)],
+                             [("HEAD", f"/v2/{REPO}/blobs/{d}")])
+            r = http("GET", f"{op.url}/v2/{REPO}/blobs/{d}")
+            self.assertEqual((r.status, sha256_digest(r.body)), (200, d))
+            # a digest the parent does not have: 404 for HEAD and GET, and Outpost lives on
+            unknown = "sha256:" + "0" * 64
+            for method in ("HEAD", "GET", "HEAD", "GET"):
+                self.assertEqual(http(method, f"{op.url}/v2/{REPO}/blobs/{unknown}").status, 404, method)
+
+    def test_library_prefix_upstream(self):
+        """[[upstream]] library_prefix = true (Docker Hub naming): a
+        one-component name is asked for as library/<name>."""
+        with DockerRegistry() as reg:
+            push_layout(self.lay, reg.hostport, "library/alpine")
+            cfg = {"upstream": [{"name": "hub.test", "url": reg.url, "library_prefix": True}]}
+            with Outpost(config=cfg) as op:
+                acc = {"Accept": ACCEPT_ALL_MANIFESTS}
+                r = http("GET", f"{op.url}/v2/alpine/manifests/{TAG}?ns=hub.test", headers=acc)
+                self.assertEqual((r.status, r.body), (200, self.lay.top_bytes))
+                r = http("GET", f"{op.url}/v2/hub.test/alpine/manifests/{TAG}", headers=acc)
+                self.assertEqual((r.status, r.body), (200, self.lay.top_bytes))
+                out = self.out_dir("hub")
+                skopeo_copy(f"docker://{op.host}:{op.port}/hub.test/alpine:{TAG}", f"oci:{out}:{TAG}",
+                            "--all", "--preserve-digests", timeout=120)
+                self.assert_same_layout(out)
+            self.assertIn(("GET", f"/v2/library/alpine/manifests/{TAG}"), [(m, p) for m, p, _s in reg.requests()])
+
+    def test_parent_unreachable_cold_miss_fails_fast(self):
+        with DockerRegistry() as reg:
+            url = reg.url
+        # nobody listens there now
+        with Outpost(config=parent_cfg(url, tag_ttl="0s")) as op:
+            t0 = time.monotonic()
+            r = http("GET", f"{op.url}/v2/{REPO}/manifests/{TAG}", headers={"Accept": ACCEPT_ALL_MANIFESTS},
+                     timeout=30)
+            self.assertGreaterEqual(r.status, 500)
+            self.assertIn("errors", r.json())
+            r = http("GET", f"{op.url}/v2/{REPO}/blobs/{self.blob_digests[0]}", timeout=30)
+            self.assertGreaterEqual(r.status, 500)
+            self.assertLess(time.monotonic() - t0, scaled(10))
 
 
 if __name__ == "__main__":
