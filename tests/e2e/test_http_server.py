@@ -1,0 +1,641 @@
+"""The HTTP/1.1 server of the real `outpost serve`: keep-alive, pipelining,
+every limit's error answer, graceful shutdown on SIGTERM, and (once the
+registry endpoints exist) a 100 MiB chunked upload in flat memory and Range
+answers on blob GETs.
+
+The tests that need the blob upload API are guarded by a probe
+(POST /v2/probe/blobs/uploads/ answering 202): they skip until it lands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client as httpclient
+import json
+import signal
+import socket
+import time
+import unittest
+import urllib.parse
+
+from harness import (SANITIZED, Outpost, RawConn, deep_merge, http, outpost_bin, peak_rss_kb,
+                     scaled, sha256_digest, wait_until)
+
+MiB = 1024 * 1024
+
+# Small limits, so that every limit's error shows within a second or two.
+SMALL_LIMITS = {
+    "server": {
+        "max_header_bytes": "1KiB",
+        "header_timeout": "1s",
+        "idle_timeout": "1s",
+        "body_timeout": "1s",
+        "max_connections": 4,
+    }
+}
+
+
+def get(path: str = "/v2/", extra: str = "", method: str = "GET") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: e2e\r\n{extra}\r\n".encode()
+
+
+def refused(port: int) -> bool:
+    """True when nothing accepts on 127.0.0.1:port any more."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+def request_records(op: Outpost) -> list[dict[str, str]]:
+    return [r for r in op.log_records() if r.get("msg") == "request"]
+
+
+def error_code(body: bytes) -> str:
+    return json.loads(body)["errors"][0]["code"]
+
+
+def parse_raw(data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and everything after the head, of
+    one response read up to EOF (for answers whose framing is under test)."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    assert sep, f"no complete head in {data[:200]!r}"
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for ln in lines[1:]:
+        k, _, v = ln.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, body
+
+
+def _tcp_queues() -> dict[tuple[int, int], tuple[int, int]]:
+    """(local port, remote port) -> (tx_queue, rx_queue) for 127.0.0.1 TCP sockets."""
+    out = {}
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            lport = int(parts[1].split(":")[1], 16)
+            rport = int(parts[2].split(":")[1], 16)
+            tx, rx = (int(x, 16) for x in parts[4].split(":"))
+            out[(lport, rport)] = (tx, rx)
+    return out
+
+
+def server_read_everything(op: Outpost, c: RawConn) -> bool:
+    """True once every byte the client sent was acknowledged by the server's
+    kernel (client tx_queue 0) and read by outpost (server rx_queue 0): the
+    server has parsed it, so a signal sent now is handled after that."""
+    cport = c.sock.getsockname()[1]
+    q = _tcp_queues()
+    client, server = q.get((cport, op.port)), q.get((op.port, cport))
+    return client is not None and server is not None and client[0] == 0 and server[1] == 0
+
+
+# --------------------------------------------------------------------------
+# the upload API probe
+
+def _probe_uploads() -> bool:
+    """True once `POST /v2/<name>/blobs/uploads/` answers 202."""
+    try:
+        outpost_bin()
+    except FileNotFoundError:
+        return False
+    try:
+        with Outpost() as op:
+            r = http("POST", op.url + "/v2/probe/blobs/uploads/", body=b"")
+            if r.status == 202 and r.header("Location"):
+                loc = urllib.parse.urljoin(op.url + "/", r.header("Location"))
+                http("DELETE", loc)
+            return r.status == 202
+    except Exception:  # noqa: BLE001 - any failure means "not there yet"
+        return False
+
+
+UPLOADS = _probe_uploads()
+NEEDS_UPLOADS = "blob upload API (POST /v2/<name>/blobs/uploads/ -> 202) not implemented yet"
+
+
+def start_upload(op: Outpost, name: str) -> str:
+    r = http("POST", f"{op.url}/v2/{name}/blobs/uploads/", body=b"")
+    assert r.status == 202, (r.status, r.body[:300])
+    loc = r.header("Location")
+    assert loc, "202 without Location"
+    return urllib.parse.urljoin(op.url + "/", loc)
+
+
+def with_digest(location: str, digest: str) -> str:
+    sep = "&" if "?" in location else "?"
+    return f"{location}{sep}digest={urllib.parse.quote(digest, safe=':')}"
+
+
+def push_blob(op: Outpost, name: str, data: bytes) -> str:
+    """POST + PUT ?digest= with the body: a monolithic upload. Returns the digest."""
+    d = sha256_digest(data)
+    loc = start_upload(op, name)
+    r = http("PUT", with_digest(loc, d), body=data,
+             headers={"Content-Type": "application/octet-stream"})
+    assert r.status == 201, (r.status, r.body[:300])
+    return d
+
+
+def split_url(url: str) -> tuple[int, str]:
+    u = urllib.parse.urlsplit(url)
+    return u.port, u.path + (("?" + u.query) if u.query else "")
+
+
+# --------------------------------------------------------------------------
+
+class Basics(unittest.TestCase):
+    """Default limits: the base endpoint, keep-alive, pipelining, bad input."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.op = Outpost()
+        cls.op.__enter__()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.op.__exit__(None, None, None)
+
+    def test_v2_base_answers_with_the_api_version_header(self):
+        r = http("GET", self.op.url + "/v2/")
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.header("Docker-Distribution-API-Version"), "registry/2.0")
+        self.assertTrue(r.header("Content-Type", "").startswith("application/json"))
+        self.assertEqual(r.body, b"{}")
+        self.assertTrue(r.header("Date"))
+        self.assertTrue(r.header("X-Request-Id"))
+        # HEAD: same head, Content-Length of the GET, no body
+        with RawConn(self.op.port) as c:
+            c.send(get(method="HEAD"))
+            h = c.read_response(head=True)
+            self.assertEqual(h.status, 200)
+            self.assertEqual(h.header("Content-Length"), "2")
+            self.assertEqual(h.header("Docker-Distribution-API-Version"), "registry/2.0")
+            c.send(get())
+            self.assertEqual(c.read_response().body, b"{}")  # no stray body bytes after HEAD
+
+    def test_unknown_paths_404_and_wrong_methods_405(self):
+        r = http("GET", self.op.url + "/v2/no/such/thing")
+        self.assertEqual(r.status, 404)
+        self.assertIn("errors", r.json())
+        self.assertEqual(r.header("Docker-Distribution-API-Version"), "registry/2.0")
+        r = http("DELETE", self.op.url + "/v2/")
+        self.assertEqual(r.status, 405)
+        self.assertIn("GET", r.header("Allow", ""))
+        self.assertEqual(r.json()["errors"][0]["code"], "UNSUPPORTED")
+
+    def test_keep_alive_serves_many_requests_on_one_connection(self):
+        with RawConn(self.op.port) as c:
+            ids = []
+            for _ in range(5):
+                c.send(get())
+                r = c.read_response()
+                self.assertEqual(r.status, 200)
+                self.assertNotEqual((r.header("Connection") or "").lower(), "close")
+                ids.append(r.header("X-Request-Id"))
+            self.assertEqual(len(set(ids)), 5, ids)
+            local_port = c.sock.getsockname()[1]
+        # the access log saw all five from the one client port
+        peer = f"127.0.0.1:{local_port}"
+
+        def five():
+            recs = [x for x in request_records(self.op) if x.get("peer") == peer]
+            return recs if len(recs) >= 5 else None
+
+        recs = wait_until(five, message="five access-log lines for one peer")
+        self.assertEqual(sorted(x["rid"] for x in recs), sorted(ids))
+
+    def test_keep_alive_with_http_client(self):
+        conn = httpclient.HTTPConnection("127.0.0.1", self.op.port, timeout=scaled(10))
+        try:
+            for _ in range(3):
+                conn.request("GET", "/v2/")
+                r = conn.getresponse()
+                self.assertEqual(r.status, 200)
+                self.assertEqual(r.read(), b"{}")
+                self.assertFalse(r.will_close)
+            sock1 = conn.sock
+            conn.request("GET", "/v2/")
+            conn.getresponse().read()
+            self.assertIs(conn.sock, sock1)  # not reconnected
+        finally:
+            conn.close()
+
+    def test_pipelined_requests_are_answered_in_order(self):
+        with RawConn(self.op.port) as c:
+            c.send(get("/v2/") + get("/v2/", method="HEAD") + get("/v2/missing/x") +
+                   get("/v2", extra="X-Seq: 4\r\n") + get("/v2/", extra="Connection: close\r\n"))
+            statuses = []
+            for i in range(5):
+                r = c.read_response(head=(i == 1))
+                statuses.append(r.status)
+                if i == 1:
+                    self.assertEqual(r.header("Content-Length"), "2")
+            self.assertEqual(statuses, [200, 200, 404, 200, 200])
+            self.assertTrue(c.closed_by_peer(timeout=5))
+            self.assertEqual(c.buf, b"")
+
+    def test_http10_closes_by_default(self):
+        with RawConn(self.op.port) as c:
+            c.send(b"GET /v2/ HTTP/1.0\r\n\r\n")
+            r = c.read_response()
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.version, "HTTP/1.0")
+            self.assertTrue(c.closed_by_peer(timeout=5))
+
+    def test_malformed_request_gets_400_and_close(self):
+        for junk in (b"NOT HTTP AT ALL\r\n\r\n", b"GET /v2/ HTTP/1.1\r\nNo-Colon-Here\r\n\r\n",
+                     b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"):
+            with self.subTest(junk=junk), RawConn(self.op.port) as c:
+                c.send(junk)
+                r = c.read_response()
+                self.assertEqual(r.status, 400)
+                self.assertEqual((r.header("Connection") or "").lower(), "close")
+                self.assertTrue(c.closed_by_peer(timeout=5))
+
+    def test_client_half_close_after_a_request_still_gets_the_answer(self):
+        with RawConn(self.op.port) as c:
+            c.send(get())
+            c.sock.shutdown(socket.SHUT_WR)
+            r = c.read_response()
+            self.assertEqual(r.status, 200)
+            self.assertTrue(c.closed_by_peer(timeout=5))
+
+
+class Limits(unittest.TestCase):
+    """max_header_bytes 1KiB, header/idle/body timeouts 1s, max_connections 4."""
+
+    def start(self, over: dict | None = None) -> Outpost:
+        self.op = self.enterContext(Outpost(config=deep_merge(SMALL_LIMITS, over)))
+        return self.op
+
+    def test_header_over_max_header_bytes_gets_431(self):
+        self.start()
+        with RawConn(self.op.port) as c:  # under the limit: fine
+            c.send(get(extra="X-Pad: " + "a" * 600 + "\r\n"))
+            self.assertEqual(c.read_response().status, 200)
+        for extra in ("X-Pad: " + "a" * 2000 + "\r\n",
+                      "".join(f"X-H{i}: {'v' * 40}\r\n" for i in range(40)),
+                      "X-Huge: " + "h" * (256 * 1024) + "\r\n"):
+            with self.subTest(size=len(extra)), RawConn(self.op.port) as c:
+                try:
+                    c.send(get(extra=extra))
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the server answered and closed mid-send: read what it said
+                r = c.read_response()
+                self.assertEqual(r.status, 431, r.body)
+                self.assertEqual(error_code(r.body), "HEADERS_TOO_LARGE")
+                self.assertEqual((r.header("Connection") or "").lower(), "close")
+                self.assertTrue(c.closed_by_peer(timeout=5))
+
+    def test_header_timeout_gets_408(self):
+        self.start()
+        with RawConn(self.op.port) as c:
+            t0 = time.monotonic()
+            c.send(b"GET /v2/ HTTP/1.1\r\nHost: e2e\r\n")  # the head never ends
+            r = c.read_response(timeout=10)
+            took = time.monotonic() - t0
+            self.assertEqual(r.status, 408, r.body)
+            self.assertEqual(error_code(r.body), "REQUEST_TIMEOUT")
+            self.assertEqual((r.header("Connection") or "").lower(), "close")
+            self.assertGreaterEqual(took, 0.8)
+            self.assertTrue(c.closed_by_peer(timeout=5))
+
+    def test_header_timeout_bounds_a_dripping_head(self):
+        # Each line comes well within a second, but the whole head takes longer.
+        self.start()
+        with RawConn(self.op.port) as c:
+            t0 = time.monotonic()
+            c.send(b"GET /v2/ HTTP/1.1\r\n")
+            for i in range(100):
+                try:
+                    c.send(f"X-Drip-{i}: 1\r\n".encode())
+                except OSError:
+                    break
+                c.sock.settimeout(0.1)
+                try:
+                    chunk = c.sock.recv(65536)
+                except socket.timeout:
+                    continue
+                c.buf += chunk
+                break
+            got = c.read_response(timeout=10)
+            self.assertEqual(got.status, 408)
+            self.assertLess(time.monotonic() - t0, scaled(5))
+
+    def test_idle_connection_is_closed_silently(self):
+        self.start()
+        with RawConn(self.op.port) as c:
+            c.send(get())
+            self.assertEqual(c.read_response().status, 200)
+            t0 = time.monotonic()
+            self.assertTrue(c.closed_by_peer(timeout=10))
+            self.assertGreaterEqual(time.monotonic() - t0, 0.8)
+            self.assertEqual(c.buf, b"")  # no 408 or anything else: just a close
+        with RawConn(self.op.port) as c:  # a connection that never sends
+            self.assertTrue(c.closed_by_peer(timeout=10))
+            self.assertEqual(c.buf, b"")
+
+    def test_max_connections_answers_503(self):
+        self.start({"server": {"idle_timeout": "30s"}})  # the admitted ones must stay
+        conns: list[RawConn] = []
+        try:
+            # Four admitted connections, each proven by a 200. (A connection
+            # that the server has not yet seen close, e.g. the readiness probe,
+            # may hold a slot for a moment: retry until four are in.)
+            def admit() -> bool:
+                c = RawConn(self.op.port)
+                c.send(get())
+                r = c.read_response()
+                if r.status != 200:
+                    c.close()
+                    return False
+                conns.append(c)
+                return True
+
+            while len(conns) < 4:
+                wait_until(admit, timeout=5, message="a connection admitted with 200")
+            with RawConn(self.op.port) as extra:
+                status, headers, body = parse_raw(extra.read_all(timeout=5))  # up to the close
+                self.assertEqual(status, 503, body)
+                self.assertEqual(error_code(body), "UNAVAILABLE")
+                self.assertEqual(headers.get("retry-after"), "1")
+                self.assertEqual(headers.get("connection", "").lower(), "close")
+            # a client that sends its request first still reads the 503
+            with RawConn(self.op.port) as extra:
+                try:
+                    extra.send(get())
+                except OSError:
+                    pass
+                status, _, _ = parse_raw(extra.read_all(timeout=5))
+                self.assertEqual(status, 503)
+            # the admitted ones still work
+            conns[0].send(get())
+            self.assertEqual(conns[0].read_response().status, 200)
+            # a slot frees when one leaves
+            conns.pop().close()
+            wait_until(admit, timeout=5, message="a new connection admitted after one left")
+            self.assertIn("connection rejected", self.op.log_text())
+        finally:
+            for c in conns:
+                c.close()
+
+    @unittest.expectedFailure
+    def test_503_content_length_matches_its_body(self):
+        # Known bug: src/http/server.cpp writes "Content-Length: 89" before an
+        # 85-byte body, so every client sees a truncated 503.
+        self.start({"server": {"max_connections": 1, "idle_timeout": "30s"}})
+        held: list[RawConn] = []
+
+        def admit() -> bool:
+            c = RawConn(self.op.port)
+            c.send(get())
+            if c.read_response().status != 200:
+                c.close()
+                return False
+            held.append(c)
+            return True
+
+        try:
+            wait_until(admit, timeout=5, message="the one admitted connection")
+            with RawConn(self.op.port) as extra:
+                status, headers, body = parse_raw(extra.read_all(timeout=5))
+        finally:
+            for c in held:
+                c.close()
+        self.assertEqual(status, 503)
+        self.assertEqual(int(headers["content-length"]), len(body))
+
+    def _stall_an_upload(self) -> tuple[float, bytes]:
+        """PATCHes 10 of 100 promised bytes, then nothing. Returns how long
+        until the server closed, and everything it sent (the answer)."""
+        _, path = split_url(start_upload(self.op, "e2e/stall"))
+        with RawConn(self.op.port) as c:
+            t0 = time.monotonic()
+            c.send(f"PATCH {path} HTTP/1.1\r\nHost: e2e\r\nContent-Type: application/octet-stream\r\n"
+                   f"Content-Length: 100\r\n\r\n".encode() + b"0123456789")
+            raw = c.read_all(timeout=15)  # the answer, then the server's close
+            return time.monotonic() - t0, raw
+
+    @unittest.skipUnless(UPLOADS, NEEDS_UPLOADS)
+    def test_body_timeout_ends_a_stalled_upload(self):
+        self.start()
+        took, raw = self._stall_an_upload()
+        self.assertGreaterEqual(took, 0.8)
+        status, headers, body = parse_raw(raw)
+        self.assertIn(status, (400, 408), body)
+        self.assertEqual(headers.get("connection", "").lower(), "close")
+        self.assertIn(b"no request body data for 1000 ms", body)
+
+    @unittest.skipUnless(UPLOADS, NEEDS_UPLOADS)
+    @unittest.expectedFailure
+    def test_body_timeout_status_is_408(self):
+        # Known bug in the upload handler (src/api/uploads.cpp): every early end
+        # of the body, the body_timeout included, is answered 400
+        # BLOB_UPLOAD_INVALID, so the 408 the limit promises never reaches the client.
+        self.start()
+        _, raw = self._stall_an_upload()
+        status, _, body = parse_raw(raw)
+        self.assertEqual(status, 408, body)
+
+
+class Shutdown(unittest.TestCase):
+    """SIGTERM: stop accepting, close idle connections, let in-flight requests
+    finish within shutdown_timeout, exit 0 either way."""
+
+    def test_in_flight_request_finishes_after_sigterm(self):
+        with Outpost(config={"server": {"header_timeout": "60s", "shutdown_timeout": "30s"}}) as op:
+            with RawConn(op.port) as idle, RawConn(op.port) as busy:
+                idle.send(get())
+                self.assertEqual(idle.read_response().status, 200)
+                busy.send(b"GET /v2/ HTTP/1.1\r\nHost: e2e\r\n")  # half a request
+                wait_until(lambda: server_read_everything(op, busy), message="outpost to read the half request")
+                t0 = time.monotonic()
+                op.send_signal(signal.SIGTERM)
+                op.wait_log(r"shutting down")
+                self.assertTrue(idle.closed_by_peer(timeout=5))  # idle ones go at once
+                wait_until(lambda: refused(op.port), timeout=5, message="the listener to close")
+                self.assertIsNone(op.proc.poll(), "exited with a request in flight")
+                busy.send(b"X-Late: yes\r\n\r\n")  # finish the request
+                r = busy.read_response()
+                self.assertEqual(r.status, 200)
+                self.assertEqual(r.body, b"{}")
+                self.assertEqual((r.header("Connection") or "").lower(), "close")
+                self.assertTrue(busy.closed_by_peer(timeout=5))
+                self.assertEqual(op.wait(timeout=20), 0)
+                self.assertLess(time.monotonic() - t0, scaled(20))
+            self.assertIn("stopped", op.log_text())
+
+    def test_idle_connections_do_not_delay_exit(self):
+        with Outpost(config={"server": {"shutdown_timeout": "30s", "idle_timeout": "60s"}}) as op:
+            conns = [RawConn(op.port) for _ in range(3)]
+            try:
+                for c in conns:
+                    c.send(get())
+                    self.assertEqual(c.read_response().status, 200)
+                t0 = time.monotonic()
+                op.send_signal(signal.SIGTERM)
+                self.assertEqual(op.wait(timeout=20), 0)
+                self.assertLess(time.monotonic() - t0, scaled(5))
+                for c in conns:
+                    self.assertTrue(c.closed_by_peer(timeout=5))
+            finally:
+                for c in conns:
+                    c.close()
+
+    def test_shutdown_timeout_closes_what_is_left_and_exits_0(self):
+        with Outpost(config={"server": {"header_timeout": "60s", "shutdown_timeout": "1s"}}) as op:
+            with RawConn(op.port) as busy:
+                busy.send(b"GET /v2/ HTTP/1.1\r\nHost: e2e\r\n")  # never finished
+                wait_until(lambda: server_read_everything(op, busy), message="outpost to read the half request")
+                t0 = time.monotonic()
+                op.send_signal(signal.SIGTERM)
+                self.assertEqual(op.wait(timeout=30), 0)
+                took = time.monotonic() - t0
+                self.assertGreaterEqual(took, 0.9)
+                self.assertLess(took, scaled(10))
+                self.assertTrue(busy.closed_by_peer(timeout=5))
+                self.assertEqual(busy.buf, b"")  # closed without an answer
+            self.assertIn("shutdown deadline reached", op.log_text())
+
+    @unittest.skipUnless(UPLOADS, NEEDS_UPLOADS)
+    def test_half_sent_body_finishes_after_sigterm(self):
+        with Outpost(config={"server": {"body_timeout": "60s", "shutdown_timeout": "30s"}}) as op:
+            loc = start_upload(op, "e2e/shutdown")
+            port, path = split_url(loc)
+            body = bytes(range(256)) * 4096  # 1 MiB
+            with RawConn(op.port) as c:
+                c.send(f"PATCH {path} HTTP/1.1\r\nHost: e2e\r\nContent-Type: application/octet-stream\r\n"
+                       f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:len(body) // 2])
+                wait_until(lambda: server_read_everything(op, c), message="outpost to read half the body")
+                op.send_signal(signal.SIGTERM)
+                op.wait_log(r"shutting down")
+                wait_until(lambda: refused(op.port), timeout=5, message="the listener to close")
+                self.assertIsNone(op.proc.poll(), "exited with an upload in flight")
+                c.send(body[len(body) // 2:])
+                r = c.read_response(timeout=20)
+                self.assertEqual(r.status, 202, r.body)
+                self.assertEqual(r.header("Range"), f"0-{len(body) - 1}")
+                self.assertTrue(c.closed_by_peer(timeout=5))
+            self.assertEqual(op.wait(timeout=20), 0)
+
+
+# --------------------------------------------------------------------------
+# tests that need the registry endpoints
+
+def _blocks(total: int, block: int = MiB):
+    """Deterministic incompressible bytes, `block` at a time."""
+    for i in range(0, total, block):
+        n = min(block, total - i)
+        yield hashlib.shake_256(f"outpost-e2e-upload-{i}".encode()).digest(n)
+
+
+@unittest.skipUnless(UPLOADS, NEEDS_UPLOADS)
+class Registry(unittest.TestCase):
+    @unittest.skipIf(SANITIZED, "allocator quarantine under ASan makes RSS meaningless")
+    def test_100MiB_chunked_upload_in_flat_memory(self):
+        total = 100 * MiB
+        with Outpost(config={"server": {"body_timeout": "60s"}}) as op:
+            # warm up: one small upload so lazily allocated buffers count in the baseline
+            push_blob(op, "e2e/warm", b"warm-up" * 1000)
+            base = peak_rss_kb(op.pid)
+
+            loc = start_upload(op, "e2e/big")
+            h = hashlib.sha256()
+
+            def body():
+                for b in _blocks(total):
+                    h.update(b)
+                    yield b
+
+            port, path = split_url(loc)
+            conn = httpclient.HTTPConnection("127.0.0.1", port, timeout=scaled(120))
+            try:
+                conn.request("PATCH", path, body=body(), encode_chunked=True,
+                             headers={"Content-Type": "application/octet-stream"})
+                r = conn.getresponse()
+                rb = r.read()
+                self.assertEqual(r.status, 202, rb[:300])
+                self.assertEqual(r.getheader("Range"), f"0-{total - 1}")
+                loc2 = urllib.parse.urljoin(op.url + "/", r.getheader("Location") or loc)
+            finally:
+                conn.close()
+            digest = "sha256:" + h.hexdigest()
+            r = http("PUT", with_digest(loc2, digest), body=b"")
+            self.assertEqual(r.status, 201, r.body[:300])
+            self.assertEqual(r.header("Docker-Content-Digest"), digest)
+
+            grew_kib = peak_rss_kb(op.pid) - base
+            self.assertLess(grew_kib, 32 * 1024,
+                            f"peak RSS grew by {grew_kib} KiB during a {total // MiB} MiB upload")
+
+            # and it reads back, byte for byte, streamed
+            port, path = split_url(f"{op.url}/v2/e2e/big/blobs/{digest}")
+            conn = httpclient.HTTPConnection("127.0.0.1", port, timeout=scaled(120))
+            try:
+                conn.request("GET", path)
+                r = conn.getresponse()
+                self.assertEqual(r.status, 200)
+                self.assertEqual(int(r.getheader("Content-Length")), total)
+                g = hashlib.sha256()
+                n = 0
+                while True:
+                    b = r.read(MiB)
+                    if not b:
+                        break
+                    g.update(b)
+                    n += len(b)
+                self.assertEqual(n, total)
+                self.assertEqual("sha256:" + g.hexdigest(), digest)
+            finally:
+                conn.close()
+            grew_kib = peak_rss_kb(op.pid) - base
+            self.assertLess(grew_kib, 32 * 1024, f"peak RSS grew by {grew_kib} KiB after reading it back")
+
+    def test_blob_get_with_range(self):
+        data = bytes((i * 7 + 3) & 0xFF for i in range(1000))
+        with Outpost() as op:
+            d = push_blob(op, "e2e/ranges", data)
+            url = f"{op.url}/v2/e2e/ranges/blobs/{d}"
+
+            whole = http("GET", url)
+            self.assertEqual(whole.status, 200)
+            self.assertEqual(whole.body, data)
+
+            cases = [("bytes=0-0", 0, 0), ("bytes=10-19", 10, 19), ("bytes=-10", 990, 999),
+                     ("bytes=990-", 990, 999), ("bytes=500-5000", 500, 999)]
+            for rng, first, last in cases:
+                with self.subTest(range=rng):
+                    r = http("GET", url, headers={"Range": rng})
+                    self.assertEqual(r.status, 206, r.body[:200])
+                    self.assertEqual(r.body, data[first:last + 1])
+                    self.assertEqual(r.header("Content-Range"), f"bytes {first}-{last}/1000")
+                    self.assertEqual(r.header("Content-Length"), str(last - first + 1))
+
+            for rng in ("bytes=1000-", "bytes=5000-6000"):
+                with self.subTest(range=rng):
+                    r = http("GET", url, headers={"Range": rng})
+                    self.assertEqual(r.status, 416, r.body[:200])
+
+            for rng in ("bytes=0-0,5-9", "bytes=abc", "items=0-1"):  # ignored: the whole blob
+                with self.subTest(range=rng):
+                    r = http("GET", url, headers={"Range": rng})
+                    self.assertEqual(r.status, 200)
+                    self.assertEqual(r.body, data)
+
+            # HEAD with a range: no body, and the connection stays in sync
+            with RawConn(op.port) as c:
+                p = urllib.parse.urlsplit(url).path
+                c.send(get(p, extra="Range: bytes=0-9\r\n", method="HEAD") + get(p, extra="Range: bytes=0-9\r\n"))
+                c.read_response(head=True)
+                r = c.read_response()
+                self.assertEqual(r.status, 206)
+                self.assertEqual(r.body, data[:10])
+
+
+if __name__ == "__main__":
+    unittest.main()
