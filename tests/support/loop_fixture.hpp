@@ -242,8 +242,9 @@ inline int pick_free_port() {
 }
 
 /// An http::Server listening on 127.0.0.1:<free port>, its loop on a thread.
-/// The handler runs on the loop thread ("requests" counts its calls). Destroying the fixture destroys the
-/// server on the loop thread, then finish() checks that no handle was left.
+/// The handler runs on the loop thread ("requests" counts its calls).
+/// Destroying the fixture destroys the server on the loop thread, then
+/// finish() checks that no handle was left.
 class ServerFixture : public LoopFixture {
  public:
   using Handler = std::function<void(ServerFixture&, const http::ExchangePtr&)>;
