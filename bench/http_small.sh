@@ -1,171 +1,204 @@
 #!/usr/bin/env bash
-# Small-response HTTP benchmark: Outpost vs nginx, same machine, same run.
+# HTTP benchmark: Outpost vs nginx, same machine, same run.
 #
-#   bench/http_small.sh                 # uses build/src/outpost
-#   OUTPOST_BIN=build-rel/src/outpost DURATION=30s bench/http_small.sh
+#   bench/http_small.sh                 # uses build-bench/src/outpost
+#   OUTPOST_BIN=build-rel/src/outpost DURATION=30s RUNS=5 bench/http_small.sh
 #
 # What it does:
 #   1. starts nginx from a temp nginx.conf on 127.0.0.1:<free port>
-#      (worker_processes auto, access_log off) serving a 2-byte "{}" file with
-#      the same Docker-Distribution-API-Version header Outpost sends, and a
-#      1 GiB file (fallocate) for the large-file rate;
-#   2. starts `outpost serve` from a temp config on another free port;
-#   3. runs `wrk -t$THREADS -c$CONNS -d$DURATION` against nginx's small file and
-#      Outpost's `GET /v2/`, prints requests/s of each and the ratio;
-#   4. prints Outpost's peak RSS (VmHWM) after the run;
-#   5. downloads the 1 GiB file from nginx with curl and prints the rate.
-#      TODO(blob-endpoint): the same download from Outpost once
-#      `GET /v2/<name>/blobs/<digest>` exists -- see outpost_big_url below.
+#      (worker_processes auto, access_log off, sendfile) serving a 2-byte "{}"
+#      file with the same Docker-Distribution-API-Version header Outpost
+#      sends, and a $BIG_SIZE file of random bytes;
+#   2. starts two `outpost serve` instances on other free ports, one per log
+#      level in $LOG_LEVELS (default "info warn"): at "info" (the default)
+#      Outpost writes one access-log line per request to stderr, redirected
+#      to a file here; at "warn" it writes none;
+#   3. small responses: $SMALL_ROUNDS rounds of
+#      `wrk -t$THREADS -c$CONNS -d$DURATION` against nginx's small file and
+#      each Outpost's `GET /v2/`; prints requests/s of each and the ratios;
+#   4. large file: pushes the random file into the first Outpost (the "info"
+#      one) as one blob (monolithic POST /v2/bench/blob/blobs/uploads/?digest=,
+#      body streamed by curl -T; --request-target keeps
+#      curl from appending the file name to the path ending in /), checks one download against the digest,
+#      then downloads it $RUNS times each from nginx and from Outpost's
+#      GET /v2/bench/blob/blobs/<digest> (alternating, curl -o /dev/null) and
+#      prints every rate, the medians and the ratio (target >= 0.95);
+#      For reference it also times the same push into Debian's docker-registry
+#      (POST + PUT ?digest=; PUSH_COMPARE=0 skips it);
+#   5. prints each Outpost's peak RSS (VmHWM) -- for the first instance over
+#      the whole run: small requests, push and downloads (target < 32 MiB).
 #
-# Not a test: .ci/run does not run it. Needs nginx, wrk, curl (.ci/install-deps).
-# Use an optimized build (the default buildtype is debugoptimized; for numbers
-# to publish, `meson setup build-rel --buildtype=release`). On a 2-core box wrk
-# and the server share the CPUs, so compare the ratio, not the absolute rates.
+# Not a test: .ci/run does not run it. Needs nginx, wrk, curl, python3
+# (.ci/install-deps). On a 2-core box wrk/curl and the servers share the
+# CPUs, and other load may be present: compare the ratios measured in the
+# same run, not the absolute rates. See bench/README.md.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-OUTPOST_BIN=${OUTPOST_BIN:-build/src/outpost}
+. bench/lib.sh
 THREADS=${THREADS:-2}
 CONNS=${CONNS:-64}
 DURATION=${DURATION:-10s}
-LOG_LEVEL=${OUTPOST_LOG_LEVEL:-warn}   # info logs one line per request
+SMALL_ROUNDS=${SMALL_ROUNDS:-2}
+LOG_LEVELS=${LOG_LEVELS:-info warn}
 BIG_SIZE=${BIG_SIZE:-1G}
+RUNS=${RUNS:-5}
+PUSH_COMPARE=${PUSH_COMPARE:-1}   # also time the same push into docker-registry
 
-for tool in nginx wrk curl python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: run .ci/install-deps" >&2; exit 2; }
-done
-[ -x "$OUTPOST_BIN" ] || { echo "no outpost binary at $OUTPOST_BIN (ninja -C build)" >&2; exit 2; }
-OUTPOST_BIN=$(readlink -f "$OUTPOST_BIN")
-NGINX_BIN=$(command -v nginx)
+bench_require nginx wrk curl python3 sha256sum
+bench_outpost_bin
 
 TMP=$(mktemp -d /tmp/outpost-bench.XXXXXX)
 chmod 755 "$TMP"                       # nginx workers run as an unprivileged user
-NGINX_PID="" OUTPOST_PID=""
-cleanup() {
-  [ -n "$OUTPOST_PID" ] && kill -TERM "$OUTPOST_PID" 2>/dev/null && wait "$OUTPOST_PID" 2>/dev/null
-  [ -n "$NGINX_PID" ] && kill -QUIT "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
-  rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_http() {  # url, deadline seconds
-  local url=$1 deadline=$(( $(date +%s) + $2 ))
-  until curl -fsS -o /dev/null "$url" 2>/dev/null; do
-    if [ "$(date +%s)" -ge "$deadline" ]; then echo "not ready: $url" >&2; return 1; fi
-    sleep 0.05
-  done
-}
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
 
 wrk_rps() {  # url, label -> prints the wrk summary, sets RPS
   local out
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$1")
   echo "--- $2: $1"
-  echo "$out" | grep -E 'Latency|Req/Sec|requests in|Socket errors|Non-2xx|Requests/sec|Transfer/sec|^ +(50|99)%'
+  echo "$out" | grep -E 'Latency|Req/Sec|requests in|Socket errors|Non-2xx|Requests/sec|Transfer/sec|^ +(50|99)%' || true
   RPS=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
+  if echo "$out" | grep -qE 'Non-2xx|Socket errors'; then echo "    (!) errors above: this rate is suspect"; fi
 }
 
 # ---- content
-mkdir -p "$TMP/www" "$TMP/nginx" "$TMP/outpost"
+mkdir -p "$TMP/www"
 printf '{}' > "$TMP/www/small.json"
-if ! fallocate -l "$BIG_SIZE" "$TMP/www/big.bin" 2>/dev/null; then
-  dd if=/dev/zero of="$TMP/www/big.bin" bs=1M count=0 seek=1024 status=none
-fi
+echo "writing $BIG_SIZE of random bytes ..."
+head -c "$BIG_SIZE" /dev/urandom > "$TMP/www/big.bin"
+BIG_BYTES=$(stat -c %s "$TMP/www/big.bin")
+BIG_DIGEST="sha256:$(sha256sum "$TMP/www/big.bin" | cut -d' ' -f1)"
 chmod -R a+rX "$TMP/www"
 
-# ---- nginx
-NGINX_PORT=$(free_port)
-cat > "$TMP/nginx/nginx.conf" <<EOF
-worker_processes auto;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  client_body_temp_path $TMP/nginx/body;
-  proxy_temp_path $TMP/nginx/proxy;
-  fastcgi_temp_path $TMP/nginx/fastcgi;
-  uwsgi_temp_path $TMP/nginx/uwsgi;
-  scgi_temp_path $TMP/nginx/scgi;
-  types { application/json json; application/octet-stream bin; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    root $TMP/www;
-    add_header Docker-Distribution-API-Version registry/2.0;
-  }
-}
-EOF
-"$NGINX_BIN" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' &
-NGINX_PID=$!
-wait_http "http://127.0.0.1:$NGINX_PORT/small.json" 10
+# ---- servers
+start_nginx "$TMP/nginx" "$TMP/www"
+declare -A OP_PORT OP_PID OP_DIR
+LEVELS=()
+for level in $LOG_LEVELS; do
+  start_outpost "$TMP/outpost-$level" "$level"
+  OP_PORT[$level]=$OUTPOST_PORT OP_PID[$level]=$OUTPOST_PID OP_DIR[$level]=$TMP/outpost-$level
+  LEVELS+=("$level")
+done
+MAIN=${LEVELS[0]}   # the instance that also takes the big push and downloads
+start_rss_sampler "${OP_PID[$MAIN]}" "$TMP/rss-$MAIN.txt"
 
-# ---- outpost
-OUTPOST_PORT=$(free_port)
-cat > "$TMP/outpost/outpost.toml" <<EOF
-[server]
-listen = ["127.0.0.1:$OUTPOST_PORT"]
-max_connections = 4096
-[storage]
-root = "$TMP/outpost/storage"
-[registry]
-name = "bench"
-[log]
-level = "$LOG_LEVEL"
-EOF
-"$OUTPOST_BIN" serve --config "$TMP/outpost/outpost.toml" 2>"$TMP/outpost/stderr.log" &
-OUTPOST_PID=$!
-wait_http "http://127.0.0.1:$OUTPOST_PORT/v2/" 10
-
-echo "outpost: $("$OUTPOST_BIN" version) ($OUTPOST_BIN, log level $LOG_LEVEL)"
+echo "outpost: $("$OUTPOST_BIN" version) ($OUTPOST_BIN)"
+for level in "${LEVELS[@]}"; do
+  echo "  instance log level $level: 127.0.0.1:${OP_PORT[$level]}, RSS at start $(vm_kib "${OP_PID[$level]}" VmRSS) KiB"
+done
 echo "nginx:   $("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //') (worker_processes auto)"
-echo "wrk -t$THREADS -c$CONNS -d$DURATION, $(nproc) CPUs"
-echo "outpost RSS before: $(awk '/^VmRSS/ {print $2}' /proc/$OUTPOST_PID/status) KiB"
+echo "wrk -t$THREADS -c$CONNS -d$DURATION x $SMALL_ROUNDS rounds, $(nproc) CPUs, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---- small responses
-wrk_rps "http://127.0.0.1:$NGINX_PORT/small.json" "nginx small file"
-NGINX_RPS=$RPS
-wrk_rps "http://127.0.0.1:$OUTPOST_PORT/v2/" "outpost GET /v2/"
-OUTPOST_RPS=$RPS
-OUTPOST_HWM=$(awk '/^VmHWM/ {print $2}' /proc/$OUTPOST_PID/status)
+NGINX_RPS_ALL=()
+declare -A OP_RPS_ALL
+for round in $(seq 1 "$SMALL_ROUNDS"); do
+  echo; echo "=== small, round $round ==="
+  wrk_rps "http://127.0.0.1:$NGINX_PORT/small.json" "nginx small file"
+  NGINX_RPS_ALL+=("$RPS")
+  for level in "${LEVELS[@]}"; do
+    wrk_rps "http://127.0.0.1:${OP_PORT[$level]}/v2/" "outpost GET /v2/ (log level $level)"
+    OP_RPS_ALL[$level]="${OP_RPS_ALL[$level]:-} $RPS"
+  done
+done
+HWM_AFTER_SMALL=$(vm_kib "${OP_PID[$MAIN]}" VmHWM)
 
-# ---- large file
-BIG_BYTES=$(stat -c %s "$TMP/www/big.bin")
+# ---- large file: push into Outpost
+echo; echo "=== big: $BIG_BYTES bytes, $BIG_DIGEST ==="
+OP_BASE="http://127.0.0.1:${OP_PORT[$MAIN]}"
+push_out=$(curl -sS -X POST -T "$TMP/www/big.bin" -H 'Content-Type: application/octet-stream' \
+  -o "$TMP/push.body" -D "$TMP/push.head" -w '%{http_code} %{time_total} %{speed_upload}' \
+  --request-target "/v2/bench/blob/blobs/uploads/?digest=$BIG_DIGEST" "$OP_BASE/")
+read -r push_code push_secs push_speed <<<"$push_out"
+if [ "$push_code" != 201 ]; then
+  echo "push failed: HTTP $push_code" >&2; cat "$TMP/push.head" "$TMP/push.body" >&2; exit 1
+fi
+PUSH_MIBS=$(awk -v s="$push_speed" 'BEGIN { printf "%.0f", s / 1048576 }')
+echo "pushed in ${push_secs}s (${PUSH_MIBS} MiB/s incl. hashing and fsync)"
+HWM_AFTER_PUSH=$(vm_kib "${OP_PID[$MAIN]}" VmHWM)
+
+# Reference: the same push into Debian's docker-registry (distribution 2.8,
+# filesystem storage in the same temp dir) as POST, then PUT ?digest= with
+# the whole body (it takes no body on POST).
+DIST_PUSH_SECS=""
+if [ "$PUSH_COMPARE" = 1 ] && [ -x /usr/bin/docker-registry ]; then
+  start_distribution "$TMP/distribution"
+  loc=$(curl -sS -X POST -o /dev/null -D - "http://127.0.0.1:$DIST_PORT/v2/bench/blob/blobs/uploads/" |
+        awk 'tolower($1) == "location:" {print $2}' | tr -d '\r')
+  case "$loc" in /*) loc="http://127.0.0.1:$DIST_PORT$loc" ;; esac
+  case "$loc" in *\?*) sep='&' ;; *) sep='?' ;; esac
+  dist_out=$(curl -sS -T "$TMP/www/big.bin" -H 'Content-Type: application/octet-stream' -o /dev/null \
+    -w '%{http_code} %{time_total} %{speed_upload}' "$loc${sep}digest=$BIG_DIGEST")
+  read -r dist_code DIST_PUSH_SECS dist_speed <<<"$dist_out"
+  if [ "$dist_code" != 201 ]; then echo "distribution push: HTTP $dist_code (ignored)"; DIST_PUSH_SECS=""; fi
+  [ -n "$DIST_PUSH_SECS" ] && echo "same push into docker-registry: ${DIST_PUSH_SECS}s ($(awk -v s="$dist_speed" 'BEGIN { printf "%.0f", s / 1048576 }') MiB/s)"
+  bench_stop "$DIST_PID"; rm -rf "$TMP/distribution"
+fi
+OUTPOST_BIG_URL="$OP_BASE/v2/bench/blob/blobs/$BIG_DIGEST"
+NGINX_BIG_URL="http://127.0.0.1:$NGINX_PORT/big.bin"
+
+got=$(curl -fsS "$OUTPOST_BIG_URL" | sha256sum | cut -d' ' -f1)
+[ "sha256:$got" = "$BIG_DIGEST" ] || { echo "outpost served the wrong bytes: sha256:$got" >&2; exit 1; }
+echo "one download from outpost checked against the digest: ok (untimed)"
+curl -fsS -o /dev/null "$NGINX_BIG_URL"   # both files now hot in the page cache
+
 big_rate() {  # url -> MiB/s
   curl -fsS -o /dev/null -w '%{size_download} %{speed_download}\n' "$1" |
     awk -v want="$BIG_BYTES" '{ if ($1 != want) { print "short:" $1; exit 1 } printf "%.0f", $2 / 1048576 }'
 }
-NGINX_BIG=$(big_rate "http://127.0.0.1:$NGINX_PORT/big.bin")
+NGINX_BIG_ALL=() OUTPOST_BIG_ALL=() PAIR_RATIOS=()
+for i in $(seq 1 "$RUNS"); do
+  if (( i % 2 )); then
+    n=$(big_rate "$NGINX_BIG_URL"); o=$(big_rate "$OUTPOST_BIG_URL")
+  else
+    o=$(big_rate "$OUTPOST_BIG_URL"); n=$(big_rate "$NGINX_BIG_URL")
+  fi
+  pr=$(ratio "$o" "$n")
+  echo "run $i: nginx $n MiB/s, outpost $o MiB/s, outpost/nginx $pr"
+  NGINX_BIG_ALL+=("$n") OUTPOST_BIG_ALL+=("$o") PAIR_RATIOS+=("$pr")
+done
+HWM_END=$(vm_kib "${OP_PID[$MAIN]}" VmHWM)
+for level in "${LEVELS[@]}"; do alive_or_warn "${OP_PID[$level]}" "outpost (log=$level)"; done
 
-# TODO(blob-endpoint): once Outpost serves blobs, push big.bin as a blob
-# (POST/PUT /v2/bench/big/blobs/uploads/ with ?digest=sha256:...) and return
-# its GET URL here; the comparison below then runs by itself.
-outpost_big_url() { echo ""; }
-OUTPOST_BIG_URL=$(outpost_big_url)
-OUTPOST_BIG=""
-if [ -n "$OUTPOST_BIG_URL" ]; then
-  OUTPOST_BIG=$(big_rate "$OUTPOST_BIG_URL")
-  OUTPOST_HWM=$(awk '/^VmHWM/ {print $2}' /proc/$OUTPOST_PID/status)
-fi
-
+# ---- results
+NGINX_RPS=$(median "${NGINX_RPS_ALL[@]}")
 echo
-echo "=== results ==="
-printf 'small  nginx   %12.0f req/s\n' "$NGINX_RPS"
-printf 'small  outpost %12.0f req/s\n' "$OUTPOST_RPS"
-awk -v o="$OUTPOST_RPS" -v n="$NGINX_RPS" 'BEGIN { printf "small  outpost/nginx ratio %.2f\n", (n > 0 ? o / n : 0) }'
-echo "big    nginx   ${NGINX_BIG} MiB/s ($BIG_BYTES bytes, curl -o /dev/null)"
-if [ -n "$OUTPOST_BIG" ]; then
-  echo "big    outpost ${OUTPOST_BIG} MiB/s"
-else
-  echo "big    outpost (TODO: blob endpoint not built yet)"
+echo "=== results ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, loadavg $(cut -d' ' -f1-3 /proc/loadavg)) ==="
+printf 'small  nginx                %10.0f req/s   (rounds: %s)\n' "$NGINX_RPS" "${NGINX_RPS_ALL[*]}"
+for level in "${LEVELS[@]}"; do
+  # shellcheck disable=SC2086
+  r=$(median ${OP_RPS_ALL[$level]})
+  printf 'small  outpost log=%-5s     %10.0f req/s   (rounds:%s)  outpost/nginx %s\n' \
+    "$level" "$r" "${OP_RPS_ALL[$level]}" "$(ratio "$r" "$NGINX_RPS")"
+  lines=$(wc -l < "${OP_DIR[$level]}/stderr.log")
+  bytes=$(stat -c %s "${OP_DIR[$level]}/stderr.log")
+  printf '       (log=%s wrote %d lines, %d bytes to its stderr file)\n' "$level" "$lines" "$bytes"
+done
+if [ "${#LEVELS[@]}" -ge 2 ]; then
+  # shellcheck disable=SC2086
+  echo "small  outpost ${LEVELS[0]}/${LEVELS[1]} ratio $(ratio "$(median ${OP_RPS_ALL[${LEVELS[0]}]})" "$(median ${OP_RPS_ALL[${LEVELS[1]}]})") (cost of the access log)"
 fi
-echo "outpost peak RSS (VmHWM): ${OUTPOST_HWM} KiB"
-if grep -qE 'level=(error|warn)' "$TMP/outpost/stderr.log"; then
-  echo "outpost warnings/errors during the run:"
-  grep -E 'level=(error|warn)' "$TMP/outpost/stderr.log" | tail -5
+NB=$(median "${NGINX_BIG_ALL[@]}") OB=$(median "${OUTPOST_BIG_ALL[@]}")
+BR=$(ratio "$OB" "$NB")
+echo "big    nginx   ${NB} MiB/s median (runs: ${NGINX_BIG_ALL[*]})"
+echo "big    outpost ${OB} MiB/s median (runs: ${OUTPOST_BIG_ALL[*]})"
+PR=$(median "${PAIR_RATIOS[@]}")
+echo "big    outpost/nginx ratio of medians $BR, median of per-run ratios $PR (runs: ${PAIR_RATIOS[*]})"
+echo "       (target >= 0.95: $(awk -v r="$PR" 'BEGIN { print (r >= 0.95 ? "met" : "NOT met") }') by the per-run median)"
+echo "big    push into outpost ${push_secs}s, ${PUSH_MIBS} MiB/s (monolithic POST)"
+if [ -n "$DIST_PUSH_SECS" ]; then
+  echo "big    push into docker-registry ${DIST_PUSH_SECS}s (POST + PUT); outpost/distribution time ratio $(ratio "$push_secs" "$DIST_PUSH_SECS") (< 1: outpost faster)"
 fi
+echo "outpost (log=$MAIN) peak RSS (VmHWM): after small ${HWM_AFTER_SMALL} KiB, after push ${HWM_AFTER_PUSH} KiB, end ${HWM_END} KiB" \
+  "(target < 32768 KiB: $( [ "$HWM_END" -lt 32768 ] && echo met || echo "NOT met"))"
+echo "       samples (VmRSS max over the run): $(awk 'BEGIN {m=0} $2 > m {m=$2} END {print m}' "$TMP/rss-$MAIN.txt") KiB"
+for level in "${LEVELS[@]:1}"; do
+  echo "outpost (log=$level) peak RSS (VmHWM, small requests only): $(vm_kib "${OP_PID[$level]}" VmHWM) KiB"
+done
+for level in "${LEVELS[@]}"; do
+  if grep -qE 'level=(error|warn)' "${OP_DIR[$level]}/stderr.log"; then
+    echo "outpost (log=$level) warnings/errors during the run:"
+    grep -E 'level=(error|warn)' "${OP_DIR[$level]}/stderr.log" | tail -5
+  fi
+done
