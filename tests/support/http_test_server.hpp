@@ -148,6 +148,14 @@ inline std::string redirect(std::string_view location, int status = 307, HeaderL
   return reply(status, "redirecting", std::move(headers));
 }
 
+/// `response` as the answer to `r`: a HEAD gets the head only (framing headers kept).
+inline std::string for_method(const SeenRequest& r, std::string response) {
+  if (r.method != "HEAD") return response;
+  size_t end = response.find("\r\n\r\n");
+  if (end != std::string::npos) response.erase(end + 4);
+  return response;
+}
+
 // ---------------------------------------------------------------------------------
 
 class HttpTestServer;

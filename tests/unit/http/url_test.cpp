@@ -189,3 +189,18 @@ TEST_CASE("Url::parse: a fragment is not part of the target", "[http][url][!mayf
   Url u = must_parse("http://h/v2/x?sig=1#frag");
   CHECK(u.target == "/v2/x?sig=1");
 }
+
+// RFC 3986 §4.3/§5.2.2: a reference with a scheme is absolute. url.cpp's
+// resolve() only recognises lowercase "http://" and "https://", so any other
+// scheme (or an uppercase one) is treated as a relative path and glued onto
+// the base path.
+TEST_CASE("Url::resolve: a Location with another scheme is not a relative path", "[http][url][!mayfail]") {
+  Url base = must_parse("http://h/v2/a/blobs/x");
+  auto ftp = base.resolve("ftp://elsewhere/x");
+  CHECK_FALSE(ftp.ok());
+  auto upper = base.resolve("HTTP://other:81/y");
+  REQUIRE(upper.ok());
+  CHECK(upper->host == "other");
+  CHECK(upper->port == 81);
+  CHECK(upper->target == "/y");
+}
