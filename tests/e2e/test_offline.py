@@ -280,6 +280,10 @@ class OfflineMode(unittest.TestCase):
         cls.new = make_oci_layout(os.path.join(tmp, "new"), tag="moving",
                                   layers=[{"version.txt": b"new\n"}, random_layer(64 * 1024, seed=52)],
                                   platforms=[("linux", "amd64"), ("linux", "arm64", "v8")])
+        cls.stuck_old = make_oci_layout(os.path.join(tmp, "stuck-old"), tag="t",
+                                        layers=[{"version.txt": b"stuck old\n"}])
+        cls.stuck_new = make_oci_layout(os.path.join(tmp, "stuck-new"), tag="t",
+                                        layers=[{"version.txt": b"stuck new\n"}])
         cls.parent = PinnedRegistry()
         cls.op = Outpost(config={
             "parent": {"url": "", "timeout": f"{PARENT_TIMEOUT_S}s"},
@@ -289,6 +293,7 @@ class OfflineMode(unittest.TestCase):
             cls.parent.start()
             cls._push(cls.lay, cls.parent, "e2e/app")
             cls._push(cls.old, cls.parent, "e2e/moving")
+            cls._push(cls.stuck_old, cls.parent, "e2e/stuck")
             cls.op.user_config["parent"]["url"] = cls.parent.url
             cls.op.start()
         except BaseException:
@@ -331,6 +336,8 @@ class OfflineMode(unittest.TestCase):
             r = self.get_manifest("e2e/moving", "moving")
             self.assertEqual(r.status, 200, r.body)
             self.assertEqual(r.header("Docker-Content-Digest"), self.old.top_digest)
+            r = self.get_manifest("e2e/stuck", "t")
+            self.assertEqual(r.header("Docker-Content-Digest"), self.stuck_old.top_digest)
             type(self)._warm = True
 
     def tearDown(self):
@@ -565,6 +572,45 @@ class OfflineMode(unittest.TestCase):
         self.assertIsNone(r.header("Outpost-Cache"))
         self.assertEqual(r.body, self.new.top_bytes)
         self.pull_and_compare("e2e/moving", self.new)
+
+    def test_g_revalidation_stuck_before_the_outage_does_not_outlive_recovery(self):
+        """The parent stops answering mid-request and its connections stay
+        open (a silent black hole: no FIN, no RST). Once the parent is back
+        and Outpost says online, a tag request is revalidated for real; it
+        must not keep waiting on a HEAD sent before the outage (which only
+        ends at parent.timeout) nor get the stale tag marked offline."""
+        self.age_tags()
+        self.parent.stop()
+        hang = HangingListener(self.parent.port)
+        self.addCleanup(hang.close)
+        r = self.get_manifest("e2e/stuck", "t")          # HEAD sent, held
+        self.assertEqual(r.header("Outpost-Cache"), "offline")
+        self.wait_offline("stuck")
+        self.assertTrue(any("/v2/e2e/stuck/manifests/t" in ln for ln in hang.request_lines()))
+        # The link returns; the held connections are never closed (black hole).
+        hang.stopping = True
+        hang.sock.close()
+        hang.thread.join(5)
+        side = PinnedRegistry(root=self.parent.root)
+        try:
+            side.start()
+            self._push(self.stuck_new, side, "e2e/stuck")
+        finally:
+            side.stop()
+            side._cleanup()
+        t = time.time()
+        self.parent.start()
+        self.wait_online(t)
+        self.age_tags()
+        t0 = time.monotonic()
+        r = self.get_manifest("e2e/stuck", "t")
+        elapsed = time.monotonic() - t0
+        self.assertEqual(r.status, 200)
+        self.assertEqual(upstream_state(self.op), 0)
+        self.assertEqual(
+            (r.header("Docker-Content-Digest"), r.header("Outpost-Cache")), (self.stuck_new.top_digest, None),
+            f"online again, but the tag answer waited {elapsed:.2f}s on a HEAD from before the outage "
+            f"and served the stale tag (stale digest is {self.stuck_old.top_digest})")
 
     def test_f_status_shape(self):
         st = parent_status(self.op)
