@@ -149,7 +149,8 @@ void ServerConn::process_input() {
     in_execute_ = true;
     llhttp_errno_t err = llhttp_execute(&parser_, base, n);
     in_execute_ = false;
-    if (state_ == State::Closing) return;
+    // Answered early (Lingering) or gone: the rest of the input is not ours to parse.
+    if (state_ == State::Closing || state_ == State::Lingering) return;
     if (err == HPE_OK) {
       in_off_ += n;
     } else if (err == HPE_PAUSED) {
@@ -272,7 +273,7 @@ int ServerConn::on_headers_complete(llhttp_t* p) noexcept {
   c->server_->mutable_stats().requests++;
   c->cur_ = std::make_shared<Exchange>(c, r);
   c->dispatch();
-  if (c->state_ == State::Closing) return HPE_PAUSED;
+  if (c->state_ == State::Closing || c->state_ == State::Lingering) return HPE_PAUSED;
   if (!c->can_parse()) return HPE_PAUSED;
   return 0;
 }
@@ -295,7 +296,7 @@ int ServerConn::on_body(llhttp_t* p, const char* at, size_t len) noexcept {
   c->last_progress_ = uv_now(c->server_->loop());
   ExchangePtr ex = c->cur_;
   if (ex) ex->on_body_data_(std::string_view(at, len));
-  if (c->state_ == State::Closing) return HPE_PAUSED;
+  if (c->state_ == State::Closing || c->state_ == State::Lingering) return HPE_PAUSED;
   if (!c->can_parse()) return HPE_PAUSED;
   return 0;
 }
@@ -306,7 +307,7 @@ int ServerConn::on_message_complete(llhttp_t* p) noexcept {
   if (!llhttp_should_keep_alive(p)) c->keep_alive_ = false;
   ExchangePtr ex = c->cur_;
   if (ex && c->req_.has_body) ex->on_body_end_(Status());
-  if (c->state_ == State::Closing) return HPE_PAUSED;
+  if (c->state_ == State::Closing || c->state_ == State::Lingering) return HPE_PAUSED;
   if (c->response_done_) {
     c->finish_cycle();
     if (c->state_ != State::Idle) return HPE_PAUSED;  // closing or lingering
