@@ -6,7 +6,7 @@
 #
 # What it does:
 #   1. starts nginx from a temp nginx.conf on 127.0.0.1:<free port>
-#      (worker_processes auto, access_log off, sendfile) serving a 2-byte "{}"
+#      (worker_processes $NGINX_WORKERS or auto, access_log off, sendfile) serving a 2-byte "{}"
 #      file with the same Docker-Distribution-API-Version header Outpost
 #      sends, and a $BIG_SIZE file of random bytes;
 #   2. starts two `outpost serve` instances on other free ports, one per log
@@ -14,8 +14,10 @@
 #      Outpost writes one access-log line per request to stderr, redirected
 #      to a file here; at "warn" it writes none;
 #   3. small responses: $SMALL_ROUNDS rounds of
-#      `wrk -t$THREADS -c$CONNS -d$DURATION` against nginx's small file and
-#      each Outpost's `GET /v2/`; prints requests/s of each and the ratios;
+#      `wrk -t$THREADS -c$CONNS -d$DURATION` against nginx's small file, each
+#      Outpost's `GET /v2/` and each Outpost's GET of the same 2 bytes pushed
+#      as a blob (/v2/bench/small/blobs/<digest>: a store lookup on the thread
+#      pool, open, sendfile); prints requests/s of each and the ratios;
 #   4. large file: pushes the random file into the first Outpost (the "info"
 #      one) as one blob (monolithic POST /v2/bench/blob/blobs/uploads/?digest=,
 #      body streamed by curl -T; --request-target keeps
@@ -87,12 +89,22 @@ echo "outpost: $("$OUTPOST_BIN" version) ($OUTPOST_BIN)"
 for level in "${LEVELS[@]}"; do
   echo "  instance log level $level: 127.0.0.1:${OP_PORT[$level]}, RSS at start $(vm_kib "${OP_PID[$level]}" VmRSS) KiB"
 done
-echo "nginx:   $("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //') (worker_processes auto)"
+echo "nginx:   $("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //') (worker_processes ${NGINX_WORKERS:-auto})"
 echo "wrk -t$THREADS -c$CONNS -d$DURATION x $SMALL_ROUNDS rounds, $(nproc) CPUs, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# The same 2 bytes as a blob in each Outpost, so a blob GET (store lookup on
+# the thread pool, open, sendfile) is compared with nginx's small file too.
+SMALL_DIGEST="sha256:$(sha256sum "$TMP/www/small.json" | cut -d' ' -f1)"
+for level in "${LEVELS[@]}"; do
+  code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/octet-stream' \
+    --data-binary @"$TMP/www/small.json" \
+    "http://127.0.0.1:${OP_PORT[$level]}/v2/bench/small/blobs/uploads/?digest=$SMALL_DIGEST")
+  [ "$code" = 201 ] || { echo "small blob push into outpost (log=$level): HTTP $code" >&2; exit 1; }
+done
 
 # ---- small responses
 NGINX_RPS_ALL=()
-declare -A OP_RPS_ALL
+declare -A OP_RPS_ALL OP_BLOB_RPS_ALL
 for round in $(seq 1 "$SMALL_ROUNDS"); do
   echo; echo "=== small, round $round ==="
   wrk_rps "http://127.0.0.1:$NGINX_PORT/small.json" "nginx small file"
@@ -100,6 +112,8 @@ for round in $(seq 1 "$SMALL_ROUNDS"); do
   for level in "${LEVELS[@]}"; do
     wrk_rps "http://127.0.0.1:${OP_PORT[$level]}/v2/" "outpost GET /v2/ (log level $level)"
     OP_RPS_ALL[$level]="${OP_RPS_ALL[$level]:-} $RPS"
+    wrk_rps "http://127.0.0.1:${OP_PORT[$level]}/v2/bench/small/blobs/$SMALL_DIGEST" "outpost 2-byte blob GET (log level $level)"
+    OP_BLOB_RPS_ALL[$level]="${OP_BLOB_RPS_ALL[$level]:-} $RPS"
   done
 done
 HWM_AFTER_SMALL=$(vm_kib "${OP_PID[$MAIN]}" VmHWM)
@@ -107,6 +121,7 @@ HWM_AFTER_SMALL=$(vm_kib "${OP_PID[$MAIN]}" VmHWM)
 # ---- large file: push into Outpost
 echo; echo "=== big: $BIG_BYTES bytes, $BIG_DIGEST ==="
 OP_BASE="http://127.0.0.1:${OP_PORT[$MAIN]}"
+cpu0=$(cpu_secs "${OP_PID[$MAIN]}")
 push_out=$(curl -sS -X POST -T "$TMP/www/big.bin" -H 'Content-Type: application/octet-stream' \
   -o "$TMP/push.body" -D "$TMP/push.head" -w '%{http_code} %{time_total} %{speed_upload}' \
   --request-target "/v2/bench/blob/blobs/uploads/?digest=$BIG_DIGEST" "$OP_BASE/")
@@ -115,24 +130,27 @@ if [ "$push_code" != 201 ]; then
   echo "push failed: HTTP $push_code" >&2; cat "$TMP/push.head" "$TMP/push.body" >&2; exit 1
 fi
 PUSH_MIBS=$(awk -v s="$push_speed" 'BEGIN { printf "%.0f", s / 1048576 }')
-echo "pushed in ${push_secs}s (${PUSH_MIBS} MiB/s incl. hashing and fsync)"
+PUSH_CPU=$(awk -v a="$cpu0" -v b="$(cpu_secs "${OP_PID[$MAIN]}")" 'BEGIN { printf "%.2f", b - a }')
+echo "pushed in ${push_secs}s (${PUSH_MIBS} MiB/s incl. hashing and fsync), outpost used ${PUSH_CPU} CPU s"
 HWM_AFTER_PUSH=$(vm_kib "${OP_PID[$MAIN]}" VmHWM)
 
 # Reference: the same push into Debian's docker-registry (distribution 2.8,
 # filesystem storage in the same temp dir) as POST, then PUT ?digest= with
 # the whole body (it takes no body on POST).
-DIST_PUSH_SECS=""
+DIST_PUSH_SECS="" DIST_PUSH_CPU=""
 if [ "$PUSH_COMPARE" = 1 ] && [ -x /usr/bin/docker-registry ]; then
   start_distribution "$TMP/distribution"
   loc=$(curl -sS -X POST -o /dev/null -D - "http://127.0.0.1:$DIST_PORT/v2/bench/blob/blobs/uploads/" |
         awk 'tolower($1) == "location:" {print $2}' | tr -d '\r')
   case "$loc" in /*) loc="http://127.0.0.1:$DIST_PORT$loc" ;; esac
   case "$loc" in *\?*) sep='&' ;; *) sep='?' ;; esac
+  cpu0=$(cpu_secs "$DIST_PID")
   dist_out=$(curl -sS -T "$TMP/www/big.bin" -H 'Content-Type: application/octet-stream' -o /dev/null \
     -w '%{http_code} %{time_total} %{speed_upload}' "$loc${sep}digest=$BIG_DIGEST")
   read -r dist_code DIST_PUSH_SECS dist_speed <<<"$dist_out"
+  DIST_PUSH_CPU=$(awk -v a="$cpu0" -v b="$(cpu_secs "$DIST_PID")" 'BEGIN { printf "%.2f", b - a }')
   if [ "$dist_code" != 201 ]; then echo "distribution push: HTTP $dist_code (ignored)"; DIST_PUSH_SECS=""; fi
-  [ -n "$DIST_PUSH_SECS" ] && echo "same push into docker-registry: ${DIST_PUSH_SECS}s ($(awk -v s="$dist_speed" 'BEGIN { printf "%.0f", s / 1048576 }') MiB/s)"
+  [ -n "$DIST_PUSH_SECS" ] && echo "same push into docker-registry: ${DIST_PUSH_SECS}s ($(awk -v s="$dist_speed" 'BEGIN { printf "%.0f", s / 1048576 }') MiB/s), it used ${DIST_PUSH_CPU} CPU s"
   bench_stop "$DIST_PID"; rm -rf "$TMP/distribution"
 fi
 OUTPOST_BIG_URL="$OP_BASE/v2/bench/blob/blobs/$BIG_DIGEST"
@@ -171,6 +189,10 @@ for level in "${LEVELS[@]}"; do
   r=$(median ${OP_RPS_ALL[$level]})
   printf 'small  outpost log=%-5s     %10.0f req/s   (rounds:%s)  outpost/nginx %s\n' \
     "$level" "$r" "${OP_RPS_ALL[$level]}" "$(ratio "$r" "$NGINX_RPS")"
+  # shellcheck disable=SC2086
+  r=$(median ${OP_BLOB_RPS_ALL[$level]})
+  printf 'small  outpost log=%-5s blob%10.0f req/s   (rounds:%s)  outpost/nginx %s  (2-byte blob GET)\n' \
+    "$level" "$r" "${OP_BLOB_RPS_ALL[$level]}" "$(ratio "$r" "$NGINX_RPS")"
   lines=$(wc -l < "${OP_DIR[$level]}/stderr.log")
   bytes=$(stat -c %s "${OP_DIR[$level]}/stderr.log")
   printf '       (log=%s wrote %d lines, %d bytes to its stderr file)\n' "$level" "$lines" "$bytes"
@@ -186,9 +208,10 @@ echo "big    outpost ${OB} MiB/s median (runs: ${OUTPOST_BIG_ALL[*]})"
 PR=$(median "${PAIR_RATIOS[@]}")
 echo "big    outpost/nginx ratio of medians $BR, median of per-run ratios $PR (runs: ${PAIR_RATIOS[*]})"
 echo "       (target >= 0.95: $(awk -v r="$PR" 'BEGIN { print (r >= 0.95 ? "met" : "NOT met") }') by the per-run median)"
-echo "big    push into outpost ${push_secs}s, ${PUSH_MIBS} MiB/s (monolithic POST)"
+echo "big    push into outpost ${push_secs}s, ${PUSH_MIBS} MiB/s (monolithic POST), server CPU ${PUSH_CPU} s"
 if [ -n "$DIST_PUSH_SECS" ]; then
-  echo "big    push into docker-registry ${DIST_PUSH_SECS}s (POST + PUT); outpost/distribution time ratio $(ratio "$push_secs" "$DIST_PUSH_SECS") (< 1: outpost faster)"
+  echo "big    push into docker-registry ${DIST_PUSH_SECS}s (POST + PUT), server CPU ${DIST_PUSH_CPU} s"
+  echo "big    push outpost/distribution: time ratio $(ratio "$push_secs" "$DIST_PUSH_SECS"), CPU ratio $(ratio "$PUSH_CPU" "$DIST_PUSH_CPU") (< 1: outpost cheaper)"
 fi
 echo "outpost (log=$MAIN) peak RSS (VmHWM): after small ${HWM_AFTER_SMALL} KiB, after push ${HWM_AFTER_PUSH} KiB, end ${HWM_END} KiB" \
   "(target < 32768 KiB: $( [ "$HWM_END" -lt 32768 ] && echo met || echo "NOT met"))"

@@ -59,7 +59,8 @@ wait_http() {  # url, deadline seconds
 now_ns() { date +%s%N; }
 
 # start_nginx DIR ROOT -> sets NGINX_PORT, NGINX_PID. Serves ROOT with
-# sendfile, access_log off, worker_processes auto (one per CPU), and the same
+# sendfile, access_log off, worker_processes $NGINX_WORKERS (default auto: one
+# per CPU; Outpost serves from one event-loop thread), and the same
 # Docker-Distribution-API-Version header Outpost sends.
 start_nginx() {
   local dir=$1 root=$2
@@ -67,7 +68,7 @@ start_nginx() {
   NGINX_PORT=$(free_port)
   mkdir -p "$dir"
   cat > "$dir/nginx.conf" <<EOF
-worker_processes auto;
+worker_processes ${NGINX_WORKERS:-auto};
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
 events { worker_connections 4096; }
@@ -164,6 +165,10 @@ alive_or_warn() {  # pid label: say so loudly if a server we started has died
   kill -0 "$1" 2>/dev/null && return 0
   wait "$1" 2>/dev/null; local rc=$?
   echo "(!) $2 (pid $1) is no longer running (exit status $rc): the numbers above are suspect"
+}
+
+cpu_secs() {  # pid -> user+system CPU seconds the process (all threads) used so far
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
 vm_kib() {  # pid field(VmHWM|VmRSS)

@@ -3,7 +3,7 @@
 # machine, same run.
 #
 #   bench/pull.sh                      # uses build-bench/src/outpost
-#   ROUNDS=5 LAYERS_MIB=64,16,1 OUTPOST_BIN=build-rel/src/outpost bench/pull.sh
+#   ROUNDS=7 REPS=7 LAYERS_MIB=64,16,1 OUTPOST_BIN=build-rel/src/outpost bench/pull.sh
 #
 # What it does:
 #   1. builds one image as an OCI layout (tests/e2e/harness.py's
@@ -25,7 +25,10 @@
 #      GET /v2/bench/img/blobs/<digest>, from nginx serving the same file
 #      (sendfile, access_log off) and, for reference, from the distribution
 #      proxy; aggregate MiB/s = bytes moved / wall time, $REPS repetitions;
-#   5. prints every raw time and rate, the medians and the ratios.
+#   5. small blob GETs: wrk -t2 -c16 -d$WRK_DURATION on the config blob (< 1 KiB)
+#      from each of the three, i.e. the per-request cost of a blob GET;
+#   6. prints every raw time and rate, the medians and the ratios, and where
+#      the last cold pull's time went in Outpost (fill durations, its log).
 #
 # Ratios are Outpost / other: for times, < 1 means Outpost is faster; for
 # throughput, > 1 means Outpost is faster. Not a test: .ci/run does not run
@@ -34,10 +37,11 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 LAYERS_MIB=${LAYERS_MIB:-64,16,1}
 BLOB_FETCHES=${BLOB_FETCHES:-16}
-REPS=${REPS:-3}
+REPS=${REPS:-5}
+WRK_DURATION=${WRK_DURATION:-5s}
 LOG_LEVEL=${OUTPOST_LOG_LEVEL:-info}
 
 bench_require skopeo nginx curl python3
@@ -66,6 +70,7 @@ lay = make_oci_layout(path, layers=layers, tag="1")
 img = lay.images[0]
 print(f"MANIFEST_DIGEST={img.manifest_digest}")
 print(f"BIG_LAYER={img.layer_digests[0]}")
+print(f"CONFIG_DIGEST={img.config_digest}")
 print(f"BIG_LAYER_BYTES={len(layers[0])}")
 print(f"TOTAL_BYTES={sum(len(b) for b in lay.blobs.values())}")
 EOF
@@ -95,7 +100,7 @@ pull() {  # hostport -> seconds (copy into a fresh oci: dir, then removed)
 }
 
 OP_PID="" PX_PID=""
-OP_COLD=() OP_WARM=() PX_COLD=() PX_WARM=()
+OP_COLD=() OP_WARM=() PX_COLD=() PX_WARM=() COLD_PAIRS=() WARM_PAIRS=()
 for round in $(seq 1 "$ROUNDS"); do
   # fresh, empty mirrors (the previous round's are stopped and wiped)
   [ -n "$OP_PID" ] && { bench_stop "$OP_PID"; rm -rf "$TMP/outpost"; }
@@ -116,11 +121,14 @@ for round in $(seq 1 "$ROUNDS"); do
         "$([ "$who" = op ] && echo outpost || echo distribution)" "$t"
     done
   done
+  COLD_PAIRS+=("$(ratio "${OP_COLD[-1]}" "${PX_COLD[-1]}")")
+  WARM_PAIRS+=("$(ratio "${OP_WARM[-1]}" "${PX_WARM[-1]}")")
 done
 OP_HWM=$(vm_kib "$OP_PID" VmHWM)
 
 # ---- warm blob throughput (last round's mirrors hold the layer)
 start_nginx "$TMP/nginx" "$TMP/layout"
+echo "nginx: worker_processes ${NGINX_WORKERS:-auto}"
 hex=${BIG_LAYER#sha256:}
 declare -A URL=(
   [outpost]="http://$OP_HOST/v2/bench/img/blobs/$BIG_LAYER"
@@ -145,20 +153,43 @@ agg_rate() {  # url streams -> aggregate MiB/s over BLOB_FETCHES downloads
     printf "%.0f", n * want / s / 1048576 }'
 }
 
-declare -A RATES
+declare -A RATES PAIRS
 echo
 for streams in 1 16; do
   for rep in $(seq 1 "$REPS"); do
     if (( rep % 2 )); then whos="outpost nginx distribution"; else whos="nginx outpost distribution"; fi
     line="streams=$streams rep $rep:"
+    declare -A this=()
     for who in $whos; do
       r=$(agg_rate "${URL[$who]}" "$streams")
       RATES[$who-$streams]="${RATES[$who-$streams]:-} $r"
+      this[$who]=$r
       line="$line $who $r"
     done
-    echo "$line MiB/s"
+    pr=$(ratio "${this[outpost]}" "${this[nginx]}")
+    PAIRS[$streams]="${PAIRS[$streams]:-} $pr"
+    echo "$line MiB/s; outpost/nginx $pr"
   done
 done
+# small blob GETs: the config blob ($CONFIG_DIGEST, < 1 KiB) with wrk, which
+# weighs the per-request cost of a blob GET (store lookup, open) rather than
+# bytes moved.
+SMALL_RPS=""
+if command -v wrk >/dev/null; then
+  chex=${CONFIG_DIGEST#sha256:}
+  declare -A SURL=(
+    [outpost]="http://$OP_HOST/v2/bench/img/blobs/$CONFIG_DIGEST"
+    [nginx]="http://127.0.0.1:$NGINX_PORT/blobs/sha256/$chex"
+    [distribution]="http://$PX_HOST/v2/bench/img/blobs/$CONFIG_DIGEST"
+  )
+  for who in outpost nginx distribution; do
+    out=$(wrk -t2 -c16 -d"$WRK_DURATION" "${SURL[$who]}")
+    rps=$(echo "$out" | awk '/^Requests\/sec:/ {printf "%.0f", $2}')
+    if echo "$out" | grep -qE 'Non-2xx|Socket errors'; then rps="$rps(errors!)"; fi
+    echo "small blob GET (wrk -t2 -c16 -d$WRK_DURATION): $who $rps req/s"
+    SMALL_RPS="$SMALL_RPS $who=$rps"
+  done
+fi
 OP_HWM_END=$(vm_kib "$OP_PID" VmHWM)
 alive_or_warn "$OP_PID" outpost
 alive_or_warn "$PX_PID" "docker-registry proxy"
@@ -173,7 +204,9 @@ for phase in cold warm; do
   mo=$(med "${ot[@]}") mp=$(med "${pt[@]}")
   printf 'pull %-4s outpost      %6.3f s median (runs: %s)\n' "$phase" "$mo" "${ot[*]}"
   printf 'pull %-4s distribution %6.3f s median (runs: %s)\n' "$phase" "$mp" "${pt[*]}"
-  printf 'pull %-4s outpost/distribution time ratio %s (< 1: outpost faster)\n' "$phase" "$(ratio "$mo" "$mp")"
+  if [ "$phase" = cold ]; then pairs=("${COLD_PAIRS[@]}"); else pairs=("${WARM_PAIRS[@]}"); fi
+  printf 'pull %-4s outpost/distribution time ratio: of medians %s, median per round %s (rounds: %s) (< 1: outpost faster)\n' \
+    "$phase" "$(ratio "$mo" "$mp")" "$(med "${pairs[@]}")" "${pairs[*]}"
 done
 for streams in 1 16; do
   # shellcheck disable=SC2086
@@ -183,9 +216,16 @@ for streams in 1 16; do
   printf 'blob %2d stream(s) outpost      %6.0f MiB/s median (reps:%s)\n' "$streams" "$o" "${RATES[outpost-$streams]}"
   printf 'blob %2d stream(s) nginx        %6.0f MiB/s median (reps:%s)\n' "$streams" "$n" "${RATES[nginx-$streams]}"
   printf 'blob %2d stream(s) distribution %6.0f MiB/s median (reps:%s)\n' "$streams" "$d" "${RATES[distribution-$streams]}"
-  printf 'blob %2d stream(s) outpost/nginx %s, outpost/distribution %s (> 1: outpost faster)\n' \
-    "$streams" "$(ratio "$o" "$n")" "$(ratio "$o" "$d")"
+  # shellcheck disable=SC2086
+  printf 'blob %2d stream(s) outpost/nginx: of medians %s, median per rep %s (reps:%s); outpost/distribution %s (> 1: outpost faster)\n' \
+    "$streams" "$(ratio "$o" "$n")" "$(med ${PAIRS[$streams]})" "${PAIRS[$streams]}" "$(ratio "$o" "$d")"
 done
+if [ -n "$SMALL_RPS" ]; then
+  o=$(echo "$SMALL_RPS" | grep -o 'outpost=[0-9]*' | cut -d= -f2)
+  n=$(echo "$SMALL_RPS" | grep -o 'nginx=[0-9]*' | cut -d= -f2)
+  d=$(echo "$SMALL_RPS" | grep -o 'distribution=[0-9]*' | cut -d= -f2)
+  echo "small blob GET req/s:$SMALL_RPS; outpost/nginx $(ratio "$o" "$n"), outpost/distribution $(ratio "$o" "$d")"
+fi
 echo "outpost peak RSS (VmHWM, last round): after pulls $OP_HWM KiB, after blob reads $OP_HWM_END KiB"
 # Where the cold pull's time went in Outpost (last round, from its log): each
 # fill from "fill started" (parent's headers in) to "fill committed" (bytes
