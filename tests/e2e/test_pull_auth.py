@@ -110,6 +110,26 @@ class UpstreamAuth(unittest.TestCase):
             self.assertTrue(t.header("Authorization") or "".startswith("Basic "))
             self.assertFalse(any((s.header("Authorization") or "").startswith("Basic") for s in fake.requests()))
 
+    def test_rejected_token_is_fetched_again(self):
+        """The parent stops accepting the cached token (rotated): the next
+        request gets 401, Outpost asks the token endpoint again and retries."""
+        with TokenServer(USER, PASSWORD, token="tok-1") as ts, \
+                FakeRegistry(auth=("bearer", ts.realm, "test", "tok-1")) as fake:
+            fake.add_layout(REPO, self.lay)
+            with self.outpost(fake.url, self.token_file) as op:
+                d1, d2 = self.blob_digests[0], self.blob_digests[1]
+                r = http("GET", f"{op.url}/v2/{REPO}/blobs/{d1}")
+                self.assertEqual((r.status, sha256_digest(r.body)), (200, d1))
+                self.assertEqual(ts.count("GET", "/token"), 1)
+                ts.token = "tok-2"
+                fake.auth = ("bearer", ts.realm, "test", "tok-2")
+                r = http("GET", f"{op.url}/v2/{REPO}/blobs/{d2}", timeout=30)
+                self.assertEqual((r.status, sha256_digest(r.body)), (200, d2))
+                self.assertEqual(ts.count("GET", "/token"), 2)
+                r = http("GET", f"{op.url}/v2/{REPO}/manifests/v1", headers={"Accept": ACCEPT_ALL_MANIFESTS})
+                self.assertEqual(r.status, 200)
+                self.assertEqual(ts.count("GET", "/token"), 2)
+
     def test_access_token_field(self):
         """OAuth2-style token servers answer "access_token" instead of "token"."""
         with TokenServer(USER, PASSWORD, token="oauth-tok", field_name="access_token") as ts, \

@@ -47,6 +47,7 @@ class PullThroughRegistry(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls._tmp = tempfile.TemporaryDirectory(prefix="pull-registry-")
+        cls.addClassCleanup(cls._tmp.cleanup)
         cls.tmp = cls._tmp.name
         # Real tar.gz layers (podman unpacks them): a shared base layer with a
         # few files, a bigger one, plus a per-platform layer from make_oci_layout.
@@ -55,15 +56,11 @@ class PullThroughRegistry(unittest.TestCase):
         cls.lay = make_oci_layout(os.path.join(cls.tmp, "src"), layers=[files], tag=TAG,
                                   platforms=[("linux", "amd64"), ("linux", "arm64", "v8")])
         cls.reg = DockerRegistry().__enter__()
+        cls.addClassCleanup(cls.reg.__exit__, None, None, None)
         push_layout(cls.lay, cls.reg.hostport, REPO)
         # the digests the parent serves as blobs (configs and layers)
         cls.blob_digests = sorted({d for im in cls.lay.images for d in [im.config_digest, *im.layer_digests]})
         cls.manifest_digests = [im.manifest_digest for im in cls.lay.images]
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.reg.__exit__(None, None, None)
-        cls._tmp.cleanup()
 
     def out_dir(self, name: str) -> str:
         return tempfile.mkdtemp(prefix=name + "-", dir=self.tmp)
