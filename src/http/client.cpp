@@ -436,7 +436,11 @@ int ClientConn::cb_headers_complete(llhttp_t* p) noexcept {
   if (p->flags & F_CONTENT_LENGTH) c->resp_.content_length = p->content_length;
   ClientCallPtr call = c->call_;
   bool keep_going = true;
-  if (call && call->on_head_) keep_going = call->on_head_(c->resp_);
+  // Call a copy: the callback may cancel its own call, which clears on_head_.
+  if (call && call->on_head_) {
+    auto cb = call->on_head_;
+    keep_going = cb(c->resp_);
+  }
   if (!keep_going || !c->call_ || c->call_->finished_) {
     c->stop_ = true;
     return HPE_PAUSED;
@@ -446,7 +450,10 @@ int ClientConn::cb_headers_complete(llhttp_t* p) noexcept {
 int ClientConn::cb_body(llhttp_t* p, const char* at, size_t len) noexcept {
   auto* c = static_cast<ClientConn*>(p->data);
   ClientCallPtr call = c->call_;
-  if (call && call->on_data_) call->on_data_(std::string_view(at, len));
+  if (call && call->on_data_) {
+    auto cb = call->on_data_;  // a copy: the callback may cancel the call
+    cb(std::string_view(at, len));
+  }
   if (!c->call_ || c->call_->finished_ || c->state_ == State::Closing) {
     c->stop_ = true;
     return HPE_PAUSED;

@@ -183,11 +183,14 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
             return true;
           }
         }
-        return op->on_head ? op->on_head(r) : true;
+        if (!op->on_head) return true;
+        auto cb = op->on_head;  // a copy: the callback may cancel the op, which clears on_head
+        return cb(r);
       },
       [op](std::string_view chunk) {
-        if (op->cancelled || op->intercept) return;
-        if (op->on_data) op->on_data(chunk);
+        if (op->cancelled || op->intercept || !op->on_data) return;
+        auto cb = op->on_data;  // a copy, as for on_head
+        cb(chunk);
       },
       [this, op](Status st) {
         if (op->cancelled) return;
