@@ -55,9 +55,10 @@ void respond_bad_offset(ApiContext& ctx, const http::ExchangePtr& ex, const std:
 }
 
 /// Streams the request body into session `id` from `offset`, then calls
-/// `then(new_offset)` once the whole body is in (not yet durable).
+/// `then(new_offset)` once the whole body is in (not yet durable), or
+/// `failed()` (when set) after answering an error.
 void body_to_upload(ApiContext& ctx, const http::ExchangePtr& ex, std::string name, std::string id, uint64_t offset,
-                    std::function<void(uint64_t)> then) {
+                    std::function<void(uint64_t)> then, std::function<void()> failed = {}) {
   struct State {
     uint64_t offset;
     bool failed = false;
@@ -76,12 +77,14 @@ void body_to_upload(ApiContext& ctx, const http::ExchangePtr& ex, std::string na
         }
         st->offset = *r;
       },
-      [ex, st, id, then = std::move(then)](Status s) {
-        if (st->failed || ex->responded()) return;
-        // The client left, stalled (408) or sent a malformed body (400): what
-        // arrived stays in the session (GET shows the offset) for a resume.
-        if (!s) return ex->respond_error(s.error());
-        then(st->offset);
+      [ex, st, id, then = std::move(then), failed = std::move(failed)](Status s) {
+        if (!st->failed && !ex->responded()) {
+          if (s) return then(st->offset);
+          // The client left, stalled (408) or sent a malformed body (400): what
+          // arrived stays in the session (GET shows the offset) for a resume.
+          ex->respond_error(s.error());
+        }
+        if (failed) failed();
       });
 }
 
@@ -146,9 +149,20 @@ void new_session(ApiContext& ctx, const http::ExchangePtr& ex, std::optional<Dig
           add_upload_headers(ex, name, id, 0);
           return ex->respond(202);
         }
-        body_to_upload(*c, ex, name, id, 0, [c, ex, name, id, d = *monolithic](uint64_t) {
-          commit_and_respond(*c, ex, name, id, d);
-        });
+        // The client never learns a monolithic session's id: if its body
+        // fails, drop the session now rather than at the upload TTL.
+        body_to_upload(
+            *c, ex, name, id, 0, [c, ex, name, id, d = *monolithic](uint64_t) { commit_and_respond(*c, ex, name, id, d); },
+            [c, name, id] {
+              store_job<bool>(
+                  *c,
+                  [name, id](store::Store& s) -> Result<bool> {
+                    auto st = s.cancel_upload(name, id);
+                    if (!st) return std::move(st).error();
+                    return true;
+                  },
+                  [](Result<bool>) {});
+            });
       });
 }
 

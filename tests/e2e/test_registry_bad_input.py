@@ -350,8 +350,13 @@ class BadInput(unittest.TestCase):
         d = sha256_digest(full)
         self.watch.append((REPO, d))
         try:
+            uploads = os.path.join(self.op.root, "uploads")
+            sessions = set(os.listdir(uploads))
             self.truncated("monolithic POST", "POST", f"/v2/{REPO}/blobs/uploads/?digest={d}", len(full),
                            full[:100000])
+            # nobody knows that session's id: it is dropped, not left to expire
+            wait_until(lambda: set(os.listdir(uploads)) == sessions, 10,
+                       message="the truncated monolithic upload's session to go")
             loc = self.upload_at(b"")
             self.truncated("PATCH", "PATCH", loc, len(full), full[:100000])
             loc2 = self.upload_at(full[:1000])
