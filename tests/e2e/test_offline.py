@@ -663,6 +663,37 @@ class FreshTagWhileOffline(unittest.TestCase):
                 self.assertRegex(r.header("Outpost-Tag-Age") or "", r"^\d+$")
 
 
+class ShutdownWhileParentHangs(unittest.TestCase):
+    """SIGTERM while upstream requests hang on a silent parent (a tag
+    revalidation HEAD and the probe): a clean, prompt exit, and no
+    sanitizer report (their callbacks must not outlive the cache)."""
+
+    def test_sigterm_with_requests_hung_on_the_parent(self):
+        with tempfile.TemporaryDirectory(prefix="offline-term-") as tmp:
+            lay = make_oci_layout(os.path.join(tmp, "l"), tag="t", layers=[{"a.txt": b"term\n"}])
+            reg = PinnedRegistry()
+            self.addCleanup(reg._cleanup)
+            self.addCleanup(reg.stop)
+            reg.start()
+            skopeo_copy(lay.ref, f"docker://{reg.hostport}/x/y:t", "--preserve-digests")
+            with Outpost(config={"parent": {"url": reg.url, "timeout": f"{PARENT_TIMEOUT_S}s"},
+                                 "cache": {"tag_ttl": "1s", "revalidate_wait": "1s"}}) as op:
+                a = {"Accept": ACCEPT_ALL_MANIFESTS}
+                t_warm = time.monotonic()
+                self.assertEqual(http("GET", op.url + "/v2/x/y/manifests/t", headers=a).status, 200)
+                reg.stop()
+                hang = HangingListener(reg.port)
+                self.addCleanup(hang.close)
+                time.sleep(max(0.0, TAG_TTL_S + 0.2 - (time.monotonic() - t_warm)))  # tag goes stale
+                r = http("GET", op.url + "/v2/x/y/manifests/t", headers=a)
+                self.assertEqual(r.header("Outpost-Cache"), "offline")
+                wait_until(lambda: any("/manifests/t" in ln for ln in hang.request_lines()), 5,
+                           message="the revalidation HEAD held by the silent parent")
+                t0 = time.monotonic()
+                op.stop()            # SIGTERM; asserts exit 0 and no sanitizer report
+                self.assertLess(time.monotonic() - t0, scaled(10), "exit took too long")
+
+
 class ForcedOffline(unittest.TestCase):
     """parent.offline = true: an air-gapped Outpost fed by pushes."""
 
