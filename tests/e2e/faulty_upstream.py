@@ -366,7 +366,12 @@ class FakeRegistry(_Base):
                 h.end_headers()
                 end = len(data) // 2 if fault == "chunked-truncate" else len(data)
                 step = 64 * 1024
+                gate = self.gates.get(d)
                 for off in range(0, end, step):
+                    if gate is not None and off >= len(data) // 2 and not gate.is_set():
+                        h.wfile.flush()
+                        if not gate.wait(self.gate_timeout):
+                            return h.hang_up()
                     piece = data[off:min(off + step, end)]
                     h.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 if fault == "chunked-truncate":

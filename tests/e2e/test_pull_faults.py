@@ -240,6 +240,41 @@ class FaultyParent(unittest.TestCase):
             self.assertEqual(sha256_digest(data[:1024] + rest), d)
         self.assertEqual(self.gets(d), 1)
 
+    def test_head_during_a_fill_gives_the_size(self):
+        """A HEAD for a blob whose fill is in flight answers 200 with the
+        blob's Content-Length (distribution-spec: HEAD tells the size), also
+        when the parent streams the fill chunked (no Content-Length)."""
+        from harness import RawConn
+        for fault in (None, "chunked"):
+            with self.subTest(parent=fault or "content-length"):
+                d, data = self.big_d, self.big
+                # a fresh Outpost per case: the blob must not be cached yet
+                op = Outpost(config={"parent": {"url": self.fake.url, "timeout": "10s"}})
+                with op:
+                    gate = threading.Event()
+                    self.fake.gates[d] = gate
+                    if fault:
+                        self.fake.faults[d] = fault
+                    try:
+                        p = urllib.parse.urlsplit(f"{op.url}/v2/{REPO}/blobs/{d}")
+                        conn = httpclient.HTTPConnection(p.hostname, p.port, timeout=scaled(30))
+                        conn.request("GET", p.path)
+                        r = conn.getresponse()  # the fill is in flight, the parent gated halfway
+                        self.assertEqual(r.status, 200)
+                        with RawConn(op.port) as rc:
+                            rc.send(f"HEAD {p.path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                            h = rc.read_response(head=True, timeout=10)
+                        self.assertEqual(h.status, 200)
+                        self.assertEqual(h.header("Docker-Content-Digest"), d)
+                        self.assertEqual(h.header("Content-Length"), str(len(data)),
+                                         f"HEAD during a fill: headers {h.headers}")
+                    finally:
+                        gate.set()
+                        self.fake.gates.pop(d, None)
+                        self.fake.faults.pop(d, None)
+                    self.assertEqual(sha256_digest(r.read()), d)
+                    conn.close()
+
     def test_concurrent_manifest_requests_coalesce(self):
         im = self.lay.images[0]
         gate = threading.Event()
