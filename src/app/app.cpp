@@ -17,6 +17,7 @@
 #include "store/store.hpp"
 #include "upstream/registry_client.hpp"
 #include "uv/loop.hpp"
+#include "uv/work.hpp"
 
 namespace outpost::app {
 
@@ -205,7 +206,15 @@ int App::run() {
   log::info("outpost ready", " name=" + c.registry.name + " mode=" + c.registry.mode + " root=" +
                                  log::quote(c.storage.root) + " config=" + log::quote(c.source));
   m.loop.run();
+  // Ordered teardown: no new upstream work, cancel what is in flight (its
+  // callbacks may queue store jobs), let every store job deliver while the
+  // cache and the store still exist, then free them.
   m.server.reset();
+  if (m.pull) m.pull->shutdown();
+  m.http_clients.clear();
+  while (uv::pending_work() > 0) uv_run(m.loop.get(), UV_RUN_ONCE);
+  m.pull.reset();
+  m.store.reset();
   log::info("stopped");
   return 0;
 }

@@ -36,6 +36,8 @@ class Fill : public std::enable_shared_from_this<Fill> {
   void subscribe(const http::ExchangePtr& ex, const std::string& local_repo);
   State state() const { return state_; }
   const Digest& digest() const { return digest_; }
+  /// The blob's size once the upstream said it (Content-Length).
+  std::optional<uint64_t> total() const { return total_; }
 
  private:
   struct Sub {

@@ -77,6 +77,11 @@ ManifestResult PullThrough::offline_answer(const Route& r, const std::string& ta
   return local;
 }
 
+void PullThrough::shutdown() {
+  if (parent_) parent_->shutdown();
+  for (auto& u : named_) u->shutdown();
+}
+
 void PullThrough::set_parent(std::unique_ptr<upstream::RegistryClient> c) { parent_ = std::move(c); }
 void PullThrough::add_upstream(std::unique_ptr<upstream::RegistryClient> c) { named_.push_back(std::move(c)); }
 
@@ -276,7 +281,8 @@ void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr&
   if (ex->req().method == http::Method::Head) {
     // A HEAD asks the parent for size and digest; it never downloads the body.
     auto it = fills_.find(d.str());
-    if (it == fills_.end()) {
+    // A fill that knows the size answers the HEAD; otherwise ask the parent.
+    if (it == fills_.end() || !it->second->total()) {
       if (r.upstream->offline()) {
         stats_.offline_misses++;
         return ex->respond_error(offline_error(r.upstream));

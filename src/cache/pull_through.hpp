@@ -61,6 +61,8 @@ class PullThrough {
   /// A named mirror, chosen by ?ns=<name> or a "<name>/" path prefix.
   void add_upstream(std::unique_ptr<upstream::RegistryClient> c);
   bool enabled() const { return parent_ || !named_.empty(); }
+  /// Process shutdown: no new upstream requests from here on.
+  void shutdown();
 
   /// Route for a request's repository name and optional ?ns= value.
   std::optional<Route> route(const std::string& name, const std::optional<std::string>& ns) const;

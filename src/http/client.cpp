@@ -371,9 +371,11 @@ void ClientConn::do_read() {
       return fail(Errc::UpstreamUnavailable, "connection to " + origin_ + " closed before the response ended");
     }
     if (call_) call_->got_response_bytes_ = true;
-    arm(resp_.status ? call_->req_.timeouts.progress_ms : call_->req_.timeouts.first_byte_ms);
     feed(buf, got);
-    if (state_ != State::Reading) return;
+    if (state_ != State::Reading || !call_) return;
+    // Re-armed after parsing, so the chunk that carried the head already
+    // counts against the body's progress deadline.
+    arm(resp_.status ? call_->req_.timeouts.progress_ms : call_->req_.timeouts.first_byte_ms);
   }
 }
 

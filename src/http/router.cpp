@@ -93,11 +93,13 @@ Router::Match Router::match(Method m, std::string_view path) const {
       get_params = p;
     }
     result.status = 405;
-    std::string_view name = method_name(r.method);
-    if (result.allow.find(name) == std::string::npos) {
+    auto allow = [&](std::string_view name) {
+      if (result.allow.find(name) != std::string::npos) return;
       if (!result.allow.empty()) result.allow += ", ";
       result.allow += name;
-    }
+    };
+    allow(method_name(r.method));
+    if (r.method == Method::Get) allow("HEAD");  // served by the GET handler
   }
   if (get_fallback) {
     result.handler = &get_fallback->handler;

@@ -49,11 +49,12 @@ std::string Server::next_request_id_() {
 void Server::on_accept_(int fd, std::string peer) {
   if (shutting_down_ || conns_.size() >= limits_.max_connections) {
     // Answer rather than drop: a client that sees 503 backs off instead of retrying blind.
-    static const char kBusy[] =
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 89\r\n"
-        "Connection: close\r\nRetry-After: 1\r\n\r\n"
-        "{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"too many connections, try again later\"}]}";
-    ssize_t r = ::write(fd, kBusy, sizeof kBusy - 1);
+    static const std::string kBusy = [] {
+      std::string body = "{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"too many connections, try again later\"}]}";
+      return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: " +
+             std::to_string(body.size()) + "\r\nConnection: close\r\nRetry-After: 1\r\n\r\n" + body;
+    }();
+    ssize_t r = ::write(fd, kBusy.data(), kBusy.size());
     (void)r;
     ::close(fd);
     stats_.connections_rejected++;
@@ -95,7 +96,12 @@ void Server::on_idle(uv_idle_t* h) noexcept {
 }
 
 void Server::shutdown(uint64_t deadline_ms, std::function<void()> done) {
-  if (shutting_down_) return;
+  if (shutting_down_) {
+    // A second request to stop (a second SIGTERM) with no grace: close now.
+    if (deadline_ms == 0)
+      for (auto* c : std::vector<ServerConn*>(conns_.begin(), conns_.end())) c->close();
+    return;
+  }
   shutting_down_ = true;
   shutdown_done_ = std::move(done);
   for (auto* l : listeners_) l->close();

@@ -96,6 +96,12 @@ void ServerConn::on_poll(uv_poll_t* h, int status, int events) noexcept {
 
 void ServerConn::on_readable() {
   static thread_local char buf[kReadChunk];
+  // Input is bounded: a paused body or requests pipelined behind a slow
+  // answer wait in at most want_read()'s limit, then TCP pushes back.
+  if (state_ != State::Lingering && !want_read()) {
+    update_poll();
+    return;
+  }
   ssize_t n = ::read(fd_, buf, sizeof buf);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
@@ -109,8 +115,8 @@ void ServerConn::on_readable() {
   if (n == 0) {
     read_eof_ = true;
     if (cur_ && message_complete_) {
-      // The client half-closed after a whole request: answer, then close.
-      keep_alive_ = false;
+      // The client half-closed after whole requests: answer them all (the
+      // pipelined ones wait in the buffer), then close (finish_cycle).
       update_poll();
     } else {
       close();
@@ -137,6 +143,16 @@ void ServerConn::process_deferred_() {
     if (!can_parse()) return;
     llhttp_resume(&parser_);
     parser_paused_ = false;
+    if (in_off_ == in_.size() && cur_ && !message_complete_ && req_.has_body) {
+      // Paused on the body's last bytes: llhttp completes the message only
+      // when executed again, and there is no more input to run it on.
+      in_execute_ = true;
+      llhttp_errno_t err = llhttp_execute(&parser_, in_.data() + in_off_, 0);
+      in_execute_ = false;
+      if (state_ == State::Closing || state_ == State::Lingering) return;
+      if (err == HPE_PAUSED) parser_paused_ = !can_parse() || (llhttp_resume(&parser_), false);
+      else if (err != HPE_OK) return on_parse_error(err);
+    }
   }
   process_input();
 }
@@ -171,7 +187,7 @@ void ServerConn::process_input() {
     in_.clear();
     in_off_ = 0;
   }
-  if (state_ == State::Idle && close_when_idle_ && in_.empty()) {
+  if (state_ == State::Idle && (close_when_idle_ || read_eof_) && in_.empty()) {
     close();
     return;
   }
@@ -428,7 +444,7 @@ void ServerConn::finish_cycle() {
   }
   state_ = State::Idle;
   idle_since_ = uv_now(server_->loop());
-  if (!keep_alive_) {
+  if (!keep_alive_ || (read_eof_ && in_off_ == in_.size())) {
     if (out_.empty()) close();
     else close_after_flush_ = true;
     return;

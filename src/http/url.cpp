@@ -1,11 +1,37 @@
 #include "http/url.hpp"
 
+#include <cctype>
 #include <charconv>
 
 namespace outpost::http {
 
+namespace {
+// Scheme of an absolute reference ("HTTP://x" -> "http"), empty when none
+// (RFC 3986 §3.1: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":").
+std::string scheme_of(std::string_view s) {
+  size_t colon = s.find(':');
+  if (colon == std::string_view::npos || colon == 0) return {};
+  std::string out;
+  for (size_t i = 0; i < colon; ++i) {
+    char c = s[i];
+    bool ok = std::isalpha(static_cast<unsigned char>(c)) ||
+              (i > 0 && (std::isdigit(static_cast<unsigned char>(c)) || c == '+' || c == '-' || c == '.'));
+    if (!ok) return {};
+    out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return out;
+}
+}  // namespace
+
 Result<Url> Url::parse(std::string_view s) {
   Url u;
+  // The fragment never reaches the server (RFC 3986 §3.5).
+  if (size_t hash = s.find('#'); hash != std::string_view::npos) s = s.substr(0, hash);
+  std::string lowered;
+  if (std::string sch = scheme_of(s); !sch.empty()) {
+    lowered = sch + std::string(s.substr(sch.size()));
+    s = lowered;
+  }
   if (s.substr(0, 8) == "https://") {
     u.tls = true;
     s.remove_prefix(8);
@@ -58,11 +84,16 @@ std::string Url::origin() const {
 }
 
 Result<Url> Url::resolve(std::string_view loc) const {
-  if (loc.substr(0, 7) == "http://" || loc.substr(0, 8) == "https://") return parse(loc);
+  if (size_t hash = loc.find('#'); hash != std::string_view::npos) loc = loc.substr(0, hash);
+  if (!scheme_of(loc).empty()) return parse(loc);  // absolute; parse rejects non-http(s)
   if (loc.substr(0, 2) == "//") return parse(std::string(tls ? "https:" : "http:") + std::string(loc));
   Url u = *this;
   if (!loc.empty() && loc[0] == '/') {
     u.target = std::string(loc);
+    return u;
+  }
+  if (!loc.empty() && loc[0] == '?') {  // query only: same path (RFC 3986 §5.2.2)
+    u.target = target.substr(0, target.find('?')) + std::string(loc);
     return u;
   }
   // Relative path: replace the last segment of the current path.

@@ -68,12 +68,19 @@ void RegistryClient::record(const UpstreamOp& op, const Status& st) {
   }
 }
 
+void RegistryClient::shutdown() {
+  closing_ = true;
+  uv_timer_stop(probe_timer_);
+  if (probe_call_) probe_call_->cancel();
+  probe_call_.reset();
+}
+
 void RegistryClient::suspect() {
   if (!probe_call_ && !health_.forced_offline()) schedule_probe(0);
 }
 
 void RegistryClient::schedule_probe(uint64_t delay_ms) {
-  if (probe_call_) return;  // one probe at a time; it reschedules when done
+  if (probe_call_ || closing_) return;  // one probe at a time; it reschedules when done
   uv_timer_start(probe_timer_, on_probe_timer, delay_ms, 0);
 }
 
@@ -127,6 +134,10 @@ std::string RegistryClient::basic_header() const {
 UpstreamOpPtr RegistryClient::request(http::Method m, std::string path, std::string repo, http::Headers extra,
                                       http::ClientCall::OnHead on_head, http::ClientCall::OnData on_data,
                                       http::ClientCall::OnDone on_done) {
+  if (closing_) {
+    if (on_done) on_done(Error(Errc::Cancelled, "shutting down"));
+    return std::make_shared<UpstreamOp>();
+  }
   if (health_.offline()) {
     if (on_done) on_done(Error(Errc::UpstreamUnavailable, "parent registry '" + opts_.name + "' is offline"));
     return std::make_shared<UpstreamOp>();
@@ -149,6 +160,11 @@ UpstreamOpPtr RegistryClient::request(http::Method m, std::string path, std::str
 
 void RegistryClient::step(const UpstreamOpPtr& op) {
   if (op->cancelled) return;
+  if (closing_) {
+    auto done = std::move(op->on_done);
+    if (done) done(Error(Errc::Cancelled, "shutting down"));
+    return;
+  }
   http::ClientRequest req;
   req.method = op->method;
   req.url = op->url;

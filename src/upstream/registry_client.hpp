@@ -70,6 +70,9 @@ class RegistryClient {
   bool offline() const { return health_.offline(); }
   /// Something took suspiciously long: probe now rather than at the next tick.
   void suspect();
+  /// Process shutdown: stop probing; from now on request() answers Cancelled
+  /// at once (the HTTP client is about to go away).
+  void shutdown();
 
   /// Maps a client-facing repository name to the upstream's (library/ rule).
   std::string upstream_repo(const std::string& repo) const;
@@ -102,6 +105,7 @@ class RegistryClient {
   Health health_;
   uv_timer_t* probe_timer_ = nullptr;
   http::ClientCallPtr probe_call_;
+  bool closing_ = false;
   bool basic_mode_ = false;              ///< the registry asked for Basic
   std::map<std::string, Token> tokens_;  ///< scope -> bearer token
 };

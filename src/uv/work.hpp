@@ -20,6 +20,13 @@ struct WorkReq {
 };
 }  // namespace detail
 
+/// Jobs queued and not yet delivered (loop thread only). Shutdown drains
+/// them while everything their callbacks touch is still alive.
+inline size_t& pending_work() {
+  static size_t n = 0;
+  return n;
+}
+
 /// `job` runs on a pool thread; `done` runs exactly once on the loop thread
 /// with its return value (also when the loop is shutting down: libuv runs
 /// after_work with UV_ECANCELED only for jobs that never started, in which
@@ -30,6 +37,7 @@ void run_in_pool(uv_loop_t* loop, std::function<T()> job, std::function<void(T)>
   w->req.data = w;
   w->job = std::move(job);
   w->done = std::move(done);
+  ++pending_work();
   int rc = uv_queue_work(
       loop, &w->req,
       [](uv_work_t* r) { auto* w = static_cast<detail::WorkReq<T>*>(r->data); w->result.emplace(w->job()); },
@@ -39,9 +47,11 @@ void run_in_pool(uv_loop_t* loop, std::function<T()> job, std::function<void(T)>
         auto done = std::move(w->done);
         T value = std::move(*w->result);
         delete w;
+        --pending_work();
         done(std::move(value));
       });
   if (rc != 0) {
+    --pending_work();
     T value = w->job();
     auto d = std::move(w->done);
     delete w;

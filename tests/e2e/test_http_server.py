@@ -385,9 +385,8 @@ class Limits(unittest.TestCase):
             for c in conns:
                 c.close()
 
-    @unittest.expectedFailure
     def test_503_content_length_matches_its_body(self):
-        # Known bug: src/http/server.cpp writes "Content-Length: 89" before an
+        # Regression: src/http/server.cpp writes "Content-Length: 89" before an
         # 85-byte body, so every client sees a truncated 503.
         self.start({"server": {"max_connections": 1, "idle_timeout": "30s"}})
         held: list[RawConn] = []
@@ -492,9 +491,8 @@ class Shutdown(unittest.TestCase):
                 self.assertEqual(busy.buf, b"")  # closed without an answer
             self.assertIn("shutdown deadline reached", op.log_text())
 
-    @unittest.expectedFailure
     def test_second_sigterm_exits_at_once(self):
-        # Known bug: the second signal logs "second signal: exiting now" and
+        # Regression: the second signal logs "second signal: exiting now" and
         # calls Server::shutdown(0, ...), but src/http/server.cpp's shutdown()
         # returns at once when a shutdown is already under way, so the process
         # still waits the whole shutdown_timeout.

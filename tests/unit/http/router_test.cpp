@@ -185,7 +185,7 @@ TEST_CASE("router: 405 with the Allow list when the path matches", "[http][route
   CHECK(m.allow == "GET, HEAD, PUT, DELETE");
 
   CHECK(t.route(Method::Put, "/v2/alpine/blobs/sha256:1", &m) == "405");
-  CHECK(m.allow == "GET, DELETE");
+  CHECK(m.allow == "GET, HEAD, DELETE");
 
   CHECK(t.route(Method::Get, "/v2/alpine/blobs/uploads/", &m) == "405");
   CHECK(m.allow == "POST");
@@ -193,14 +193,14 @@ TEST_CASE("router: 405 with the Allow list when the path matches", "[http][route
   CHECK(m.allow == "POST");
 
   CHECK(t.route(Method::Post, "/v2/lib/alpine/blobs/uploads/u1", &m) == "405");
-  CHECK(m.allow == "GET, PATCH, PUT, DELETE");
+  CHECK(m.allow == "GET, HEAD, PATCH, PUT, DELETE");
 
   CHECK(t.route(Method::Delete, "/v2/_catalog", &m) == "405");
-  CHECK(m.allow == "GET");
+  CHECK(m.allow == "GET, HEAD");
   CHECK(t.route(Method::Options, "/v2/", &m) == "405");
-  CHECK(m.allow == "GET");
+  CHECK(m.allow == "GET, HEAD");
   CHECK(t.route(Method::Other, "/v2/a/tags/list", &m) == "405");
-  CHECK(m.allow == "GET");
+  CHECK(m.allow == "GET, HEAD");
 }
 
 TEST_CASE("router: HEAD uses an explicit HEAD route, else falls back to GET", "[http][router]") {

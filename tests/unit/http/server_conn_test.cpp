@@ -269,10 +269,10 @@ TEST_CASE("server_conn: a half-close after a whole request still gets the answer
   CHECK(c.read_to_eof() == Read::Eof);
 }
 
-// Known bug (src/http/server_conn.cpp), run with `http_test [bug]`: after EOF the server closes as
+// Regression (was a bug in src/http/server_conn.cpp): after EOF the server closes as
 // soon as the current response is done, dropping pipelined requests it already buffered.
-TEST_CASE("server_conn: BUG pipelined requests followed by a half-close are all answered",
-          "[http][server_conn][.bug]") {
+TEST_CASE("server_conn: pipelined requests followed by a half-close are all answered",
+          "[http][server_conn][regress]") {
   ExchangePtr held;
   ServerFixture fx(limits_with(), [&held](ServerFixture& f, const ExchangePtr& ex) {
     if (ex->req().path == "/slow") {
@@ -393,12 +393,12 @@ TEST_CASE("server_conn: pause_body/resume_body deliver the whole body exactly on
   CHECK(first_mismatch(s.body, body) == std::string::npos);
 }
 
-// Known bug (src/http/server_conn.cpp), run with `http_test [bug]`: when on_data pauses on the
+// Regression (was a bug in src/http/server_conn.cpp): when on_data pauses on the
 // last piece of a Content-Length body, resume_body() never delivers on_end: the parser is only
 // re-run when input is buffered, and the end of the message needs a zero-length llhttp_execute.
 // The request hangs until body_timeout.
-TEST_CASE("server_conn: BUG pausing on the last piece of a body still ends it",
-          "[http][server_conn][.bug]") {
+TEST_CASE("server_conn: pausing on the last piece of a body still ends it",
+          "[http][server_conn][regress]") {
   struct State {
     bool ended = false;
     bool ok = false;
@@ -450,13 +450,13 @@ uint64_t push_until_stalled(TestClient& c, uint64_t max, milliseconds stall) {
 }
 }  // namespace
 
-// Known bug (src/http/server_conn.cpp), run with `http_test [bug]`: the input bound in want_read()
+// Regression (was a bug in src/http/server_conn.cpp): the input bound in want_read()
 // is only applied by update_poll(), which process_input() skips while the parser is paused; so a
 // paused body (or pipelined requests behind a slow one) are read into memory without limit. A
 // bounded server stops reading: the client stalls after roughly its own send buffer plus the
 // server's receive buffer.
-TEST_CASE("server_conn: BUG a paused request body is not read into memory without bound",
-          "[http][server_conn][.bug]") {
+TEST_CASE("server_conn: a paused request body is not read into memory without bound",
+          "[http][server_conn][regress]") {
   ExchangePtr held;
   ServerFixture fx(limits_with(), [&held](ServerFixture& f, const ExchangePtr& ex) {
     ex->read_body([ex, &f, &held](std::string_view) {
@@ -473,8 +473,8 @@ TEST_CASE("server_conn: BUG a paused request body is not read into memory withou
   fx.call([&] { held.reset(); });
 }
 
-TEST_CASE("server_conn: BUG pipelined input behind a slow request is not buffered without bound",
-          "[http][server_conn][.bug]") {
+TEST_CASE("server_conn: pipelined input behind a slow request is not buffered without bound",
+          "[http][server_conn][regress]") {
   ExchangePtr held;
   ServerFixture fx(limits_with(), [&held](ServerFixture& f, const ExchangePtr& ex) {
     if (ex->req().path == "/slow") f.update([&] { held = ex; });
@@ -881,9 +881,9 @@ TEST_CASE("server_conn: max_connections refuses the next one with 503", "[http][
   CHECK(r4->body == "GET /c4");
 }
 
-// Known bug (src/http/server.cpp), run with `http_test [bug]`: the canned 503 says
+// Regression (was a bug in src/http/server.cpp): the canned 503 says
 // "Content-Length: 89" but its body is 85 bytes, so every refused client sees a truncated response.
-TEST_CASE("server_conn: BUG the 503's Content-Length matches its body", "[http][server_conn][.bug]") {
+TEST_CASE("server_conn: the 503's Content-Length matches its body", "[http][server_conn][regress]") {
   http::ServerLimits lim = limits_with();
   lim.max_connections = 1;
   ServerFixture fx(lim, echo_path);
