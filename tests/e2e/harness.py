@@ -51,6 +51,37 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                      "runtime error:", "ThreadSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
 
 
+def sanitizer_report(text: str, max_lines: int = 150) -> str:
+    """The sanitizer report in a process's stderr ('' if none), from its
+    first line on, at most max_lines lines. Leak reports are reordered so
+    direct leaks (whose stacks name the allocation that matters) come before
+    indirect ones."""
+    lines = text.splitlines()
+    start = next((i for i, l in enumerate(lines) if any(m in l for m in SANITIZER_MARKERS)), None)
+    if start is None:
+        return ""
+    rep = lines[start:]
+    is_leak = lambda l: l.startswith(("Direct leak", "Indirect leak"))  # noqa: E731
+    first_leak = next((i for i, l in enumerate(rep) if is_leak(l)), None)
+    if first_leak is None:
+        return "\n".join(rep[:max_lines])
+    direct: list[list[str]] = []
+    indirect: list[list[str]] = []
+    tail_lines: list[str] = []
+    block: list[str] | None = None
+    for l in rep[first_leak:]:
+        if is_leak(l):
+            block = [l]
+            (direct if l.startswith("Direct") else indirect).append(block)
+        elif l.startswith("SUMMARY:"):
+            block = None
+            tail_lines.append(l)
+        elif block is not None and l.strip():
+            block.append(l)
+    out = rep[:first_leak] + [l for b in direct + indirect for l in b]
+    return "\n".join(out[:max_lines] + tail_lines)
+
+
 def scaled(seconds: float) -> float:
     """A deadline, stretched for sanitizer builds."""
     return seconds * SLOW
@@ -624,10 +655,9 @@ class Outpost:
                 f" stderr:\n{self.log_tail()}")
 
     def check_sanitizers(self) -> None:
-        text = self.log_text()
-        for m in SANITIZER_MARKERS:
-            if m in text:
-                raise AssertionError(f"sanitizer report in outpost stderr:\n{self.log_tail(120)}")
+        report = sanitizer_report(self.log_text())
+        if report:
+            raise AssertionError(f"sanitizer report in outpost stderr:\n{report}")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
