@@ -3,6 +3,7 @@
 #include "api/common.hpp"
 #include "api/handlers.hpp"
 #include "cache/pull_through.hpp"
+#include "upstream/registry_client.hpp"
 #include "http/range.hpp"
 
 namespace outpost::api {
@@ -22,6 +23,7 @@ void handle_blob_get(ApiContext& ctx, const http::ExchangePtr& ex) {
                                              ? Error(Errc::BlobUnknown, d.str())
                                              : r.error());
         const uint64_t size = r->size;
+        if (route && route->upstream->offline()) ex->add_header("Outpost-Cache", "offline");
         ex->add_header("Docker-Content-Digest", d.str());
         ex->add_header("ETag", "\"" + d.str() + "\"");
         ex->add_header("Accept-Ranges", "bytes");

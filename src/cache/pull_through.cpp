@@ -70,6 +70,7 @@ std::vector<const upstream::RegistryClient*> PullThrough::upstreams() const {
 ManifestResult PullThrough::offline_answer(const Route& r, const std::string& tag, ManifestResult local) {
   stats_.served_offline++;
   local.offline = true;
+  if (looks_like_digest(tag)) return local;  // content by digest has no age to report
   uint64_t now = wall_ms();
   auto it = tag_confirmed_.find(tag_key(r, tag));
   uint64_t since = it != tag_confirmed_.end() ? it->second : static_cast<uint64_t>(std::max<int64_t>(0, local.info.created_ms));
@@ -121,11 +122,12 @@ void PullThrough::local_manifest(const Route& r, const std::string& reference, b
 void PullThrough::manifest(const Route& r, const std::string& reference, bool want_bytes, ManifestDone done) {
   local_manifest(r, reference, want_bytes, [this, r, reference, want_bytes, done](Result<ManifestResult> local) mutable {
     if (local) {
+      // Invariant 5: while the parent is offline nobody waits on it, and
+      // every answer says it came from an offline cache.
+      if (r.upstream->offline()) return done(offline_answer(r, reference, std::move(*local)));
       if (looks_like_digest(reference)) return done(std::move(local));  // immutable: never revalidated
       auto it = tag_checked_.find(tag_key(r, reference));
       if (it != tag_checked_.end() && uv_now(loop_) - it->second < opts_.tag_ttl_ms) return done(std::move(local));
-      // Invariant 5: while the parent is offline nobody waits on it.
-      if (r.upstream->offline()) return done(offline_answer(r, reference, std::move(*local)));
       return revalidate(r, reference, std::move(*local), want_bytes, std::move(done));
     }
     Errc c = local.error().code;
@@ -150,6 +152,12 @@ void PullThrough::revalidate(const Route& r, const std::string& tag, ManifestRes
     bool answered = false;
   };
   auto w = std::make_shared<Waiter>(Waiter{std::move(done), std::move(local)});
+  const uint64_t now_loop = uv_now(loop_);
+  if (auto st = reval_started_.find(key);
+      st != reval_started_.end() && now_loop - st->second.second > opts_.revalidate_wait_ms) {
+    manifest_waiters_.erase(key);  // its waiters were answered by their timers
+    reval_started_.erase(st);
+  }
   auto& waiters = manifest_waiters_[key];
   waiters.push_back([this, r, tag, w](Result<ManifestResult> fresh) {
     if (w->answered) return;
@@ -166,6 +174,8 @@ void PullThrough::revalidate(const Route& r, const std::string& tag, ManifestRes
   });
   if (waiters.size() > 1) return;  // a HEAD for this tag is already on its way
 
+  const uint64_t gen = ++reval_generation_;
+  reval_started_[key] = {gen, now_loop};
   stats_.revalidations++;
   const std::string local_digest = w->local.info.digest.str();
   auto remote_digest = std::make_shared<std::string>();
@@ -178,8 +188,11 @@ void PullThrough::revalidate(const Route& r, const std::string& tag, ManifestRes
         return true;
       },
       nullptr,
-      [this, r, tag, key, want_bytes, local_digest, remote_digest, status](Status st) {
-        auto finish = [this, key](Result<ManifestResult> res) {
+      [this, r, tag, key, gen, want_bytes, local_digest, remote_digest, status](Status st) {
+        auto finish = [this, key, gen](Result<ManifestResult> res) {
+          auto started = reval_started_.find(key);
+          if (started == reval_started_.end() || started->second.first != gen) return;  // replaced
+          reval_started_.erase(started);
           auto list = std::move(manifest_waiters_[key]);
           manifest_waiters_.erase(key);
           for (auto& fn : list) fn(res.ok() ? Result<ManifestResult>(*res) : Result<ManifestResult>(res.error()));
@@ -284,8 +297,11 @@ void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr&
     // A fill that knows the size answers the HEAD; otherwise ask the parent.
     if (it == fills_.end() || !it->second->total()) {
       if (r.upstream->offline()) {
+        // A HEAD is how pushing clients ask "do you have it?": "no" lets a
+        // push go on while the parent is away (a GET miss still says 503).
         stats_.offline_misses++;
-        return ex->respond_error(offline_error(r.upstream));
+        ex->add_header("Outpost-Cache", "offline");
+        return ex->respond_error(Errc::BlobUnknown, d.str() + " (parent offline, not cached here)");
       }
       return head_blob(r, d, ex);
     }

@@ -100,6 +100,12 @@ class PullThrough {
   std::vector<std::unique_ptr<upstream::RegistryClient>> named_;
   std::unordered_map<std::string, std::shared_ptr<Fill>> fills_;                 ///< digest -> Fill
   std::unordered_map<std::string, std::vector<ManifestDone>> manifest_waiters_;  ///< coalesced fetches
+  /// Revalidations in flight: key -> (generation, loop ms started). A HEAD
+  /// older than revalidate_wait is not joined: it may be stuck on a parent
+  /// that has since come back; a new one replaces it (its own waiters were
+  /// all answered by their timers already).
+  std::unordered_map<std::string, std::pair<uint64_t, uint64_t>> reval_started_;
+  uint64_t reval_generation_ = 0;
   std::unordered_map<std::string, uint64_t> tag_checked_;                       ///< local_repo:tag -> loop ms
   std::unordered_map<std::string, uint64_t> tag_confirmed_;                     ///< local_repo:tag -> wall ms
   PullStats stats_;

@@ -496,7 +496,12 @@ void ServerConn::flush() {
         iov[cnt].iov_base = it->bytes.data() + it->off;
         iov[cnt].iov_len = it->bytes.size() - it->off;
       }
-      n = ::writev(fd_, iov, static_cast<int>(cnt));
+      // sendmsg rather than writev for MSG_NOSIGNAL: a peer that left must
+      // give EPIPE, not kill a process that did not ignore SIGPIPE.
+      msghdr mh{};
+      mh.msg_iov = iov;
+      mh.msg_iovlen = cnt;
+      n = ::sendmsg(fd_, &mh, MSG_NOSIGNAL);
       if (n < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) { write_blocked_ = true; break; }
