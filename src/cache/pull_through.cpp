@@ -32,23 +32,6 @@ Error offline_error(const upstream::RegistryClient* u) {
                                               "' is unreachable and this content is not cached here");
 }
 
-/// A one-shot timer owned by its callback's closure.
-void after_ms(uv_loop_t* loop, uint64_t ms, std::function<void()> fn) {
-  struct T {
-    uv_timer_t t;
-    std::function<void()> fn;
-  };
-  auto* t = new T{{}, std::move(fn)};
-  uv_timer_init(loop, &t->t);
-  t->t.data = t;
-  uv_timer_start(&t->t, [](uv_timer_t* h) {
-    auto* self = static_cast<T*>(h->data);
-    auto fn = std::move(self->fn);
-    uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* x) { delete static_cast<T*>(x->data); });
-    fn();
-  }, ms, 0);
-}
-
 Error upstream_failure(const upstream::RegistryClient* u, const Error& e) {
   if (e.code == Errc::UpstreamError || e.code == Errc::UpstreamUnavailable) return e;
   return Error(Errc::UpstreamUnavailable, "parent registry '" + u->options().name + "' unreachable: " + e.message());
@@ -58,7 +41,28 @@ Error upstream_failure(const upstream::RegistryClient* u, const Error& e) {
 PullThrough::PullThrough(uv_loop_t* loop, store::Store* store, PullOptions opts)
     : loop_(loop), store_(store), opts_(opts) {}
 
-PullThrough::~PullThrough() = default;
+PullThrough::~PullThrough() {
+  // Revalidation-wait timers still pending at exit: close them so their
+  // memory (and the client answers they hold) is released by the loop.
+  for (Timer* t : timers_) {
+    t->fn = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&t->t), [](uv_handle_t* x) { delete static_cast<Timer*>(x->data); });
+  }
+}
+
+void PullThrough::after_ms(uint64_t ms, std::function<void()> fn) {
+  auto* t = new Timer{{}, std::move(fn), this};
+  uv_timer_init(loop_, &t->t);
+  t->t.data = t;
+  timers_.insert(t);
+  uv_timer_start(&t->t, [](uv_timer_t* h) {
+    auto* self = static_cast<Timer*>(h->data);
+    self->owner->timers_.erase(self);
+    auto fn = std::move(self->fn);
+    uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* x) { delete static_cast<Timer*>(x->data); });
+    if (fn) fn();
+  }, ms, 0);
+}
 
 std::vector<const upstream::RegistryClient*> PullThrough::upstreams() const {
   std::vector<const upstream::RegistryClient*> out;
@@ -166,7 +170,7 @@ void PullThrough::revalidate(const Route& r, const std::string& tag, ManifestRes
     if (fresh.error().code == Errc::Ok) return w->done(std::move(w->local));  // confirmed unchanged
     w->done(offline_answer(r, tag, std::move(w->local)));
   });
-  after_ms(loop_, opts_.revalidate_wait_ms, [this, r, tag, w] {
+  after_ms(opts_.revalidate_wait_ms, [this, r, tag, w] {
     if (w->answered) return;
     w->answered = true;
     r.upstream->suspect();

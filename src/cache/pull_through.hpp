@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "base/digest.hpp"
@@ -92,6 +93,14 @@ class PullThrough {
   void head_blob(const Route& r, const Digest& d, const http::ExchangePtr& ex);
   std::string tag_key(const Route& r, const std::string& tag) const { return r.local_repo + ":" + tag; }
   ManifestResult offline_answer(const Route& r, const std::string& tag, ManifestResult local);
+  /// One-shot timer; closed by the destructor if still pending.
+  void after_ms(uint64_t ms, std::function<void()> fn);
+  struct Timer {
+    uv_timer_t t;
+    std::function<void()> fn;
+    PullThrough* owner;
+  };
+  std::unordered_set<Timer*> timers_;
 
   uv_loop_t* loop_;
   store::Store* store_;

@@ -38,7 +38,14 @@ void Exchange::detach_() {
       cb();
     }
   }
+  // The body reader hears the end exactly once, even when the response went
+  // out before the body did. Dropping every callback also breaks the cycles
+  // handlers make by capturing the ExchangePtr in them.
+  if (body_reader_set_flag_ && !body_done_) on_body_end_(Error(Errc::Cancelled, "the exchange ended before its body"));
+  on_data_ = nullptr;
+  on_end_ = nullptr;
   on_drain_ = nullptr;
+  on_abort_ = nullptr;
 }
 
 void Exchange::on_body_end_(Status s) {

@@ -46,8 +46,9 @@ bool Health::on_probe(bool answered, uint64_t now_ms) {
     // The probe is the cheapest request a registry answers; when even that
     // fails, waiting on the parent is pointless: open at once.
     consecutive_failures_ = std::max(consecutive_failures_, kFailuresToOpen);
+    // The first retry after opening comes after the minimum; later ones back off.
+    if (state_ == Connectivity::Offline) backoff_ms_ = std::min(backoff_ms_ * 2, kMaxBackoffMs);
     set(Connectivity::Offline);
-    backoff_ms_ = std::min(backoff_ms_ * 2, kMaxBackoffMs);
   }
   return before != state_;
 }
