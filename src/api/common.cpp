@@ -60,6 +60,18 @@ std::string local_repo(const std::optional<cache::Route>& route, const http::Exc
   return route ? route->local_repo : ex->params().name;
 }
 
+void read_body(const http::ExchangePtr& ex, BodyChunkFn on_data, BodyEndFn on_end) {
+  // The connection holds the exchange while it delivers body events.
+  std::weak_ptr<http::Exchange> w = ex;
+  ex->read_body(
+      [w, on_data = std::move(on_data)](std::string_view chunk) {
+        if (auto e = w.lock()) on_data(e, chunk);
+      },
+      [w, on_end = std::move(on_end)](Status s) {
+        if (auto e = w.lock()) on_end(e, std::move(s));
+      });
+}
+
 std::string blob_location(const std::string& name, const Digest& d) { return "/v2/" + name + "/blobs/" + d.str(); }
 std::string manifest_location(const std::string& name, const Digest& d) {
   return "/v2/" + name + "/manifests/" + d.str();

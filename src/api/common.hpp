@@ -40,6 +40,15 @@ std::optional<cache::Route> pull_route(ApiContext& ctx, const http::ExchangePtr&
 /// Where this request's content lives locally (the route's local name).
 std::string local_repo(const std::optional<cache::Route>& route, const http::ExchangePtr& ex);
 
+/// ex->read_body, handing the exchange to the callbacks instead of letting
+/// them capture it: the Exchange stores its body callbacks, so a callback
+/// holding the ExchangePtr (directly or through a continuation) is a cycle
+/// that leaks the exchange and its buffered body whenever the body never
+/// ends because the answer came first. Callbacks must not capture `ex`.
+using BodyChunkFn = std::function<void(const http::ExchangePtr&, std::string_view)>;
+using BodyEndFn = std::function<void(const http::ExchangePtr&, Status)>;
+void read_body(const http::ExchangePtr& ex, BodyChunkFn on_data, BodyEndFn on_end);
+
 /// Runs `job(store)` on the work pool (the store's [sync] calls fsync and
 /// the metadata connection is shared), then `done(result)` on the loop.
 template <typename T>

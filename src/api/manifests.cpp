@@ -119,17 +119,18 @@ void handle_manifest_put(ApiContext& ctx, const http::ExchangePtr& ex) {
                                                          " bytes exceeds the limit of " + std::to_string(limit));
   auto body = std::make_shared<std::string>();
   ApiContext* c = &ctx;
-  ex->read_body(
-      [ex, body, limit](std::string_view chunk) {
+  read_body(
+      ex,
+      [body, limit](const http::ExchangePtr& ex, std::string_view chunk) {
         if (ex->responded()) return;
         if (body->size() + chunk.size() > limit) {
-          body->clear();
+          std::string().swap(*body);  // release the buffer now, not when the exchange goes
           return ex->respond_error(Errc::ManifestTooLarge,
                                    "manifest exceeds the limit of " + std::to_string(limit) + " bytes");
         }
         body->append(chunk);
       },
-      [ex, body, c](Status st) {
+      [body, c](const http::ExchangePtr& ex, Status st) {
         if (ex->responded()) return;
         // The transport's own error: 408 for a stalled body, 400 for a malformed one.
         if (!st) return ex->respond_error(st.error());

@@ -57,8 +57,10 @@ void respond_bad_offset(ApiContext& ctx, const http::ExchangePtr& ex, const std:
 /// Streams the request body into session `id` from `offset`, then calls
 /// `then(new_offset)` once the whole body is in (not yet durable), or
 /// `failed()` (when set) after answering an error.
+using Continue = std::function<void(const http::ExchangePtr&, uint64_t)>;
+
 void body_to_upload(ApiContext& ctx, const http::ExchangePtr& ex, std::string name, std::string id, uint64_t offset,
-                    std::function<void(uint64_t)> then, std::function<void()> failed = {}) {
+                    Continue then, std::function<void()> failed = {}) {
   struct State {
     uint64_t offset;
     bool failed = false;
@@ -66,8 +68,9 @@ void body_to_upload(ApiContext& ctx, const http::ExchangePtr& ex, std::string na
   auto st = std::make_shared<State>(State{offset});
   store::Store* store = ctx.store;
   ApiContext* c = &ctx;
-  ex->read_body(
-      [ex, st, store, c, name, id](std::string_view chunk) {
+  read_body(
+      ex,
+      [st, store, c, name, id](const http::ExchangePtr& ex, std::string_view chunk) {
         if (st->failed || ex->responded()) return;
         auto r = store->append_upload(name, id, st->offset, chunk);
         if (!r) {
@@ -77,9 +80,9 @@ void body_to_upload(ApiContext& ctx, const http::ExchangePtr& ex, std::string na
         }
         st->offset = *r;
       },
-      [ex, st, id, then = std::move(then), failed = std::move(failed)](Status s) {
+      [st, then = std::move(then), failed = std::move(failed)](const http::ExchangePtr& ex, Status s) {
         if (!st->failed && !ex->responded()) {
-          if (s) return then(st->offset);
+          if (s) return then(ex, st->offset);
           // The client left, stalled (408) or sent a malformed body (400): what
           // arrived stays in the session (GET shows the offset) for a resume.
           ex->respond_error(s.error());
@@ -152,7 +155,10 @@ void new_session(ApiContext& ctx, const http::ExchangePtr& ex, std::optional<Dig
         // The client never learns a monolithic session's id: if its body
         // fails, drop the session now rather than at the upload TTL.
         body_to_upload(
-            *c, ex, name, id, 0, [c, ex, name, id, d = *monolithic](uint64_t) { commit_and_respond(*c, ex, name, id, d); },
+            *c, ex, name, id, 0,
+            [c, name, id, d = *monolithic](const http::ExchangePtr& ex, uint64_t) {
+              commit_and_respond(*c, ex, name, id, d);
+            },
             [c, name, id] {
               store_job<bool>(
                   *c,
@@ -207,7 +213,7 @@ void handle_upload_patch(ApiContext& ctx, const http::ExchangePtr& ex) {
   const std::string name = ex->params().name, id = ex->params().uuid;
   ApiContext* c = &ctx;
   start_offset(ctx, ex, [c, ex, name, id](uint64_t offset) {
-    body_to_upload(*c, ex, name, id, offset, [c, ex, name, id](uint64_t) {
+    body_to_upload(*c, ex, name, id, offset, [c, name, id](const http::ExchangePtr& ex, uint64_t) {
       store_job<uint64_t>(
           *c, [name, id](store::Store& s) { return s.flush_upload(name, id); },
           [ex, name, id](Result<uint64_t> r) {
@@ -229,7 +235,7 @@ void handle_upload_put(ApiContext& ctx, const http::ExchangePtr& ex) {
   ApiContext* c = &ctx;
   start_offset(ctx, ex, [c, ex, name, id, d = *d](uint64_t offset) {
     body_to_upload(*c, ex, name, id, offset,
-                   [c, ex, name, id, d](uint64_t) { commit_and_respond(*c, ex, name, id, d); });
+                   [c, name, id, d](const http::ExchangePtr& ex, uint64_t) { commit_and_respond(*c, ex, name, id, d); });
   });
 }
 
