@@ -892,10 +892,9 @@ TEST_CASE("client: the progress deadline fails a body that stops", "[http][clien
 }
 
 // The progress deadline must govern the body from the moment the head has
-// been parsed. client.cpp's do_read arms the timer *before* feeding the bytes,
-// with first_byte_ms while no status is known yet; when the head (and maybe
-// some body) arrives in one read and the body then stalls, the call waits
-// first_byte_ms instead of progress_ms.
+// been parsed (regression: do_read once armed the timer *before* feeding the
+// bytes, with first_byte_ms while no status was known, so a body stalling
+// right after a head that arrived in one read waited first_byte_ms).
 TEST_CASE("client: a body stalling right after the head fails after progress_ms, not first_byte_ms",
           "[http][client][deadline]") {
   HttpTestServer srv([](ScriptConn& c, const SeenRequest&) {

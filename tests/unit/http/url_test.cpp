@@ -190,10 +190,9 @@ TEST_CASE("Url::parse: a fragment is not part of the target", "[http][url]") {
   CHECK(u.target == "/v2/x?sig=1");
 }
 
-// RFC 3986 §4.3/§5.2.2: a reference with a scheme is absolute. url.cpp's
-// resolve() only recognises lowercase "http://" and "https://", so any other
-// scheme (or an uppercase one) is treated as a relative path and glued onto
-// the base path.
+// RFC 3986 §4.3/§5.2.2: a reference with a scheme is absolute, and schemes
+// are case-insensitive (regression: resolve() once knew only lowercase
+// "http://"/"https://" and glued anything else onto the base path).
 TEST_CASE("Url::resolve: a Location with another scheme is not a relative path", "[http][url]") {
   Url base = must_parse("http://h/v2/a/blobs/x");
   auto ftp = base.resolve("ftp://elsewhere/x");
