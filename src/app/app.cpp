@@ -42,9 +42,13 @@ App::App(Config cfg) : impl_(std::make_unique<Impl>()) { impl_->cfg = std::move(
 
 App::~App() {
   // Order: the server (and its connections) before the store they use.
+  // Same order as the end of run(): stop upstream work, cancel calls, let
+  // their store jobs deliver, then free the cache and the store.
   impl_->server.reset();
-  impl_->pull.reset();
+  if (impl_->pull) impl_->pull->shutdown();
   impl_->http_clients.clear();
+  while (uv::pending_work() > 0) uv_run(impl_->loop.get(), UV_RUN_ONCE);
+  impl_->pull.reset();
   impl_->store.reset();
 }
 
