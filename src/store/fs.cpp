@@ -141,5 +141,20 @@ Result<int64_t> mtime_ms(const std::string& path) {
   return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1000000;
 }
 
+Result<std::vector<std::string>> list_dir(const std::string& dir) {
+  std::vector<std::string> names;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    if (errno == ENOENT) return names;
+    return errno_error("opendir", dir, errno);
+  }
+  while (dirent* e = ::readdir(d)) {
+    std::string_view n(e->d_name);
+    if (n != "." && n != "..") names.emplace_back(n);
+  }
+  ::closedir(d);
+  return names;
+}
+
 }  // namespace fs
 }  // namespace outpost::store

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/result.hpp"
 
@@ -67,6 +68,9 @@ Result<bool> remove_file(const std::string& path);
 Status remove_flat_dir(const std::string& path);
 /// Size of a regular file, or Errc::NotFound when absent.
 Result<uint64_t> file_size(const std::string& path);
+/// Names in a directory (without "." and ".."); empty when it does not exist.
+/// Collected whole first so callers can remove entries without racing readdir.
+Result<std::vector<std::string>> list_dir(const std::string& dir);
 /// Whether a path exists (lstat).
 bool exists(const std::string& path);
 /// mtime in milliseconds since the epoch (lstat), Errc::NotFound when absent.

@@ -95,17 +95,9 @@ Status expire_uploads(const GcTargets& t, const GcOptions& o, int64_t now, GcRep
 
 Result<size_t> sweep_temp_dir(const Layout& layout, int64_t cutoff_ms) {
   const std::string dir = layout.tmp_dir();
-  std::vector<std::string> names;
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) {
-    if (errno == ENOENT) return size_t{0};
-    return fs::errno_error("opendir", dir, errno);
-  }
-  while (dirent* e = ::readdir(d)) {
-    std::string_view n(e->d_name);
-    if (n != "." && n != "..") names.emplace_back(n);
-  }
-  ::closedir(d);
+  auto listed = fs::list_dir(dir);
+  if (!listed) return std::move(listed).error();
+  const std::vector<std::string>& names = *listed;
   size_t removed = 0;
   for (const auto& n : names) {
     const std::string path = dir + "/" + n;

@@ -325,19 +325,9 @@ Result<size_t> Uploads::sweep_orphans(int64_t cutoff_ms) {
   const std::string dir = layout_.uploads_dir();
   // Collect names first (bounded by the uploads directory, not by blobs), so
   // that removal does not race readdir.
-  std::vector<std::string> names;
-  {
-    DIR* d = ::opendir(dir.c_str());
-    if (d == nullptr) {
-      if (errno == ENOENT) return size_t{0};
-      return fs::errno_error("opendir", dir, errno);
-    }
-    while (dirent* e = ::readdir(d)) {
-      std::string_view n(e->d_name);
-      if (n != "." && n != "..") names.emplace_back(n);
-    }
-    ::closedir(d);
-  }
+  auto listed = fs::list_dir(dir);
+  if (!listed) return std::move(listed).error();
+  const std::vector<std::string>& names = *listed;
   size_t removed = 0;
   for (const auto& name : names) {
     auto id = UploadId::parse(name);
