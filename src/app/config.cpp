@@ -602,15 +602,35 @@ std::string dump_config(const Config& c) {
     out += ")";
   }
   out += "\n";
+  // [[upstream]] tables follow [parent], as in conf/outpost.toml: each one
+  // with every "parent.*" key, read through a scratch Config's parent part.
+  auto dump_upstreams = [&] {
+    if (c.upstreams.empty()) {
+      out += "\n# [[upstream]]: none (each would take the keys of [parent])\n";
+      return;
+    }
+    for (const UpstreamConfig& u : c.upstreams) {
+      Config scratch;
+      scratch.parent = u;
+      out += "\n[[upstream]]\n";
+      for (const Setting& s : kSettings) {
+        constexpr std::string_view kParent = "parent";
+        if (section_of(s.key) != kParent) continue;
+        out += cat({s.key.substr(kParent.size() + 1), " = ", to_toml(s, s.load(scratch)), "\n"});
+      }
+    }
+  };
   std::string_view current;
   for (const Setting& s : kSettings) {
     std::string_view sec = section_of(s.key);
     if (sec != current) {
+      if (current == "parent") dump_upstreams();
       out += cat({"\n[", sec, "]\n"});
       current = sec;
     }
     out += cat({"# ", s.help, "\n", s.key.substr(sec.size() + 1), " = ", to_toml(s, s.load(c)), "\n"});
   }
+  if (current == "parent") dump_upstreams();
   return out;
 }
 

@@ -21,16 +21,22 @@ struct ServerConfig {
   uint64_t body_timeout_ms = 30'000;       ///< longest pause in a request body
   uint64_t write_timeout_ms = 60'000;      ///< longest time a client may stop reading a response
   uint64_t shutdown_timeout_ms = 30'000;   ///< in-flight grace on SIGTERM
+
+  bool operator==(const ServerConfig&) const = default;
 };
 
 struct StorageConfig {
   std::string root = "var/outpost";        ///< relative paths are relative to the working directory
+
+  bool operator==(const StorageConfig&) const = default;
 };
 
 struct RegistryConfig {
   std::string name = "outpost";
   std::string mode = "ReadWrite";          ///< "ReadWrite" or "ReadOnly"
   uint64_t max_manifest_bytes = 4 * 1024 * 1024;
+
+  bool operator==(const RegistryConfig&) const = default;
 };
 
 /// A registry Outpost pulls through from: the parent ([parent]) or a named
@@ -45,15 +51,21 @@ struct UpstreamConfig {
   bool offline = false;              ///< never contact it: serve only what is held (air-gapped)
   uint64_t connect_timeout_ms = 10'000;
   uint64_t timeout_ms = 30'000;      ///< first byte of a response, and longest pause in a body
+
+  bool operator==(const UpstreamConfig&) const = default;
 };
 
 struct CacheConfig {
   uint64_t tag_ttl_ms = 60'000;      ///< a cached tag is revalidated with the parent at most this often
   uint64_t revalidate_wait_ms = 1'000;  ///< longest a client waits on a tag revalidation before the cached tag is served
+
+  bool operator==(const CacheConfig&) const = default;
 };
 
 struct LogConfig {
   log::Level level = log::Level::Info;
+
+  bool operator==(const LogConfig&) const = default;
 };
 
 struct Config {
@@ -65,6 +77,8 @@ struct Config {
   CacheConfig cache;
   LogConfig log;
   std::string source;  ///< file name it came from, or "<embedded default>"
+
+  bool operator==(const Config&) const = default;
 };
 
 /// The embedded default (conf/outpost.toml as built into the binary).

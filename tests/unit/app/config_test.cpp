@@ -330,3 +330,60 @@ TEST_CASE("parent and [[upstream]] tables", "[config]") {
   REQUIRE_FALSE(badbool.ok());
   CHECK(badbool.error().detail == "t.toml:2: parent.insecure: expected true or false, got a string");
 }
+
+// Issue #13: `outpost config` left out the [[upstream]] tables, so its output
+// re-parsed to a config without mirrors.
+TEST_CASE("dump_config prints [[upstream]] tables and re-parses to the same config", "[config]") {
+  Config c;
+  c.parent.url = "https://parent.example:5000";
+  UpstreamConfig hub;
+  hub.name = "docker.io";
+  hub.url = "https://registry-1.docker.io";
+  hub.token_file = "/etc/outpost/hub \"token\"";
+  hub.ca_file = "/etc/outpost/ca.pem";
+  hub.insecure = true;
+  hub.library_prefix = true;
+  hub.offline = true;
+  hub.connect_timeout_ms = 1500;
+  hub.timeout_ms = 7'200'000;
+  UpstreamConfig quay;  // every other key at its default
+  quay.name = "quay.io";
+  quay.url = "https://quay.io";
+  c.upstreams = {hub, quay};
+  c.source = "x.toml";
+
+  const std::string text = dump_config(c);
+  // Valid TOML whose upstream array holds both tables with every key.
+  toml::table t = toml::parse(text);
+  const toml::array* ups = t["upstream"].as_array();
+  REQUIRE(ups);
+  REQUIRE(ups->size() == 2);
+  CHECK((*ups)[0].as_table()->size() == 9);
+  CHECK((*ups)[1].as_table()->size() == 9);
+  CHECK(t["upstream"][0]["name"].value<std::string>() == "docker.io");
+  CHECK(t["upstream"][0]["timeout"].value<std::string>() == "2h");
+  CHECK(t["upstream"][1]["library_prefix"].value<bool>() == false);
+  CHECK(t["upstream"][1]["connect_timeout"].value<std::string>() == "10s");
+
+  auto back = parse_config(text, "x.toml");
+  REQUIRE(back.ok());
+  REQUIRE(back->upstreams.size() == 2);
+  CHECK(back->upstreams[0] == hub);
+  CHECK(back->upstreams[1] == quay);
+  CHECK(*back == c);
+  CHECK(dump_config(*back) == text);
+
+  // The [[upstream]] tables come right after [parent], as in conf/outpost.toml.
+  CHECK(text.find("[parent]") < text.find("[[upstream]]"));
+  CHECK(text.find("[[upstream]]") < text.find("[cache]"));
+}
+
+TEST_CASE("dump_config without upstreams says so and re-parses to none", "[config]") {
+  Config d;
+  const std::string text = dump_config(d);
+  CHECK(text.find("\n# [[upstream]]: none") != std::string::npos);
+  auto back = parse_config(text, "");
+  REQUIRE(back.ok());
+  CHECK(back->upstreams.empty());
+  CHECK(*back == d);
+}
