@@ -3,36 +3,15 @@
 // with offset checks, PUT ?digest= appends the last bytes and commits, GET
 // reports progress, DELETE cancels. Bodies stream into the session file
 // chunk by chunk: memory stays flat whatever the blob size.
-#include <charconv>
 #include <memory>
 
 #include "api/common.hpp"
 #include "api/handlers.hpp"
+#include "http/range.hpp"
 
 namespace outpost::api {
 
 namespace {
-
-struct ContentRange {
-  uint64_t start = 0, end = 0;
-};
-
-// "<start>-<end>" as the spec's PATCH Content-Range (also tolerates a "bytes " prefix).
-std::optional<ContentRange> parse_content_range(std::string_view v) {
-  if (v.substr(0, 6) == "bytes ") v.remove_prefix(6);
-  size_t slash = v.find('/');
-  if (slash != std::string_view::npos) v = v.substr(0, slash);
-  size_t dash = v.find('-');
-  if (dash == std::string_view::npos) return std::nullopt;
-  ContentRange r;
-  auto a = v.substr(0, dash), b = v.substr(dash + 1);
-  auto [p1, e1] = std::from_chars(a.data(), a.data() + a.size(), r.start);
-  auto [p2, e2] = std::from_chars(b.data(), b.data() + b.size(), r.end);
-  if (a.empty() || b.empty() || e1 != std::errc() || e2 != std::errc() || p1 != a.data() + a.size() ||
-      p2 != b.data() + b.size() || r.end < r.start)
-    return std::nullopt;
-  return r;
-}
 
 void add_upload_headers(const http::ExchangePtr& ex, const std::string& name, const std::string& id, uint64_t offset) {
   ex->add_header("Location", upload_location(name, id));
@@ -115,7 +94,7 @@ void start_offset(ApiContext& ctx, const http::ExchangePtr& ex, std::function<vo
           return respond_upload_error(ex, cur.error(), id);
         }
         if (auto cr = ex->req().headers.get("Content-Range")) {
-          auto r = parse_content_range(*cr);
+          auto r = http::parse_content_range(*cr);
           if (!r) return respond_bad_offset(*c, ex, name, id, "malformed Content-Range '" + std::string(*cr) + "'");
           if (r->start != *cur)
             return respond_bad_offset(*c, ex, name, id,

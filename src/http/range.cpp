@@ -53,4 +53,19 @@ RangeResult evaluate_range(std::optional<std::string_view> header, uint64_t size
   return r;
 }
 
+std::optional<ContentRange> parse_content_range(std::string_view v) {
+  if (v.substr(0, 6) == "bytes ") v.remove_prefix(6);
+  size_t slash = v.find('/');
+  if (slash != std::string_view::npos) v = v.substr(0, slash);
+  size_t dash = v.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  ContentRange r;
+  if (!parse_u64(v.substr(0, dash), &r.start) || !parse_u64(v.substr(dash + 1), &r.end) || r.end < r.start)
+    return std::nullopt;
+  // The chunk's length, end - start + 1, must not wrap to 0 (it is checked
+  // against Content-Length): no upload reaches 2^64 - 1 bytes.
+  if (r.end == UINT64_MAX) return std::nullopt;
+  return r;
+}
+
 }  // namespace outpost::http

@@ -3,7 +3,6 @@
 #include <mbedtls/base64.h>
 #include <uv.h>
 
-#include <nlohmann/json.hpp>
 
 #include "base/log.hpp"
 #include "upstream/www_authenticate.hpp"
@@ -289,17 +288,9 @@ void RegistryClient::fetch_token(const UpstreamOpPtr& op, const std::string& rea
         };
         if (!st) return fail(st.error().message());
         if (*status != 200) return fail("status " + std::to_string(*status));
-        auto j = nlohmann::json::parse(*body, nullptr, false);
-        if (j.is_discarded() || !j.is_object()) return fail("response is not JSON");
-        std::string tok;
-        if (j.contains("token") && j["token"].is_string()) tok = j["token"].get<std::string>();
-        else if (j.contains("access_token") && j["access_token"].is_string()) tok = j["access_token"].get<std::string>();
-        if (tok.empty()) return fail("no token in response");
-        int64_t ttl = 60;
-        if (j.contains("expires_in") && j["expires_in"].is_number_integer()) ttl = j["expires_in"].get<int64_t>();
-        if (ttl < 10) ttl = 10;
-        // Refresh a little early so a token never expires mid-request.
-        tokens_[scope_for(op->repo)] = Token{tok, now_ms() + static_cast<uint64_t>(ttl - 5) * 1000};
+        auto grant = parse_token_response(*body);
+        if (!grant) return fail(grant.error().detail);
+        tokens_[scope_for(op->repo)] = Token{std::move(grant->token), now_ms() + grant->lifetime_ms};
         if (scope != scope_for(op->repo)) tokens_[scope] = tokens_[scope_for(op->repo)];
         step(op);
       });

@@ -1,6 +1,9 @@
 #include "upstream/www_authenticate.hpp"
 
+#include <algorithm>
 #include <cctype>
+
+#include <nlohmann/json.hpp>
 
 namespace outpost::upstream {
 
@@ -70,6 +73,28 @@ std::optional<Challenge> parse_challenge(std::string_view s) {
     if (!s.empty() && s.front() == ',') s.remove_prefix(1);
   }
   return c;
+}
+
+Result<TokenGrant> parse_token_response(std::string_view body) {
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Error(Errc::UpstreamError, "response is not JSON");
+  TokenGrant g;
+  auto tok = j.find("token");
+  if (tok == j.end() || !tok->is_string()) tok = j.find("access_token");
+  if (tok != j.end() && tok->is_string()) g.token = tok->get<std::string>();
+  if (g.token.empty()) return Error(Errc::UpstreamError, "no token in response");
+  constexpr int64_t kMinTtl = 10, kMaxTtl = 86'400;
+  int64_t ttl = 60;
+  auto exp = j.find("expires_in");
+  if (exp != j.end() && exp->is_number_integer()) {
+    // nlohmann holds non-negative integers as unsigned; a huge one must not
+    // wrap to a negative ttl (or wrap the expiry time around).
+    ttl = exp->is_number_unsigned() ? static_cast<int64_t>(std::min<uint64_t>(exp->get<uint64_t>(), kMaxTtl))
+                                    : exp->get<int64_t>();
+  }
+  ttl = std::clamp(ttl, kMinTtl, kMaxTtl);
+  g.lifetime_ms = static_cast<uint64_t>(ttl - 5) * 1000;
+  return g;
 }
 
 }  // namespace outpost::upstream

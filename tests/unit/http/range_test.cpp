@@ -109,3 +109,31 @@ TEST_CASE("range: large sizes do not overflow", "[http][range]") {
   check_partial("bytes=1099511627776-", big, 1ull << 40, big - (1ull << 40));
   check_416("bytes=10995116277760-", big);
 }
+
+// parse_content_range: the PATCH Content-Range of chunked uploads (moved here
+// from src/api/uploads.cpp so that it can be fuzzed on its own).
+TEST_CASE("content-range: upload chunk bounds", "[http][range]") {
+  using outpost::http::parse_content_range;
+  auto r = parse_content_range("0-1023");
+  REQUIRE(r);
+  CHECK(r->start == 0);
+  CHECK(r->end == 1023);
+  r = parse_content_range("bytes 1024-2047/4096");
+  REQUIRE(r);
+  CHECK(r->start == 1024);
+  CHECK(r->end == 2047);
+  r = parse_content_range("5-5/*");
+  REQUIRE(r);
+  CHECK(r->end - r->start + 1 == 1);
+  for (const char* bad : {"", "-", "5", "5-", "-5", "6-5", "a-b", "1-2x", " 1-2", "+1-2", "1--2",
+                          "bytes=0-1", "0-18446744073709551616"}) {
+    INFO("Content-Range: " << bad);
+    CHECK_FALSE(parse_content_range(bad));
+  }
+  // The largest end would make the length end - start + 1 wrap to 0, which a
+  // "Content-Length: 0" request then matched.
+  CHECK_FALSE(parse_content_range("0-18446744073709551615"));
+  r = parse_content_range("0-18446744073709551614");
+  REQUIRE(r);
+  CHECK(r->end - r->start + 1 == UINT64_MAX);
+}

@@ -156,3 +156,43 @@ TEST_CASE("www-authenticate: every prefix of a real challenge parses or fails wi
   }
   CHECK(parsed > 0);
 }
+
+// parse_token_response: the token endpoint's JSON (moved out of the registry
+// client so that it can be fuzzed on its own).
+TEST_CASE("token response: token, access_token, expires_in", "[upstream][auth]") {
+  using outpost::upstream::parse_token_response;
+  auto g = parse_token_response(R"({"token":"abc","expires_in":300})");
+  REQUIRE(g.ok());
+  CHECK(g->token == "abc");
+  CHECK(g->lifetime_ms == 295'000);
+  g = parse_token_response(R"({"access_token":"xyz"})");
+  REQUIRE(g.ok());
+  CHECK(g->token == "xyz");
+  CHECK(g->lifetime_ms == 55'000);  // default 60 s
+  g = parse_token_response(R"({"token":7,"access_token":"xyz","expires_in":1})");
+  REQUIRE(g.ok());
+  CHECK(g->token == "xyz");
+  CHECK(g->lifetime_ms == 5'000);  // at least 10 s
+  g = parse_token_response(R"({"token":"t","expires_in":-4})");
+  REQUIRE(g.ok());
+  CHECK(g->lifetime_ms == 5'000);
+  g = parse_token_response(R"({"token":"t","expires_in":1.5e3})");
+  REQUIRE(g.ok());
+  CHECK(g->lifetime_ms == 55'000);  // not an integer: the default
+  // Huge values stay at one day instead of wrapping (before: a ttl above
+  // INT64_MAX read as negative, and (ttl - 5) * 1000 overflowed).
+  for (const char* huge : {R"({"token":"t","expires_in":18446744073709551615})",
+                           R"({"token":"t","expires_in":9223372036854775807})"}) {
+    g = parse_token_response(huge);
+    REQUIRE(g.ok());
+    CHECK(g->lifetime_ms == (86'400 - 5) * 1000);
+  }
+  for (const char* bad : {"", "[]", "\"token\"", "{\"token\":\"\"}", "{\"token\":null}", "{}", "{\"token\":\"a\""}) {
+    INFO("body: " << bad);
+    auto r = parse_token_response(bad);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == outpost::Errc::UpstreamError);
+  }
+  CHECK(parse_token_response("[]").error().detail == "response is not JSON");
+  CHECK(parse_token_response("{}").error().detail == "no token in response");
+}
