@@ -62,10 +62,12 @@ bool Router::match_route(const Route& r, const std::vector<std::string_view>& se
   for (size_t k = 0; k < after; ++k)
     if (!match_seg(r.segments[np - 1 - k], segs[ns - 1 - k], out)) return false;
   // The name is the run of segments between the fixed prefix and suffix.
+  // Empty components ("a//b", "a/", "/a", "") are kept: the path does name
+  // this endpoint, so the handler's name check answers 400 NAME_INVALID
+  // rather than the router a misleading 404 (distribution does the same).
   size_t first = g, last = ns - after;  // [first, last)
   std::string name;
   for (size_t i = first; i < last; ++i) {
-    if (segs[i].empty()) return false;
     if (i > first) name += '/';
     name.append(segs[i]);
   }

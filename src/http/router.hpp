@@ -1,6 +1,7 @@
 // Method + path pattern -> handler. Patterns are data: "/v2/{name}/manifests/{reference}".
 // {name} may span several segments (OCI repository names contain '/'); at most
-// one such parameter per pattern, matched by fixing the segments around it.
+// one such parameter per pattern, matched by fixing the segments around it;
+// it may hold empty components ("a//b"), which the handler must refuse.
 // Other parameters ({reference}, {digest}, {uuid}) are one non-empty segment.
 #pragma once
 #include <string>

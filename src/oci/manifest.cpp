@@ -60,14 +60,24 @@ Result<ParsedManifest> parse_manifest(std::string_view bytes, std::string_view c
     field = mt->get<std::string>();
   }
   ParsedManifest out;
-  if (!field.empty() && !ct.empty() && field != ct && is_manifest_type(ct))
-    return invalid("mediaType '" + field + "' does not match Content-Type '" + ct + "'");
-  if (is_manifest_type(ct)) out.media_type = ct;
-  else if (is_manifest_type(field)) out.media_type = field;
-  else if (field.empty() && j.contains("manifests")) out.media_type = std::string(kOciIndex);
-  else if (field.empty() && j.contains("config") && j.contains("layers")) out.media_type = std::string(kOciManifest);
-  else
-    return invalid("unsupported manifest media type '" + (ct.empty() ? field : ct) + "'");
+  // A Content-Type that is sent must be the manifest's type: the body's
+  // mediaType when it has one, else a manifest type (an OCI manifest may omit
+  // mediaType). Clients (containers/image, docker, oras) send the manifest's
+  // own type or nothing; anything else is a mistake, not a hint to ignore.
+  if (!ct.empty()) {
+    if (!field.empty() && field != ct)
+      return invalid("mediaType '" + field + "' does not match Content-Type '" + ct + "'");
+    if (!is_manifest_type(ct)) return invalid("unsupported manifest media type '" + ct + "'");
+    out.media_type = ct;
+  } else if (is_manifest_type(field)) {
+    out.media_type = field;
+  } else if (field.empty() && j.contains("manifests")) {
+    out.media_type = std::string(kOciIndex);
+  } else if (field.empty() && j.contains("config") && j.contains("layers")) {
+    out.media_type = std::string(kOciManifest);
+  } else {
+    return invalid("unsupported manifest media type '" + field + "'");
+  }
 
   if (is_index_type(out.media_type)) {
     auto ms = j.find("manifests");

@@ -36,8 +36,10 @@ struct ParsedManifest {
 
 /// Validates `bytes` as a manifest sent with `content_type` (may be empty).
 /// MANIFEST_INVALID with a precise detail for: bad JSON, schemaVersion != 2,
-/// a mediaType field that contradicts the Content-Type, malformed descriptors
-/// or digests, unknown manifest media types.
+/// a Content-Type (parameters ignored) that is not the body's mediaType or
+/// not a manifest type, malformed descriptors or digests, unknown manifest
+/// media types. Without a Content-Type the body's mediaType (or, lacking
+/// one, its shape) decides.
 Result<ParsedManifest> parse_manifest(std::string_view bytes, std::string_view content_type);
 
 /// Strips parameters and whitespace: "application/json; charset=utf-8" -> "application/json".

@@ -121,6 +121,8 @@ Result<GcReport> collect_garbage(const GcTargets& t, const GcOptions& opts) {
   if (o.sweep_blob_files) OUTPOST_TRY(sweep_blob_files(t, cutoff, rep));
   OUTPOST_TRY(expire_uploads(t, o, now, rep));
   STORE_ASSIGN(rep.upload_dirs_removed, t.uploads.sweep_orphans(cutoff));
+  // After the expiries: a repository whose only content was a dead session.
+  STORE_ASSIGN(rep.repos_removed, t.meta.delete_empty_repos());
   {
     // Exclusive: one-shot writers hold the lock shared from creating their
     // temp file to its rename, so nothing found here is mid-write. tmp/ only
@@ -131,7 +133,7 @@ Result<GcReport> collect_garbage(const GcTargets& t, const GcOptions& opts) {
   log::info("gc done", " blobs=" + std::to_string(rep.blobs_removed) + " bytes=" +
                            std::to_string(rep.bytes_removed) + " orphans=" +
                            std::to_string(rep.orphan_files_removed) + " uploads_expired=" +
-                           std::to_string(rep.uploads_expired));
+                           std::to_string(rep.uploads_expired) + " empty_repos=" + std::to_string(rep.repos_removed));
   return rep;
 }
 

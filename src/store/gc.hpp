@@ -43,6 +43,7 @@ struct GcReport {
   size_t uploads_expired = 0;     ///< sessions past upload_ttl_ms
   size_t upload_dirs_removed = 0;  ///< uploads/ entries with no session row
   size_t temp_files_removed = 0;  ///< tmp/ leftovers
+  size_t repos_removed = 0;       ///< repository rows holding nothing and no session
 };
 
 /// What GC operates on (all owned by the Store).

@@ -83,11 +83,40 @@ Result<std::optional<Digest>> MetaDb::referencing_manifest_locked(int64_t repo_i
 
 // ---- repositories ---------------------------------------------------------------
 
+namespace {
+// What makes repository row `r` a repository. A row alone is not one: upload
+// sessions need a row to hang on (uploads.repo_id), and a push that then
+// fails (bad digest, cancelled, expired) must not leave a repository behind.
+constexpr std::string_view kRepoHoldsContent =
+    " (EXISTS(SELECT 1 FROM repo_blobs x WHERE x.repo_id = r.id)"
+    "  OR EXISTS(SELECT 1 FROM manifests m WHERE m.repo_id = r.id))";
+}  // namespace
+
+Result<std::optional<int64_t>> MetaDb::existing_repo_locked(std::string_view repo) {
+  std::string q = "SELECT r.id FROM repositories r WHERE r.name = ?1 AND";
+  q += kRepoHoldsContent;
+  STORE_ASSIGN(auto st, db_.prepare(q));
+  st.bind(1, repo);
+  STORE_ASSIGN(bool row, st.step());
+  if (!row) return std::optional<int64_t>();
+  return std::optional<int64_t>(st.col_int(0));
+}
+
 Result<bool> MetaDb::repo_exists(std::string_view repo) {
   OUTPOST_TRY(check_repo_name(repo));
   std::lock_guard lk(mu_);
-  STORE_ASSIGN(auto id, repo_id_locked(repo));
+  STORE_ASSIGN(auto id, existing_repo_locked(repo));
   return id.has_value();
+}
+
+Result<size_t> MetaDb::delete_empty_repos() {
+  std::lock_guard lk(mu_);
+  std::string q = "DELETE FROM repositories AS r WHERE NOT";
+  q += kRepoHoldsContent;
+  q += " AND NOT EXISTS(SELECT 1 FROM uploads u WHERE u.repo_id = r.id)";
+  STORE_ASSIGN(auto st, db_.prepare(q));
+  OUTPOST_TRY(st.run());
+  return static_cast<size_t>(db_.changes());
 }
 
 // ---- blobs ------------------------------------------------------------------------
@@ -178,9 +207,13 @@ Status MetaDb::unlink_blob(std::string_view repo, const Digest& d) {
   STORE_ASSIGN(auto repo_id, repo_id_locked(repo));
   if (!repo_id) return Error(Errc::BlobUnknown, d.str());
   // Deleting a layer out from under a live image would make the image
-  // unpullable while it still lists as present: refuse, as zot does.
+  // unpullable while it still lists as present: refuse, as zot does. The
+  // spec's answer for a delete the registry does not allow is 405
+  // UNSUPPORTED (DENIED would claim an authorization failure).
   STORE_ASSIGN(auto user, referencing_manifest_locked(*repo_id, d));
-  if (user) return Error(Errc::Denied, "blob " + d.str() + " is referenced by manifest " + user->str());
+  if (user)
+    return Error(Errc::Unsupported, "blob " + d.str() + " is still referenced by manifest " + user->str() +
+                                        ": delete the manifest first");
   STORE_ASSIGN(auto del, db_.prepare("DELETE FROM repo_blobs WHERE repo_id = ?1 AND digest = ?2"));
   del.bind(1, *repo_id).bind(2, d.str());
   OUTPOST_TRY(del.run());

@@ -34,8 +34,12 @@ class MetaDb {
   static Result<std::unique_ptr<MetaDb>> open(const std::string& path, Clock clock);
 
   // ---- repositories -----------------------------------------------------
-  /// Whether the repository has a row (any upload, blob or manifest ever).
+  /// Whether the repository holds something (a blob link or a manifest). A
+  /// row made for an upload session alone does not count.
   Result<bool> repo_exists(std::string_view repo);
+  /// Deletes repository rows holding nothing and no upload session (left by
+  /// failed or abandoned pushes, or by deleting everything). Returns how many.
+  Result<size_t> delete_empty_repos();
   /// Repositories holding at least one manifest, lexically, after `last`.
   Result<Page> catalog(const PageRequest& page);
 
@@ -55,8 +59,9 @@ class MetaDb {
   /// Cross-repository mount: links `d` into `to` when `from` may read it
   /// (BlobUnknown otherwise). Returns the blob's size.
   Result<uint64_t> mount_blob(std::string_view from, std::string_view to, const Digest& d, Origin origin);
-  /// Removes the repository's link. BlobUnknown when not linked; Denied when
-  /// a manifest of the repository still references the blob.
+  /// Removes the repository's link. BlobUnknown when not linked; Unsupported
+  /// (detail: the referencing manifest) while a manifest of the repository
+  /// still references the blob.
   Status unlink_blob(std::string_view repo, const Digest& d);
 
   // ---- manifests, tags, referrers (meta_db_manifests.cpp) ---------------
@@ -69,8 +74,8 @@ class MetaDb {
   /// ManifestUnknown when the repository has no such manifest.
   Result<ManifestInfo> get_manifest(std::string_view repo, const Digest& d);
   /// Deletes the manifest, its refs and every tag naming it. ManifestUnknown
-  /// when absent; Denied while another manifest of the repository (an index)
-  /// references it. The bytes stay until GC.
+  /// when absent; Unsupported (detail: the index) while another manifest of
+  /// the repository (an index) references it. The bytes stay until GC.
   Status delete_manifest(std::string_view repo, const Digest& d);
 
   /// Points `tag` at a manifest of the repository (ManifestUnknown otherwise).
@@ -111,6 +116,8 @@ class MetaDb {
   // Helpers that expect mu_ held (and, for writes, a transaction open).
   Result<int64_t> ensure_repo_locked(std::string_view repo);
   Result<std::optional<int64_t>> repo_id_locked(std::string_view repo);
+  /// The id of a repository that exists (repo_exists), else nullopt.
+  Result<std::optional<int64_t>> existing_repo_locked(std::string_view repo);
   Result<bool> readable_locked(int64_t repo_id, const Digest& d);
   Status link_locked(int64_t repo_id, const Digest& d, Origin origin, int64_t now);
   Result<std::optional<Digest>> referencing_manifest_locked(int64_t repo_id, const Digest& d);

@@ -160,9 +160,12 @@ Status MetaDb::delete_manifest(std::string_view repo, const Digest& d) {
   STORE_ASSIGN(auto repo_id, repo_id_locked(repo));
   if (!repo_id) return Error(Errc::ManifestUnknown, d.str());
   // An index that lists this manifest would dangle: refuse until the index
-  // itself is deleted (zot does the same). Referrers (subject) may dangle by spec.
+  // itself is deleted (zot does the same), with 405 UNSUPPORTED as for a
+  // referenced blob. Referrers (subject) may dangle by spec.
   STORE_ASSIGN(auto user, referencing_manifest_locked(*repo_id, d));
-  if (user) return Error(Errc::Denied, "manifest " + d.str() + " is referenced by " + user->str());
+  if (user)
+    return Error(Errc::Unsupported, "manifest " + d.str() + " is still referenced by index " + user->str() +
+                                        ": delete the index first");
   // Tags and refs go with it through ON DELETE CASCADE.
   STORE_ASSIGN(auto del, db_.prepare("DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2"));
   del.bind(1, *repo_id).bind(2, d.str());
@@ -222,7 +225,7 @@ Status MetaDb::delete_tag(std::string_view repo, std::string_view tag) {
 Result<Page> MetaDb::list_tags(std::string_view repo, const PageRequest& page) {
   OUTPOST_TRY(check_repo_name(repo));
   std::lock_guard lk(mu_);
-  STORE_ASSIGN(auto repo_id, repo_id_locked(repo));
+  STORE_ASSIGN(auto repo_id, existing_repo_locked(repo));
   if (!repo_id) return Error(Errc::NameUnknown, std::string(repo));
   if (page.n && *page.n == 0) return Page{};
   // Byte-wise (BINARY) order is the spec's "lexical order" for ASCII tags.

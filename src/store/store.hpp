@@ -71,7 +71,8 @@ class Store {
   /// [sync] Links an already stored blob (any repository) to `repo`.
   Status link_blob(std::string_view repo, const Digest& d, Origin origin);
   /// [sync] DELETE blob: unlinks it from `repo` (bytes go at GC). BlobUnknown
-  /// when not linked; Denied while a manifest of `repo` references it.
+  /// when not linked; Unsupported (405, detail naming the manifest) while a
+  /// manifest of `repo` references it.
   Status delete_blob(std::string_view repo, const Digest& d);
 
   // ---- uploads (semantics in upload.hpp) --------------------------------
@@ -98,8 +99,8 @@ class Store {
   Result<ManifestInfo> resolve_manifest(std::string_view repo, std::string_view reference);
   /// [meta] The manifest's bytes (bounded by max_manifest_bytes).
   Result<std::string> read_manifest(std::string_view repo, const Digest& d);
-  /// [sync] Deletes the manifest and every tag naming it; Denied while an
-  /// index in the repository lists it. Bytes go at GC.
+  /// [sync] Deletes the manifest and every tag naming it; Unsupported (405,
+  /// detail naming the index) while an index in the repository lists it. Bytes go at GC.
   Status delete_manifest(std::string_view repo, const Digest& d);
 
   // ---- tags and listings ------------------------------------------------

@@ -181,13 +181,27 @@ TEST_CASE("media type from Content-Type, the field, or the shape", "[api][manife
   CHECK(accepted(index(""), kOciIndex).media_type == kOciIndex);
   // parameters and whitespace are ignored
   CHECK(accepted(image(), " " + kOciManifest + " ; charset=utf-8").media_type == kOciManifest);
-  // the field alone, or with a Content-Type that names no manifest type
+  // no Content-Type: the field decides (Docker schema 2 carries it in the body)
   CHECK(accepted(image(), "").media_type == kOciManifest);
-  CHECK(accepted(index(), "application/json").media_type == kOciIndex);
-  CHECK(accepted(image(), "application/octet-stream").media_type == kOciManifest);
+  CHECK(accepted(image(kDockerManifest), "").media_type == kDockerManifest);
+  CHECK(accepted(index(kDockerList), "").media_type == kDockerList);
   // neither: the OCI type the document's shape says
   CHECK(accepted(image(""), "").media_type == kOciManifest);
-  CHECK(accepted(index(""), "application/json").media_type == kOciIndex);
+  CHECK(accepted(index(""), "").media_type == kOciIndex);
+}
+
+TEST_CASE("a Content-Type that is not the manifest's type is refused", "[api][manifest]") {
+  // Once stored under the body's type whatever was sent (issue 13): a sent
+  // Content-Type must be the body's mediaType, or a manifest type when the
+  // body has none.
+  for (const std::string ct : {"text/plain", "application/json", "application/octet-stream",
+                               "text/plain; charset=utf-8"}) {
+    INFO(ct);
+    CHECK(rejected(image(), ct).find("does not match") != std::string::npos);
+    CHECK(rejected(index(), ct).find("does not match") != std::string::npos);
+    CHECK(rejected(image(""), ct).find("unsupported manifest media type") != std::string::npos);
+    CHECK(rejected(index(""), ct).find("unsupported manifest media type") != std::string::npos);
+  }
 }
 
 TEST_CASE("a mediaType field that contradicts Content-Type is refused", "[api][manifest]") {

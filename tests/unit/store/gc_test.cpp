@@ -66,7 +66,7 @@ TEST_CASE("gc: manifests keep their own bytes and everything they reference", "[
   REQUIRE(st.put_manifest(m, mbytes).ok());
   // Unlinking is refused while referenced; drop the link via another route:
   // mount into a second repo and delete there, the first link stays anyway.
-  CHECK(st.delete_blob("app", layer).error().code == Errc::Denied);
+  CHECK(st.delete_blob("app", layer).error().code == Errc::Unsupported);
 
   clock.advance_ms(2 * kHour);
   auto r = st.gc();
@@ -183,4 +183,29 @@ TEST_CASE("gc: uploads in progress survive and can still commit", "[store]") {
   REQUIRE(st.delete_blob("app", test::digest_of(data)).ok());
   REQUIRE(st.gc().ok());
   CHECK(st.blobs().contains(test::digest_of(data)));
+}
+
+TEST_CASE("gc: repository rows left by pushes that stored nothing are removed", "[store]") {
+  test::Sandbox sb;
+  test::TestClock clock;
+  auto s = Store::open(sb.root(), test::options(clock));
+  REQUIRE(s.ok());
+  auto& st = **s;
+  const std::string bytes = "kept";
+  REQUIRE(st.put_blob("kept", test::digest_of(bytes), bytes).ok());
+  auto cancelled = st.start_upload("gone");  // a session, then nothing
+  REQUIRE(cancelled.ok());
+  REQUIRE(st.cancel_upload("gone", *cancelled).ok());
+  auto open = st.start_upload("pending");  // a live session keeps its row
+  REQUIRE(open.ok());
+
+  auto r = st.gc();
+  REQUIRE(r.ok());
+  CHECK(r->repos_removed == 1);
+  CHECK(*st.meta().repo_exists("kept"));
+  CHECK(*st.upload_status("pending", *open) == 0);
+  REQUIRE(st.append_upload("pending", *open, 0, bytes).ok());
+  REQUIRE(st.commit_upload("pending", *open, test::digest_of(bytes)).ok());
+  CHECK(*st.meta().repo_exists("pending"));
+  CHECK(st.gc()->repos_removed == 0);
 }

@@ -225,7 +225,8 @@ TEST_CASE("manifests: delete removes tags; an index keeps its children", "[store
 
   auto denied = st.delete_manifest("app", child.manifest);
   REQUIRE_FALSE(denied.ok());
-  CHECK(denied.error().code == Errc::Denied);
+  CHECK(denied.error().code == Errc::Unsupported);
+  CHECK(denied.error().message().find(m.digest.str()) != std::string::npos);
 
   REQUIRE(st.delete_manifest("app", m.digest).ok());
   CHECK(st.get_tag("app", "multi").error().code == Errc::ManifestUnknown);
@@ -252,11 +253,50 @@ TEST_CASE("blob links: mount, delete, referenced blobs are protected", "[store]"
 
   auto denied = st.delete_blob("src", img.layer);
   REQUIRE_FALSE(denied.ok());
-  CHECK(denied.error().code == Errc::Denied);
+  CHECK(denied.error().code == Errc::Unsupported);
+  CHECK(denied.error().message().find(img.manifest.str()) != std::string::npos);
   REQUIRE(st.delete_blob("dst", img.layer).ok());  // no manifest in dst uses it
   CHECK(st.stat_blob("dst", img.layer).error().code == Errc::BlobUnknown);
   CHECK(st.delete_blob("dst", img.layer).error().code == Errc::BlobUnknown);
   CHECK(st.stat_blob("src", img.layer).ok());
+}
+
+TEST_CASE("repositories exist once they hold a blob or a manifest", "[store]") {
+  // tags/list answers NAME_UNKNOWN for a repository that does not exist: a
+  // push that stored nothing (issue 13) must leave it so.
+  test::Sandbox sb;
+  auto s = Store::open(sb.root());
+  REQUIRE(s.ok());
+  auto& st = **s;
+  auto src = push_image(st, "src", "s");
+  auto unknown = [&](const char* label) {
+    INFO(label);
+    CHECK_FALSE(*st.meta().repo_exists("new"));
+    CHECK(st.list_tags("new", {}).error().code == Errc::NameUnknown);
+  };
+  unknown("never touched");
+  auto id = st.start_upload("new");
+  REQUIRE(id.ok());
+  unknown("open upload session");
+  REQUIRE(st.append_upload("new", *id, 0, "wrong").ok());
+  CHECK(st.commit_upload("new", *id, src.layer).error().code == Errc::DigestInvalid);
+  unknown("failed commit");
+  CHECK(st.mount_blob("nowhere", "new", src.layer).error().code == Errc::BlobUnknown);
+  unknown("failed mount");
+  ManifestPut m;
+  m.repo = "new";
+  m.digest = src.manifest;
+  m.media_type = "application/vnd.oci.image.manifest.v1+json";
+  m.refs = {{src.layer, true}};
+  m.tag = "v1";
+  CHECK(st.put_manifest(m, src.manifest_bytes).error().code == Errc::ManifestBlobUnknown);
+  unknown("failed manifest put");
+
+  REQUIRE(st.mount_blob("src", "new", src.layer).ok());
+  CHECK(*st.meta().repo_exists("new"));
+  CHECK(names(st.list_tags("new", {})).empty());
+  REQUIRE(st.delete_blob("new", src.layer).ok());
+  unknown("everything deleted");
 }
 
 TEST_CASE("origin: pushed wins over cached", "[store]") {
