@@ -1,5 +1,6 @@
 // Content identity: the Digest value type ("sha256:<64 hex>") and an
-// incremental SHA-256 over mbedTLS. xxHash is never used for identity.
+// incremental SHA-256 over OpenSSL's libcrypto (digest.cpp says why not
+// mbedTLS). xxHash is never used for identity.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -39,7 +40,8 @@ class Digest {
   size_t colon_ = 0;
 };
 
-/// Incremental SHA-256 (mbedtls_sha256_context owned here).
+/// Incremental SHA-256 (owns an EVP_MD_CTX). Its state lives only in memory:
+/// a resumed upload re-hashes its durable bytes (store/upload.cpp).
 class Sha256 {
  public:
   Sha256();
