@@ -93,6 +93,7 @@ Result<Pushed> push_manifest(store::Store& s, const std::string& name, const std
                              const std::string& bytes, const std::string& content_type) {
   auto parsed = oci::parse_manifest(bytes, content_type);
   if (!parsed) return std::move(parsed).error();
+  OUTPOST_TRY(oci::check_pushed_content_type(*parsed, content_type));
   Digest digest = Digest::sha256_of(bytes);
   if (looks_like_digest(ref) && ref != digest.str())
     return Error(Errc::DigestInvalid, "manifest bytes hash to " + digest.str() + ", not " + ref);

@@ -74,25 +74,14 @@ void body_to_upload(ApiContext& ctx, const http::ExchangePtr& ex, std::string na
 /// against Content-Range when the client sent one; calls `then(offset)`
 /// unless it answered. Runs on the work pool first: after a restart the
 /// session's hash is rebuilt by re-reading its file, which must not stall
-/// the loop (the empty append loads the session and its hash).
+/// the loop (the body's appends then hash incrementally on the loop).
 void start_offset(ApiContext& ctx, const http::ExchangePtr& ex, std::function<void(uint64_t)> then) {
   const std::string name = ex->params().name, id = ex->params().uuid;
   ApiContext* c = &ctx;
   store_job<uint64_t>(
-      ctx,
-      [name, id](store::Store& s) -> Result<uint64_t> {
-        auto cur = s.upload_status(name, id);
-        if (!cur) return cur;
-        auto warm = s.append_upload(name, id, *cur, {});
-        if (!warm) return std::move(warm).error();
-        return *cur;
-      },
+      ctx, [name, id](store::Store& s) { return s.prepare_upload(name, id); },
       [c, ex, name, id, then = std::move(then)](Result<uint64_t> cur) {
-        if (!cur) {
-          if (cur.error().code == Errc::RangeInvalid)  // another request moved the offset meanwhile
-            return respond_bad_offset(*c, ex, name, id, cur.error().message());
-          return respond_upload_error(ex, cur.error(), id);
-        }
+        if (!cur) return respond_upload_error(ex, cur.error(), id);
         if (auto cr = ex->req().headers.get("Content-Range")) {
           auto r = http::parse_content_range(*cr);
           if (!r) return respond_bad_offset(*c, ex, name, id, "malformed Content-Range '" + std::string(*cr) + "'");

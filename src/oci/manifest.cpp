@@ -45,6 +45,14 @@ std::string_view bare_media_type(std::string_view ct) {
   return ct;
 }
 
+Status check_pushed_content_type(const ParsedManifest& m, std::string_view content_type) {
+  // Clients send the manifest's own type (containers/image, docker, oras) or
+  // nothing; any other type is a client mistake, refused rather than ignored.
+  const std::string_view ct = bare_media_type(content_type);
+  if (ct.empty() || ct == m.media_type) return {};
+  return invalid("Content-Type '" + std::string(ct) + "' is not the manifest's media type '" + m.media_type + "'");
+}
+
 Result<ParsedManifest> parse_manifest(std::string_view bytes, std::string_view content_type) {
   json j = json::parse(bytes.begin(), bytes.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return invalid("manifest is not valid JSON");
@@ -60,24 +68,14 @@ Result<ParsedManifest> parse_manifest(std::string_view bytes, std::string_view c
     field = mt->get<std::string>();
   }
   ParsedManifest out;
-  // A Content-Type that is sent must be the manifest's type: the body's
-  // mediaType when it has one, else a manifest type (an OCI manifest may omit
-  // mediaType). Clients (containers/image, docker, oras) send the manifest's
-  // own type or nothing; anything else is a mistake, not a hint to ignore.
-  if (!ct.empty()) {
-    if (!field.empty() && field != ct)
-      return invalid("mediaType '" + field + "' does not match Content-Type '" + ct + "'");
-    if (!is_manifest_type(ct)) return invalid("unsupported manifest media type '" + ct + "'");
-    out.media_type = ct;
-  } else if (is_manifest_type(field)) {
-    out.media_type = field;
-  } else if (field.empty() && j.contains("manifests")) {
-    out.media_type = std::string(kOciIndex);
-  } else if (field.empty() && j.contains("config") && j.contains("layers")) {
-    out.media_type = std::string(kOciManifest);
-  } else {
-    return invalid("unsupported manifest media type '" + field + "'");
-  }
+  if (!field.empty() && !ct.empty() && field != ct && is_manifest_type(ct))
+    return invalid("mediaType '" + field + "' does not match Content-Type '" + ct + "'");
+  if (is_manifest_type(ct)) out.media_type = ct;
+  else if (is_manifest_type(field)) out.media_type = field;
+  else if (field.empty() && j.contains("manifests")) out.media_type = std::string(kOciIndex);
+  else if (field.empty() && j.contains("config") && j.contains("layers")) out.media_type = std::string(kOciManifest);
+  else
+    return invalid("unsupported manifest media type '" + (ct.empty() ? field : ct) + "'");
 
   if (is_index_type(out.media_type)) {
     auto ms = j.find("manifests");

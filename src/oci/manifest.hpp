@@ -36,11 +36,17 @@ struct ParsedManifest {
 
 /// Validates `bytes` as a manifest sent with `content_type` (may be empty).
 /// MANIFEST_INVALID with a precise detail for: bad JSON, schemaVersion != 2,
-/// a Content-Type (parameters ignored) that is not the body's mediaType or
-/// not a manifest type, malformed descriptors or digests, unknown manifest
-/// media types. Without a Content-Type the body's mediaType (or, lacking
-/// one, its shape) decides.
+/// a mediaType field that contradicts the Content-Type, malformed descriptors
+/// or digests, unknown manifest media types.
 Result<ParsedManifest> parse_manifest(std::string_view bytes, std::string_view content_type);
+
+/// A pushed manifest's Content-Type, when one was sent, must name the type
+/// it is stored under: the body's mediaType, or for a body without one a
+/// manifest type (parameters such as "; charset=utf-8" are ignored).
+/// MANIFEST_INVALID otherwise. parse_manifest alone lets a Content-Type that
+/// names no manifest type fall back to the body, which suits fetches from a
+/// parent registry but would store a push under a type the client never sent.
+Status check_pushed_content_type(const ParsedManifest& m, std::string_view content_type);
 
 /// Strips parameters and whitespace: "application/json; charset=utf-8" -> "application/json".
 std::string_view bare_media_type(std::string_view content_type);

@@ -141,6 +141,10 @@ Result<uint64_t> Store::append_upload(std::string_view repo, std::string_view id
   return uploads_->append(repo, id, offset, bytes);
 }
 
+Result<uint64_t> Store::prepare_upload(std::string_view repo, std::string_view id) {
+  return uploads_->prepare(repo, id);
+}
+
 Result<uint64_t> Store::flush_upload(std::string_view repo, std::string_view id) {
   return uploads_->flush(repo, id);
 }

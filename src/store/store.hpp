@@ -79,6 +79,8 @@ class Store {
   Result<std::string> start_upload(std::string_view repo);                      ///< [sync]
   Result<uint64_t> append_upload(std::string_view repo, std::string_view id,    ///< [meta]-ish: pwrite
                                  uint64_t offset, std::string_view bytes);
+  /// [bulk] after a restart or eviction (re-hash); returns the offset.
+  Result<uint64_t> prepare_upload(std::string_view repo, std::string_view id);
   Result<uint64_t> flush_upload(std::string_view repo, std::string_view id);    ///< [sync]
   Result<uint64_t> upload_status(std::string_view repo, std::string_view id);   ///< [meta]
   /// [sync], [bulk] after a restart (re-hash). Failed-commit semantics: upload.hpp.

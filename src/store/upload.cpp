@@ -147,6 +147,7 @@ Status Uploads::ensure_hash_locked(Session& s) {
     off += n;
   }
   s.hash = std::move(h);
+  rehashed_bytes_.fetch_add(off, std::memory_order_relaxed);
   return {};
 }
 
@@ -209,14 +210,28 @@ Result<uint64_t> Uploads::append(std::string_view repo, std::string_view id, uin
   if (offset != s.offset)
     return Error(Errc::RangeInvalid,
                  "upload is at offset " + std::to_string(s.offset) + ", chunk starts at " + std::to_string(offset));
-  OUTPOST_TRY(ensure_hash_locked(s));
   // On a failed write the offset and hash stay put; any partial bytes past
   // the offset are overwritten by the next append or cut at commit/resume.
   OUTPOST_TRY(fs::pwrite_all(s.fd.get(), bytes, s.offset, layout_.upload_data(s.id)));
-  s.hash->update(bytes);
+  // Never re-hash here: append runs on the event loop, and a session that is
+  // not in memory (restart, eviction) would mean re-reading the whole file.
+  // Without a hash the bytes are only written; prepare() or commit(), both
+  // pool work, rebuild the hash from the file.
+  if (s.hash) s.hash->update(bytes);
   s.offset += bytes.size();
   return s.offset;
 }
+
+Result<uint64_t> Uploads::prepare(std::string_view repo, std::string_view id) {
+  STORE_ASSIGN(auto sp, session(id));
+  Session& s = *sp;
+  std::lock_guard lk(s.mu);
+  OUTPOST_TRY(check_repo_locked(s, repo));
+  OUTPOST_TRY(ensure_hash_locked(s));
+  return s.offset;
+}
+
+uint64_t Uploads::rehashed_bytes() const { return rehashed_bytes_.load(std::memory_order_relaxed); }
 
 Result<uint64_t> Uploads::flush(std::string_view repo, std::string_view id) {
   STORE_ASSIGN(auto sp, session(id));

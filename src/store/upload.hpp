@@ -4,6 +4,7 @@
 // records through MetaDb. No libuv: callable from any one thread at a time
 // per session (the loop thread for cheap calls, a pool thread for fsyncs).
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -53,7 +54,20 @@ class Uploads {
   /// with 416). Returns the new offset. Not durable until flush(); feed body
   /// chunks here as they arrive, memory stays constant in the blob size.
   /// BlobUploadUnknown for an unknown id or one belonging to another repo.
+  /// Cost independent of what was uploaded before: it never re-reads the
+  /// file. A session not in memory (after a restart or eviction) is loaded
+  /// (one SQLite read) and, unless prepare() ran, appended to without a hash,
+  /// which commit() then rebuilds.
   Result<uint64_t> append(std::string_view repo, std::string_view id, uint64_t offset, std::string_view bytes);
+
+  /// Loads the session and rebuilds its hash from the file when it is not in
+  /// memory ([bulk]: run it on the work pool before feeding a request body
+  /// to append(), so later appends hash incrementally). Returns the offset.
+  Result<uint64_t> prepare(std::string_view repo, std::string_view id);
+
+  /// Bytes re-read from upload files to rebuild hash state (resumed or
+  /// evicted sessions), since the store opened.
+  uint64_t rehashed_bytes() const;
 
   /// Makes everything appended so far durable (fsync + row update) and
   /// returns the offset. Call before acknowledging a PATCH.
@@ -109,6 +123,7 @@ class Uploads {
   std::shared_mutex& publish_mu_;
   const size_t max_open_;
 
+  std::atomic<uint64_t> rehashed_bytes_{0};
   mutable std::mutex map_mu_;
   std::unordered_map<std::string, SessionPtr> sessions_;
 };

@@ -173,6 +173,47 @@ TEST_CASE("upload: resume after reopen re-hashes and cuts unacknowledged bytes",
   CHECK(test::same_bytes(test::read_fd(blob->fd.get()), data));
 }
 
+TEST_CASE("upload: append never re-reads the file of a session not in memory", "[store]") {
+  // append runs on the event loop as body chunks arrive: rebuilding a resumed
+  // session's hash there would stall every connection for the whole file.
+  // The hash is rebuilt by prepare() (the API runs it on the pool first) or,
+  // failing that, by commit().
+  test::Sandbox sb;
+  const std::string data = test::pattern_bytes(1 << 20, 5);
+  const Digest d = test::digest_of(data);
+  const size_t half = data.size() / 2;
+  std::string with_prepare, without;
+  {
+    auto s = Store::open(sb.root());
+    REQUIRE(s.ok());
+    for (std::string* id : {&with_prepare, &without}) {
+      auto r = (*s)->start_upload("app");
+      REQUIRE(r.ok());
+      *id = *r;
+      REQUIRE((*s)->append_upload("app", *id, 0, std::string_view(data).substr(0, half)).ok());
+      REQUIRE((*s)->flush_upload("app", *id).ok());
+    }
+  }
+  auto s = Store::open(sb.root());
+  REQUIRE(s.ok());
+  auto& st = **s;
+  const std::string_view rest = std::string_view(data).substr(half);
+
+  REQUIRE(*st.append_upload("app", without, half, rest.substr(0, 1000)) == half + 1000);
+  CHECK(st.uploads().rehashed_bytes() == 0);
+  REQUIRE(*st.append_upload("app", without, half + 1000, rest.substr(1000)) == data.size());
+  CHECK(st.uploads().rehashed_bytes() == 0);
+  REQUIRE(st.commit_upload("app", without, d).ok());  // the hash is rebuilt here, whole
+  CHECK(st.uploads().rehashed_bytes() == data.size());
+
+  REQUIRE(*st.prepare_upload("app", with_prepare) == half);
+  CHECK(st.uploads().rehashed_bytes() == data.size() + half);
+  REQUIRE(*st.append_upload("app", with_prepare, half, rest) == data.size());
+  REQUIRE(st.commit_upload("app", with_prepare, d).ok());  // incremental from prepare on
+  CHECK(st.uploads().rehashed_bytes() == data.size() + half);
+  CHECK(*st.stat_blob("app", d) == data.size());
+}
+
 TEST_CASE("upload: simulated crash mid-upload leaves no blob", "[store]") {
   test::Sandbox sb;
   const std::string data = test::pattern_bytes(200000, 3);
