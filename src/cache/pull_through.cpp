@@ -142,12 +142,12 @@ void PullThrough::local_manifest(const Route& r, const std::string& reference, b
 void PullThrough::manifest(const Route& r, const std::string& reference, bool want_bytes, ManifestDone done) {
   local_manifest(r, reference, want_bytes, [this, r, reference, want_bytes, done](Result<ManifestResult> local) mutable {
     if (local) {
-      // What was pushed here is authoritative here (issue #13): never
-      // revalidated against the parent, and never "offline".
-      if (local->info.origin == store::Origin::Pushed) return done(std::move(local));
       // Invariant 5: while the parent is offline nobody waits on it, and
       // every answer says it came from an offline cache.
       if (r.upstream->offline()) return done(offline_answer(r, reference, std::move(*local)));
+      // What was pushed here is authoritative here (issue #13): never
+      // revalidated against the parent.
+      if (local->info.origin == store::Origin::Pushed) return done(std::move(local));
       if (looks_like_digest(reference)) return done(std::move(local));  // immutable: never revalidated
       auto it = tag_checked_.find(tag_key(r, reference));
       if (it != tag_checked_.end() && uv_now(loop_) - it->second < opts_.tag_ttl_ms) return done(std::move(local));
@@ -317,8 +317,13 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
 void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr& ex) {
   if (ex->req().method == http::Method::Head) {
     auto it = fills_.find(d.str());
-    // A fill that knows the size answers the HEAD.
-    if (it != fills_.end() && it->second->total()) return it->second->subscribe(ex, r.local_repo);
+    // A fill that knows the size answers the HEAD; one that does not (a
+    // chunked parent) leaves the size to a HEAD to the parent: the blob is
+    // being pulled from there anyway.
+    if (it != fills_.end()) {
+      if (it->second->total()) return it->second->subscribe(ex, r.local_repo);
+      if (!r.upstream->offline()) return head_blob(r, d, ex);
+    }
     // In ReadWrite mode a HEAD is how pushing clients ask "do you have it?":
     // the answer is about this store, and the parent is asked nothing (a 200
     // from it would make the client skip an upload this registry needs).

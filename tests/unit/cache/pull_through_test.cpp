@@ -504,7 +504,7 @@ TEST_CASE("cache: HEAD during a fill that knows the size is answered by the fill
   env.end();
 }
 
-TEST_CASE("cache: ReadOnly: HEAD during a chunked (size-less) fill asks the parent", "[cache][fill]") {
+TEST_CASE("cache: HEAD during a chunked (size-less) fill asks the parent", "[cache][fill]") {
   const std::string bytes = pattern(250000, 32);
   const Digest d = Digest::sha256_of(bytes);
   CacheEnv env([&](ScriptConn& c, const SeenRequest& r) {
@@ -516,7 +516,7 @@ TEST_CASE("cache: ReadOnly: HEAD during a chunked (size-less) fill asks the pare
     c.send(all.substr(0, first));
     if (!c.wait_gate("rest")) return;
     c.send(all.substr(first));
-  }, CacheEnv::read_only_popts());
+  });
   TestClient a(env.port()), b(env.port());
   REQUIRE(a.send(get_request(blob_path("r", d))));
   REQUIRE(a.fill_to(1000, Clock::now() + kWait));
