@@ -19,7 +19,10 @@ Health::Health(bool forced_offline) : forced_(forced_offline) {
 
 void Health::set(Connectivity s) {
   if (s == state_) return;
-  if (s != Connectivity::Offline) trial_granted_ = false;
+  if (s != Connectivity::Offline) {
+    trial_granted_ = false;
+    last_trial_ms_.reset();
+  }
   state_ = s;
   ++transitions_;
 }
@@ -58,7 +61,13 @@ bool Health::admit(uint64_t now_ms) {
   if (state_ != Connectivity::Offline) return true;
   if (forced_) return false;
   if (trial_granted_) return true;
-  if (last_trial_ms_ && now_ms - *last_trial_ms_ < kTrialIntervalMs) return false;
+  // The first ask after the breaker opened starts the cool-down: the outage
+  // was just learnt, so nobody waits on the parent again before an interval.
+  if (!last_trial_ms_) {
+    last_trial_ms_ = now_ms;
+    return false;
+  }
+  if (now_ms - *last_trial_ms_ < kTrialIntervalMs) return false;
   last_trial_ms_ = now_ms;
   trial_granted_ = true;
   return true;

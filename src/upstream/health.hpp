@@ -46,7 +46,9 @@ class Health {
 
   /// Whether a request may go to the parent now (`now_ms`: a monotonic clock):
   /// always unless Offline; while Offline (not forced) it grants one trial
-  /// per kTrialIntervalMs. A granted trial stays granted until take_trial().
+  /// per kTrialIntervalMs, the first one an interval after the first ask
+  /// (the outage was just learnt). A granted trial stays granted until
+  /// take_trial().
   bool admit(uint64_t now_ms);
   /// Called as a request starts: true when it is the granted trial (which
   /// is then used up), false when the parent is not Offline.

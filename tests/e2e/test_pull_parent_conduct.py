@@ -121,6 +121,24 @@ class ParentConduct(unittest.TestCase):
                 # Before issue #13: misses refused until a probe, backed off to ~8 s by now.
                 self.assertLess(took, scaled(3.5), f"the parent was back {took:.1f}s before Outpost saw it")
 
+    def test_parent_and_upstream_on_one_origin_learn_an_outage_once(self):
+        from test_offline import HangingListener
+        with HangingListener() as hang:
+            url = f"http://127.0.0.1:{hang.port}"
+            with Outpost(config={"parent": {"url": url, "timeout": "2s", "connect_timeout": "1s"},
+                                 "upstream": [{"name": "mirror", "url": url, "timeout": "2s",
+                                               "connect_timeout": "1s"}]}) as op:
+                http("GET", f"{op.url}/v2/e2e/app/manifests/v1", timeout=30)  # waits one timeout
+                wait_until(lambda: parent_state(op) == "offline", 20, message="parent marked offline")
+                t0 = time.monotonic()
+                r = http("GET", f"{op.url}/v2/mirror/e2e/app/manifests/v1", timeout=30)
+                took = time.monotonic() - t0
+                self.assertEqual(r.status, 503)
+                # Before issue #13 the mirror's own health was still online: it waited 2 s.
+                self.assertLess(took, scaled(1.0), f"the mirror's miss waited {took:.1f}s")
+                states = {u["name"]: u["state"] for u in http("GET", op.url + "/outpost/status").json()["upstreams"]}
+                self.assertEqual(states, {"parent": "offline", "mirror": "offline"})
+
     def test_429_is_relayed_with_retry_after_and_keeps_the_parent_online(self):
         with FakeRegistry() as fake, Outpost(config={"parent": {"url": fake.url, "timeout": "5s"}}) as op:
             d = fake.add_blob(b"busy blob")

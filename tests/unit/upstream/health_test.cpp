@@ -268,7 +268,10 @@ TEST_CASE("health: while offline, one trial request per interval (half-open)", "
   CHECK_FALSE(h.take_trial());
   h.on_probe(false, kT0);
   REQUIRE(h.offline());
-  // The first miss after opening is the trial; it stays granted until used.
+  // The first ask after opening starts the cool-down: the outage is news.
+  CHECK_FALSE(h.admit(t - Health::kTrialIntervalMs));
+  CHECK_FALSE(h.take_trial());
+  // An interval later one request is the trial; it stays granted until used.
   CHECK(h.admit(t));
   CHECK(h.admit(t + 1));
   CHECK(h.take_trial());
@@ -284,6 +287,11 @@ TEST_CASE("health: while offline, one trial request per interval (half-open)", "
   CHECK(h.admit(t + Health::kTrialIntervalMs + 1));
   CHECK_FALSE(h.take_trial());
   CHECK(h.admit(t + Health::kTrialIntervalMs + 2));
+  // The next outage starts with a fresh cool-down.
+  h.on_probe(false, kT0 + 20);
+  REQUIRE(h.offline());
+  CHECK_FALSE(h.admit(t + 10 * Health::kTrialIntervalMs));
+  CHECK(h.admit(t + 11 * Health::kTrialIntervalMs));
 }
 
 TEST_CASE("health: forced offline grants no trial", "[upstream][health]") {

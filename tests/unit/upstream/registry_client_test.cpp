@@ -791,11 +791,24 @@ TEST_CASE("registry client: while offline, a miss is let through as a trial that
     CHECK_FALSE(env.get("/v2/a/manifests/x", "a").ok());
   REQUIRE(env.until([&] { return env.reg->offline(); }));
   down = false;
-  Outcome o = env.get("/v2/a/manifests/back", "a");
+  // Misses are refused during the cool-down, then one goes through as the
+  // trial, finds the parent answering and closes the breaker.
+  Outcome o;
+  int refused = 0;
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (Clock::now() < deadline) {
+    o = env.get("/v2/a/manifests/back", "a");
+    if (o.ok()) break;
+    CHECK(o.heads == 0);
+    ++refused;
+    env.fx.run_until([] { return false; }, std::chrono::milliseconds(50));
+  }
   CHECK(o.ok());
   CHECK(o.status == 200);
   CHECK(o.body == "ok /v2/a/manifests/back");
   CHECK_FALSE(env.reg->offline());
+  CHECK(refused >= 1);
+  CHECK(srv.count_path("/v2/a/manifests/back") == 1);  // only the trial reached the parent
 
   // Down again: at most one trial per interval reaches the parent.
   down = true;
