@@ -16,7 +16,15 @@ void handle_blob_get(ApiContext& ctx, const http::ExchangePtr& ex) {
   const std::string name = local_repo(route, ex);
   ApiContext* c = &ctx;
   store_job<store::Store::OpenBlob>(
-      ctx, [name, d = *d](store::Store& s) { return s.open_blob(name, d); },
+      ctx,
+      [name, d = *d, pulled = route.has_value()](store::Store& s) -> Result<store::Store::OpenBlob> {
+        auto r = s.open_blob(name, d);
+        // Held here for another repository: link it rather than fetch the
+        // same bytes from the parent again (content by digest is the same).
+        if (!r && r.error().code == Errc::BlobUnknown && pulled && s.link_blob(name, d, store::Origin::Cached))
+          return s.open_blob(name, d);
+        return r;
+      },
       [ex, c, route, d = *d](Result<store::Store::OpenBlob> r) {
         if (!r && r.error().code == Errc::BlobUnknown && route) return c->pull->blob(*route, d, ex);
         if (!r) return ex->respond_error(r.error().code == Errc::BlobUnknown

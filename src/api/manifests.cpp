@@ -50,7 +50,14 @@ void handle_manifest_get(ApiContext& ctx, const http::ExchangePtr& ex) {
   const std::string ref = ex->params().reference;
   const bool head = ex->req().method == http::Method::Head;
   if (auto route = pull_route(ctx, ex)) {
-    ctx.pull->manifest(*route, ref, !head, [ex, ref](Result<cache::ManifestResult> r) {
+    const bool read_write = !ctx.options.read_only;
+    ctx.pull->manifest(*route, ref, !head, [ex, ref, head, read_write, route](Result<cache::ManifestResult> r) {
+      if (!r && head && read_write && r.error().code == Errc::UpstreamUnavailable && route->upstream->offline()) {
+        // As for blobs: a HEAD miss while the parent is away is "not here",
+        // so a push that checks its tag first (ctr push) goes on (issue #13).
+        ex->add_header("Outpost-Cache", "offline");
+        return ex->respond_error(Errc::ManifestUnknown, "manifest unknown: " + ref + " (parent offline, not cached here)");
+      }
       if (!r) return respond_manifest_error(ex, r.error(), ref);
       if (r->offline) {
         // Served without the parent's confirmation (docs/operations.md, "Offline").

@@ -123,6 +123,7 @@ int App::run() {
     po.tag_ttl_ms = c.cache.tag_ttl_ms;
     po.revalidate_wait_ms = c.cache.revalidate_wait_ms;
     po.max_manifest_bytes = c.registry.max_manifest_bytes;
+    po.read_only = c.registry.mode == "ReadOnly";
     m.pull = std::make_unique<cache::PullThrough>(m.loop.get(), m.store.get(), po);
     if (!c.parent.url.empty()) {
       auto p = make_upstream(c.parent);

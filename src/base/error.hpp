@@ -21,6 +21,11 @@ std::string_view errc_name(Errc c);
 struct Error {
   Errc code = Errc::Internal;
   std::string detail;  ///< human-readable, goes into the OCI error's "message"
+  /// Optional, for errors relayed from a parent registry: a Retry-After value
+  /// to send with the error, and a status-line reason phrase ("Parent
+  /// Offline And Not Cached") for clients that print only the status line.
+  std::string retry_after;
+  std::string reason;
 
   Error() = default;
   Error(Errc c, std::string d = {}) : code(c), detail(std::move(d)) {}

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "base/log.hpp"
+#include "cache/parent_errors.hpp"
 #include "store/store.hpp"
 #include "uv/work.hpp"
 
@@ -52,8 +53,7 @@ void Fill::on_session(Result<std::string> id) {
 
 void Fill::on_head(const http::ClientResponse& r) {
   if (r.status == 404) return fail(Error(Errc::BlobUnknown, digest_.str()));
-  if (r.status != 200)
-    return fail(Error(Errc::UpstreamError, "parent answered " + std::to_string(r.status) + " for blob " + digest_.str()));
+  if (r.status != 200) return fail(parent_status(r.status, r.headers, "blob " + digest_.str()));
   total_ = r.content_length;
   log::info("fill started", " digest=" + digest_.str() + " repo=" + route_.local_repo + " upstream=" +
                                 route_.upstream->options().name +
@@ -74,7 +74,9 @@ void Fill::on_data(std::string_view chunk) {
 void Fill::on_upstream_done(Status st) {
   op_.reset();
   if (state_ != State::Fetching) return;
-  if (!st) return fail(Error(Errc::UpstreamUnavailable, st.error().message()));
+  // An auth or redirect failure stays a 502 (the parent answered, wrongly);
+  // only a parent that did not answer is a 503.
+  if (!st) return fail(request_failed(route_.upstream, st.error()));
   if (total_ && received_ != *total_)
     return fail(Error(Errc::UpstreamError, "parent sent " + std::to_string(received_) + " of " +
                                                std::to_string(*total_) + " bytes"));

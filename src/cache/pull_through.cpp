@@ -2,6 +2,7 @@
 
 #include "base/log.hpp"
 #include "base/reference.hpp"
+#include "cache/parent_errors.hpp"
 #include "oci/manifest.hpp"
 #include "store/store.hpp"
 #include "uv/work.hpp"
@@ -27,15 +28,6 @@ uint64_t wall_ms() {
   return static_cast<uint64_t>(tv.tv_sec) * 1000 + static_cast<uint64_t>(tv.tv_usec) / 1000;
 }
 
-Error offline_error(const upstream::RegistryClient* u) {
-  return Error(Errc::UpstreamUnavailable, "parent registry '" + u->options().name +
-                                              "' is unreachable and this content is not cached here");
-}
-
-Error upstream_failure(const upstream::RegistryClient* u, const Error& e) {
-  if (e.code == Errc::UpstreamError || e.code == Errc::UpstreamUnavailable) return e;
-  return Error(Errc::UpstreamUnavailable, "parent registry '" + u->options().name + "' unreachable: " + e.message());
-}
 }  // namespace
 
 PullThrough::PullThrough(uv_loop_t* loop, store::Store* store, PullOptions opts)
@@ -87,15 +79,39 @@ void PullThrough::shutdown() {
   for (auto& u : named_) u->shutdown();
 }
 
-void PullThrough::set_parent(std::unique_ptr<upstream::RegistryClient> c) { parent_ = std::move(c); }
-void PullThrough::add_upstream(std::unique_ptr<upstream::RegistryClient> c) { named_.push_back(std::move(c)); }
+void PullThrough::share_link(upstream::RegistryClient& c) {
+  // One health state per origin (issue #13): a [parent] and an [[upstream]]
+  // with the same URL learn of an outage once, and neither waits for it.
+  for (const auto* u : upstreams()) {
+    if (u == &c) continue;
+    c.share_link_with(*u);
+  }
+}
+
+void PullThrough::set_parent(std::unique_ptr<upstream::RegistryClient> c) {
+  parent_ = std::move(c);
+  share_link(*parent_);
+}
+
+void PullThrough::add_upstream(std::unique_ptr<upstream::RegistryClient> c) {
+  named_.push_back(std::move(c));
+  share_link(*named_.back());
+}
 
 std::optional<Route> PullThrough::route(const std::string& name, const std::optional<std::string>& ns) const {
   if (ns && !ns->empty()) {
     // containerd mirrors send ?ns=<registry host>; keep that content under
     // "<host>/<name>" so both addressing styles share one cache.
-    for (const auto& u : named_)
-      if (u->options().name == *ns) return Route{u.get(), *ns + "/" + name, u->upstream_repo(name)};
+    for (const auto& u : named_) {
+      if (u->options().name != *ns) continue;
+      // containerd with override_path = true keeps the host in the path
+      // (/v2/docker.io/library/alpine/...?ns=docker.io): the prefix is the
+      // ns itself, not part of the upstream's repository name.
+      std::string inner = name;
+      if (inner.size() > ns->size() + 1 && inner.compare(0, ns->size(), *ns) == 0 && inner[ns->size()] == '/')
+        inner = inner.substr(ns->size() + 1);
+      return Route{u.get(), *ns + "/" + inner, u->upstream_repo(inner)};
+    }
   }
   size_t slash = name.find('/');
   if (slash != std::string::npos) {
@@ -129,6 +145,9 @@ void PullThrough::manifest(const Route& r, const std::string& reference, bool wa
       // Invariant 5: while the parent is offline nobody waits on it, and
       // every answer says it came from an offline cache.
       if (r.upstream->offline()) return done(offline_answer(r, reference, std::move(*local)));
+      // What was pushed here is authoritative here (issue #13): never
+      // revalidated against the parent.
+      if (local->info.origin == store::Origin::Pushed) return done(std::move(local));
       if (looks_like_digest(reference)) return done(std::move(local));  // immutable: never revalidated
       auto it = tag_checked_.find(tag_key(r, reference));
       if (it != tag_checked_.end() && uv_now(loop_) - it->second < opts_.tag_ttl_ms) return done(std::move(local));
@@ -136,9 +155,10 @@ void PullThrough::manifest(const Route& r, const std::string& reference, bool wa
     }
     Errc c = local.error().code;
     if (c != Errc::ManifestUnknown && c != Errc::NameUnknown) return done(std::move(local));
-    if (r.upstream->offline()) {
+    // Offline: refused at once, but for the breaker's trial every few seconds.
+    if (!r.upstream->admit()) {
       stats_.offline_misses++;
-      return done(offline_error(r.upstream));
+      return done(offline_miss(r.upstream));
     }
     fetch_manifest(r, reference, want_bytes, std::move(done));
   });
@@ -201,7 +221,7 @@ void PullThrough::revalidate(const Route& r, const std::string& tag, ManifestRes
           manifest_waiters_.erase(key);
           for (auto& fn : list) fn(res.ok() ? Result<ManifestResult>(*res) : Result<ManifestResult>(res.error()));
         };
-        if (!st || *status >= 500 || *status == 0) {
+        if (!st || *status >= 500 || *status == 0 || *status == 429) {
           log::info("tag revalidation failed, serving the cached tag",
                     " repo=" + r.local_repo + " tag=" + tag + " reason=" +
                         log::quote(st.ok() ? "status " + std::to_string(*status) : st.error().message()));
@@ -229,6 +249,7 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
   struct Got {
     int status = 0;
     std::string content_type, header_digest, body;
+    http::Headers headers;  ///< of a non-200 answer (Retry-After)
     bool too_big = false;
   };
   stats_.manifest_fetches++;
@@ -245,6 +266,7 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
         got->status = resp.status;
         got->content_type = std::string(resp.headers.get("Content-Type").value_or(""));
         got->header_digest = std::string(resp.headers.get("Docker-Content-Digest").value_or(""));
+        if (resp.status != 200) got->headers = resp.headers;
         return true;
       },
       [got, cap](std::string_view c) {
@@ -252,11 +274,9 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
         else got->body.append(c);
       },
       [this, r, reference, got, finish](Status st) {
-        if (!st) return finish(upstream_failure(r.upstream, st.error()));
+        if (!st) return finish(request_failed(r.upstream, st.error()));
         if (got->status == 404) return finish(Error(Errc::ManifestUnknown, "manifest unknown upstream: " + reference));
-        if (got->status != 200)
-          return finish(Error(Errc::UpstreamError, "parent answered " + std::to_string(got->status) +
-                                                       " for manifest " + reference));
+        if (got->status != 200) return finish(parent_status(got->status, got->headers, "manifest " + reference));
         if (got->too_big) return finish(Error(Errc::ManifestTooLarge, "parent's manifest exceeds the size limit"));
         // Invariant 1: stored only under the digest its bytes have.
         Digest digest = Digest::sha256_of(got->body);
@@ -296,25 +316,35 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
 
 void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr& ex) {
   if (ex->req().method == http::Method::Head) {
-    // A HEAD asks the parent for size and digest; it never downloads the body.
     auto it = fills_.find(d.str());
-    // A fill that knows the size answers the HEAD; otherwise ask the parent.
-    if (it == fills_.end() || !it->second->total()) {
+    // A fill that knows the size answers the HEAD; one that does not (a
+    // chunked parent) leaves the size to a HEAD to the parent: the blob is
+    // being pulled from there anyway.
+    if (it != fills_.end()) {
+      if (it->second->total()) return it->second->subscribe(ex, r.local_repo);
+      if (!r.upstream->offline()) return head_blob(r, d, ex);
+    }
+    // In ReadWrite mode a HEAD is how pushing clients ask "do you have it?":
+    // the answer is about this store, and the parent is asked nothing (a 200
+    // from it would make the client skip an upload this registry needs).
+    // The same "no" lets a push go on while the parent is away.
+    if (!opts_.read_only || r.upstream->offline()) {
       if (r.upstream->offline()) {
-        // A HEAD is how pushing clients ask "do you have it?": "no" lets a
-        // push go on while the parent is away (a GET miss still says 503).
         stats_.offline_misses++;
         ex->add_header("Outpost-Cache", "offline");
-        return ex->respond_error(Errc::BlobUnknown, d.str() + " (parent offline, not cached here)");
       }
-      return head_blob(r, d, ex);
+      return ex->respond_error(Errc::BlobUnknown, d.str() + (r.upstream->offline()
+                                                                 ? " (parent offline, not cached here)"
+                                                                 : " (not held here)"));
     }
+    // ReadOnly: nobody pushes; the parent gives size and digest, no body.
+    return head_blob(r, d, ex);
   }
   auto it = fills_.find(d.str());
   if (it != fills_.end()) return it->second->subscribe(ex, r.local_repo);
-  if (r.upstream->offline()) {
+  if (!r.upstream->admit()) {
     stats_.offline_misses++;
-    return ex->respond_error(offline_error(r.upstream));
+    return ex->respond_error(offline_miss(r.upstream));
   }
   stats_.fills_started++;
   auto fill = std::make_shared<Fill>(loop_, store_, r, d, [this](Fill* f) {
@@ -330,19 +360,21 @@ void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr&
 void PullThrough::head_blob(const Route& r, const Digest& d, const http::ExchangePtr& ex) {
   auto status = std::make_shared<int>(0);
   auto length = std::make_shared<std::optional<uint64_t>>();
+  auto headers = std::make_shared<http::Headers>();
   r.upstream->request(
       http::Method::Head, "/v2/" + r.upstream_repo + "/blobs/" + d.str(), r.upstream_repo, {},
-      [status, length](const http::ClientResponse& resp) {
+      [status, length, headers](const http::ClientResponse& resp) {
         *status = resp.status;
         *length = resp.content_length;
+        *headers = resp.headers;
         return true;
       },
       nullptr,
-      [ex, d, status, length, u = r.upstream](Status st) {
-        if (!st) return ex->respond_error(upstream_failure(u, st.error()));
+      [ex, d, status, length, headers, u = r.upstream](Status st) {
+        if (!st) return ex->respond_error(request_failed(u, st.error()));
         if (*status == 404) return ex->respond_error(Errc::BlobUnknown, d.str());
-        if (*status != 200 || !*length)
-          return ex->respond_error(Errc::UpstreamError, "parent answered " + std::to_string(*status) + " for blob HEAD");
+        if (*status != 200) return ex->respond_error(parent_status(*status, *headers, "blob HEAD " + d.str()));
+        if (!*length) return ex->respond_error(parent_status(502, *headers, "blob HEAD " + d.str() + " (no length)"));
         ex->add_header("Docker-Content-Digest", d.str());
         ex->add_header("Content-Type", "application/octet-stream");
         ex->add_header("Accept-Ranges", "bytes");
@@ -365,7 +397,7 @@ void PullThrough::referrers(const Route& r, const Digest& subject, const std::st
         if (body->size() < (4u << 20)) body->append(c);
       },
       [status, body, done, u = r.upstream](Status st) {
-        if (!st) return done(upstream_failure(u, st.error()));
+        if (!st) return done(request_failed(u, st.error()));
         if (*status != 200) return done(Error(Errc::UpstreamError, "referrers: parent answered " + std::to_string(*status)));
         done(std::move(*body));
       });

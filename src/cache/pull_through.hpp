@@ -30,6 +30,10 @@ struct PullOptions {
   uint64_t tag_ttl_ms = 60'000;  ///< a tag is revalidated with HEAD at most this often
   uint64_t revalidate_wait_ms = 1'000;  ///< then served from cache; the check goes on
   uint64_t max_manifest_bytes = 4 * 1024 * 1024;
+  /// registry.mode = "ReadOnly": nobody pushes here, so a blob HEAD miss may
+  /// ask the parent. In ReadWrite mode a HEAD is a pushing client's "do you
+  /// have it?", answered from the store alone.
+  bool read_only = false;
 };
 
 struct ManifestResult {
@@ -58,9 +62,11 @@ class PullThrough {
   ~PullThrough();
 
   /// The parent serves every repository not claimed by a named upstream.
+  /// Upstreams aimed at one origin share its health (upstream::Link).
   void set_parent(std::unique_ptr<upstream::RegistryClient> c);
   /// A named mirror, chosen by ?ns=<name> or a "<name>/" path prefix.
   void add_upstream(std::unique_ptr<upstream::RegistryClient> c);
+  const PullOptions& options() const { return opts_; }
   bool enabled() const { return parent_ || !named_.empty(); }
   /// Process shutdown: no new upstream requests from here on.
   void shutdown();
@@ -91,6 +97,7 @@ class PullThrough {
   void local_manifest(const Route& r, const std::string& reference, bool want_bytes,
                       std::function<void(Result<ManifestResult>)> done);
   void head_blob(const Route& r, const Digest& d, const http::ExchangePtr& ex);
+  void share_link(upstream::RegistryClient& c);
   std::string tag_key(const Route& r, const std::string& tag) const { return r.local_repo + ":" + tag; }
   ManifestResult offline_answer(const Route& r, const std::string& tag, ManifestResult local);
   /// One-shot timer; closed by the destructor if still pending.

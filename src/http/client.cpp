@@ -48,6 +48,9 @@ class ClientConn {
   void set_poll(int events);
   void arm(uint64_t ms);
   void fail(Errc code, std::string detail);
+  /// The parent ended the connection (EOF, reset, broken pipe) before the
+  /// answer's first byte: the one case where a reused connection is retried.
+  void fail_closed(std::string detail);
 
   static int cb_header_field(llhttp_t* p, const char* at, size_t len) noexcept;
   static int cb_header_value(llhttp_t* p, const char* at, size_t len) noexcept;
@@ -331,6 +334,7 @@ void ClientConn::do_write() {
       ssize_t w = ::send(fd_, out_.data() + out_off_, out_.size() - out_off_, MSG_NOSIGNAL);
       if (w < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return set_poll(UV_WRITABLE);
+        if (errno == EPIPE || errno == ECONNRESET) return fail_closed("write to " + origin_ + ": " + strerror(errno));
         return fail(Errc::UpstreamUnavailable, "write to " + origin_ + ": " + strerror(errno));
       }
       out_off_ += static_cast<size_t>(w);
@@ -358,6 +362,7 @@ void ClientConn::do_read() {
       ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
       if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+        if (errno == ECONNRESET) return fail_closed("read from " + origin_ + ": " + strerror(errno));
         return fail(Errc::UpstreamUnavailable, "read from " + origin_ + ": " + strerror(errno));
       }
       if (n == 0) eof = true;
@@ -368,7 +373,7 @@ void ClientConn::do_read() {
       llhttp_errno_t e = llhttp_finish(&parser_);
       if (e == HPE_OK && message_complete_) return message_done();
       if (e == HPE_PAUSED && message_complete_) return message_done();
-      return fail(Errc::UpstreamUnavailable, "connection to " + origin_ + " closed before the response ended");
+      return fail_closed("connection to " + origin_ + " closed before the response ended");
     }
     if (call_) call_->got_response_bytes_ = true;
     feed(buf, got);
@@ -479,7 +484,7 @@ void ClientConn::set_poll(int events) {
 void ClientConn::on_poll(uv_poll_t* h, int status, int events) noexcept {
   auto* c = static_cast<ClientConn*>(h->data);
   if (status < 0 && c->state_ != State::Connecting) {
-    return c->fail(Errc::UpstreamUnavailable, std::string("socket error with ") + c->origin_ + ": " + uv_strerror(status));
+    return c->fail_closed(std::string("socket error with ") + c->origin_ + ": " + uv_strerror(status));
   }
   switch (c->state_) {
     case State::Connecting: {
@@ -522,6 +527,15 @@ void ClientConn::on_timer(uv_timer_t* t) noexcept {
 
 void ClientConn::fail(Errc code, std::string detail) {
   ClientCallPtr call = std::move(call_);
+  close(Status());
+  if (call && !call->finished_) call->finish_(Error(code, std::move(detail)));
+}
+
+void ClientConn::fail_closed(std::string detail) {
+  // Only a close says the connection was stale. A deadline on a reused
+  // connection is a parent that accepted and never answered: retrying it
+  // would double the caller's wait (issue #13: 2 x parent.timeout).
+  ClientCallPtr call = std::move(call_);
   const bool retry = call && !call->finished_ && !call->retried_ && reused() && !call->got_response_bytes_ &&
                      (call->req_.method == Method::Get || call->req_.method == Method::Head);
   close(Status());
@@ -533,7 +547,7 @@ void ClientConn::fail(Errc code, std::string detail) {
     client_->start_(call, false);
     return;
   }
-  call->finish_(Error(code, std::move(detail)));
+  call->finish_(Error(Errc::UpstreamUnavailable, std::move(detail)));
 }
 
 void ClientConn::close(Status why) {

@@ -5,9 +5,9 @@
 //
 // Call life: send() -> [pool hit | resolve -> connect -> (TLS handshake)]
 //            -> write request -> on_head -> on_data* -> on_done (exactly once)
-// A call that fails on a reused connection before any response byte (the
-// parent closed an idle connection) is retried once on a new connection
-// when the method is idempotent.
+// A call whose reused connection the parent closed (EOF, reset) before any
+// response byte is retried once on a new connection when the method is
+// idempotent. A deadline is never retried: the caller waits one timeout.
 #pragma once
 #include <uv.h>
 

@@ -100,7 +100,7 @@ std::string Exchange::build_head(int status, std::optional<uint64_t> length) {
   h += conn_->ex_http_minor_() >= 1 ? "HTTP/1.1 " : "HTTP/1.0 ";
   h += std::to_string(status);
   h += ' ';
-  h += status_reason(status);
+  h += reason_.empty() ? status_reason(status) : std::string_view(reason_);
   h += "\r\nDate: ";
   h += http_date();
   h += "\r\n";
@@ -140,6 +140,11 @@ void Exchange::respond(int status, std::string body, std::string_view content_ty
 }
 
 void Exchange::respond_error(const Error& e) {
+  if (!e.retry_after.empty()) add_header("Retry-After", e.retry_after);
+  // A reason phrase is reason-phrase = *( HTAB / SP / VCHAR ) (RFC 9112 §4).
+  reason_.clear();
+  for (char c : e.reason)
+    if (c == '\t' || (c >= 0x20 && c < 0x7f)) reason_ += c;
   respond(http_status(e.code), error_body(e), "application/json; charset=utf-8");
 }
 

@@ -62,7 +62,9 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   void add_header(std::string name, std::string value);
   /// Whole response with Content-Length; HEAD drops the body but keeps the length.
   void respond(int status, std::string body = {}, std::string_view content_type = {});
-  /// OCI error JSON with the table's status (base/errc.def).
+  /// OCI error JSON with the table's status (base/errc.def); the error's
+  /// retry_after becomes a Retry-After header, its reason the status line's
+  /// reason phrase (else the standard one).
   void respond_error(const Error& e);
   void respond_error(Errc c, std::string detail = {}) { respond_error(Error(c, std::move(detail))); }
   /// `length` bytes of `fd` from `offset`, sent with sendfile(2). Takes
@@ -105,6 +107,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   Request req_;
   RouteParams params_;
   Headers resp_headers_;
+  std::string reason_;  ///< status-line reason phrase when not the standard one
   BodyData on_data_;
   BodyEnd on_end_;
   Callback on_drain_;

@@ -19,6 +19,10 @@ Health::Health(bool forced_offline) : forced_(forced_offline) {
 
 void Health::set(Connectivity s) {
   if (s == state_) return;
+  if (s != Connectivity::Offline) {
+    trial_granted_ = false;
+    last_trial_ms_.reset();
+  }
   state_ = s;
   ++transitions_;
 }
@@ -53,8 +57,30 @@ bool Health::on_probe(bool answered, uint64_t now_ms) {
   return before != state_;
 }
 
+bool Health::admit(uint64_t now_ms) {
+  if (state_ != Connectivity::Offline) return true;
+  if (forced_) return false;
+  if (trial_granted_) return true;
+  // The first ask after the breaker opened starts the cool-down: the outage
+  // was just learnt, so nobody waits on the parent again before an interval.
+  if (!last_trial_ms_) {
+    last_trial_ms_ = now_ms;
+    return false;
+  }
+  if (now_ms - *last_trial_ms_ < kTrialIntervalMs) return false;
+  last_trial_ms_ = now_ms;
+  trial_granted_ = true;
+  return true;
+}
+
+bool Health::take_trial() {
+  const bool was = trial_granted_;
+  trial_granted_ = false;
+  return was && state_ == Connectivity::Offline;
+}
+
 uint64_t Health::next_probe_delay_ms() const {
-  if (state_ == Connectivity::Online) return kMaxBackoffMs;
+  if (state_ == Connectivity::Online) return kIdleProbeMs;
   if (state_ == Connectivity::Degraded) return kMinBackoffMs;
   return backoff_ms_;
 }

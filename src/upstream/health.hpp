@@ -2,12 +2,19 @@
 //
 //   Online --failure--> Degraded --3 failures in a row, or a failed probe--> Offline
 //     ^                    |                                                   |
-//     +----success---------+<-----------------probe answers--------------------+
+//     +----success---------+<-------probe or trial request answers------------+
 //
-// Pure bookkeeping (no I/O, no timers): RegistryClient feeds it outcomes and
+// While Offline (the breaker is open) no request waits on the parent, except
+// one trial request at most every kTrialIntervalMs (half-open): a client
+// asking for something not held lets one request through, and its answer
+// closes the breaker at once. Probes back off from 1 s to kMaxBackoffMs, so
+// a parent that comes back is seen within 3 s even when nobody asks.
+//
+// Pure bookkeeping (no I/O, no timers): upstream::Link feeds it outcomes and
 // asks it when to probe; tests drive it with a fake clock.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 namespace outpost::upstream {
@@ -19,7 +26,9 @@ class Health {
  public:
   static constexpr int kFailuresToOpen = 3;
   static constexpr uint64_t kMinBackoffMs = 1'000;
-  static constexpr uint64_t kMaxBackoffMs = 30'000;
+  static constexpr uint64_t kMaxBackoffMs = 3'000;     ///< probe cap while not Online
+  static constexpr uint64_t kIdleProbeMs = 30'000;     ///< probe interval while Online
+  static constexpr uint64_t kTrialIntervalMs = 2'000;  ///< at most one trial request per interval
 
   /// `forced_offline`: the operator said so (parent.offline = true); nothing changes it.
   explicit Health(bool forced_offline = false);
@@ -35,6 +44,16 @@ class Health {
   /// A probe answered (true) or not (false). Returns true when the state changed.
   bool on_probe(bool answered, uint64_t now_ms);
 
+  /// Whether a request may go to the parent now (`now_ms`: a monotonic clock):
+  /// always unless Offline; while Offline (not forced) it grants one trial
+  /// per kTrialIntervalMs, the first one an interval after the first ask
+  /// (the outage was just learnt). A granted trial stays granted until
+  /// take_trial().
+  bool admit(uint64_t now_ms);
+  /// Called as a request starts: true when it is the granted trial (which
+  /// is then used up), false when the parent is not Offline.
+  bool take_trial();
+
   /// Delay before the next probe: backoff while not Online, else the idle interval.
   uint64_t next_probe_delay_ms() const;
   /// Unix ms of the last answer from the parent (0: never).
@@ -49,6 +68,8 @@ class Health {
   uint64_t backoff_ms_ = kMinBackoffMs;
   uint64_t last_success_ms_ = 0;
   uint64_t transitions_ = 0;
+  bool trial_granted_ = false;
+  std::optional<uint64_t> last_trial_ms_;
 };
 
 }  // namespace outpost::upstream

@@ -30,91 +30,32 @@ void UpstreamOp::cancel() {
 }
 
 RegistryClient::RegistryClient(uv_loop_t* loop, http::HttpClient& client, UpstreamOptions o)
-    : loop_(loop), client_(client), opts_(std::move(o)), health_(opts_.offline) {
-  probe_timer_ = new uv_timer_t;
-  uv_timer_init(loop_, probe_timer_);
-  probe_timer_->data = this;
-  // Not ref'd: a pending probe alone must not keep the loop (and shutdown) alive.
-  uv_unref(reinterpret_cast<uv_handle_t*>(probe_timer_));
-  if (!health_.forced_offline()) schedule_probe(health_.next_probe_delay_ms());
-}
+    : loop_(loop), client_(client), opts_(std::move(o)),
+      link_(std::make_shared<Link>(loop, client, opts_.url, opts_.name, opts_.probe_timeout_ms, opts_.offline)) {}
 
-RegistryClient::~RegistryClient() {
-  if (probe_call_) probe_call_->cancel();
-  uv_close(reinterpret_cast<uv_handle_t*>(probe_timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-}
+RegistryClient::~RegistryClient() = default;
 
-namespace {
-uint64_t wall_ms() {
-  uv_timeval64_t tv;
-  uv_gettimeofday(&tv);
-  return static_cast<uint64_t>(tv.tv_sec) * 1000 + static_cast<uint64_t>(tv.tv_usec) / 1000;
+void RegistryClient::share_link_with(const RegistryClient& other) {
+  if (&other == this || link_ == other.link_) return;
+  if (opts_.offline || other.opts_.offline || other.link_->origin() != link_->origin()) return;
+  link_ = other.link_;
+  link_->add_name(opts_.name);
 }
-}  // namespace
 
 void RegistryClient::record(const UpstreamOp& op, const Status& st) {
-  if (health_.forced_offline()) return;
   if (!st && st.error().code == Errc::Cancelled) return;
+  // Any answer below 500 shows the parent reachable; a 429 is a parent
+  // asking us to slow down, never a reason to think it gone.
   const bool answered = st.ok() && op.status > 0 && op.status < 500;
-  Connectivity before = health_.state();
-  if (answered) health_.on_success(wall_ms());
-  else health_.on_failure();
-  if (health_.state() != before) {
-    if (answered) log::info("parent reachable again", " upstream=" + opts_.name);
-    else log::warn("parent failing", " upstream=" + opts_.name + " state=" + std::string(connectivity_name(health_.state())) +
-                                         " reason=" + log::quote(st.ok() ? "status " + std::to_string(op.status) : st.error().message()));
-    if (!answered) schedule_probe(0);
-  }
+  link_->record(answered, st.ok() ? "status " + std::to_string(op.status) : st.error().message());
 }
 
 void RegistryClient::shutdown() {
   closing_ = true;
-  uv_timer_stop(probe_timer_);
-  if (probe_call_) probe_call_->cancel();
-  probe_call_.reset();
+  link_->shutdown();
 }
 
-void RegistryClient::suspect() {
-  if (!probe_call_ && !health_.forced_offline()) schedule_probe(0);
-}
-
-void RegistryClient::schedule_probe(uint64_t delay_ms) {
-  if (probe_call_ || closing_) return;  // one probe at a time; it reschedules when done
-  uv_timer_start(probe_timer_, on_probe_timer, delay_ms, 0);
-}
-
-void RegistryClient::on_probe_timer(uv_timer_t* t) noexcept { static_cast<RegistryClient*>(t->data)->probe(); }
-
-void RegistryClient::probe() {
-  if (probe_call_ || health_.forced_offline()) return;
-  http::ClientRequest req;
-  req.url = opts_.url;
-  std::string base = opts_.url.target;
-  while (!base.empty() && base.back() == '/') base.pop_back();
-  req.url.target = base + "/v2/";
-  req.timeouts.connect_ms = opts_.probe_timeout_ms;
-  req.timeouts.first_byte_ms = opts_.probe_timeout_ms;
-  req.timeouts.progress_ms = opts_.probe_timeout_ms;
-  auto status = std::make_shared<int>(0);
-  probe_call_ = client_.send(
-      std::move(req),
-      [status](const http::ClientResponse& r) {
-        *status = r.status;
-        return true;
-      },
-      nullptr,
-      [this, status](Status st) {
-        probe_call_.reset();
-        // 200, or 401 from a registry that wants auth: either way it answers.
-        const bool answered = st.ok() && *status > 0 && *status < 500;
-        if (health_.on_probe(answered, wall_ms())) {
-          if (answered) log::info("parent back online", " upstream=" + opts_.name);
-          else log::warn("parent offline", " upstream=" + opts_.name + " reason=" +
-                                              log::quote(st.ok() ? "status " + std::to_string(*status) : st.error().message()));
-        }
-        schedule_probe(health_.next_probe_delay_ms());
-      });
-}
+void RegistryClient::suspect() { link_->suspect(); }
 
 std::string RegistryClient::upstream_repo(const std::string& repo) const {
   if (opts_.library_prefix && repo.find('/') == std::string::npos) return "library/" + repo;
@@ -137,11 +78,12 @@ UpstreamOpPtr RegistryClient::request(http::Method m, std::string path, std::str
     if (on_done) on_done(Error(Errc::Cancelled, "shutting down"));
     return std::make_shared<UpstreamOp>();
   }
-  if (health_.offline()) {
+  if (!link_->admit()) {
     if (on_done) on_done(Error(Errc::UpstreamUnavailable, "parent registry '" + opts_.name + "' is offline"));
     return std::make_shared<UpstreamOp>();
   }
   auto op = std::make_shared<UpstreamOp>();
+  op->trial = link_->take_trial();
   op->method = m;
   op->path = std::move(path);
   op->repo = std::move(repo);
@@ -169,6 +111,11 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
   req.url = op->url;
   req.headers = op->extra;
   req.timeouts = opts_.timeouts;
+  if (op->trial) {
+    // The breaker's trial must not hold a client longer than a probe would.
+    req.timeouts.connect_ms = std::min(req.timeouts.connect_ms, link_->probe_timeout_ms());
+    req.timeouts.first_byte_ms = std::min(req.timeouts.first_byte_ms, link_->probe_timeout_ms());
+  }
   // Credentials go only to the registry's own origin, never to a storage
   // host it redirects to (those URLs carry their own signature).
   if (op->url.origin() == opts_.url.origin()) {
@@ -234,7 +181,10 @@ void RegistryClient::after_intercept(const UpstreamOpPtr& op) {
   }
   op->auth_retried = true;
   auto ch = parse_challenge(op->challenge);
+  // Follow the latest challenge (issue #13): a parent that moved from Basic
+  // to Bearer (or back) gets the scheme it asks for now, not the old one.
   if (ch && ch->scheme == "basic") {
+    tokens_.clear();
     if (opts_.username.empty()) {
       auto done = std::move(op->on_done);
       if (done) done(Error(Errc::UpstreamError, "parent " + opts_.name + " requires credentials (none configured)"));
@@ -244,6 +194,7 @@ void RegistryClient::after_intercept(const UpstreamOpPtr& op) {
     return step(op);
   }
   if (ch && ch->scheme == "bearer" && !ch->param("realm").empty()) {
+    basic_mode_ = false;
     std::string scope = ch->param("scope");
     if (scope.empty()) scope = scope_for(op->repo);
     return fetch_token(op, ch->param("realm"), ch->param("service"), scope);

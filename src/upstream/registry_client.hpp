@@ -11,7 +11,7 @@
 
 #include "http/client.hpp"
 #include "http/url.hpp"
-#include "upstream/health.hpp"
+#include "upstream/link.hpp"
 
 namespace outpost::upstream {
 
@@ -53,6 +53,7 @@ class UpstreamOp {
   std::string location;
   std::string challenge;
   int status = 0;      ///< status of the last response seen
+  bool trial = false;  ///< the half-open breaker's trial: short connect/first-byte deadlines
 };
 using UpstreamOpPtr = std::shared_ptr<UpstreamOp>;
 
@@ -64,10 +65,18 @@ class RegistryClient {
   RegistryClient& operator=(const RegistryClient&) = delete;
   const UpstreamOptions& options() const { return opts_; }
 
-  /// Connectivity as last observed (DESIGN.md invariant 5: while Offline no
-  /// request waits on the parent; request() fails at once).
-  const Health& health() const { return health_; }
-  bool offline() const { return health_.offline(); }
+  /// Connectivity of the origin as last observed (DESIGN.md invariant 5:
+  /// while Offline no request waits on the parent; request() fails at once,
+  /// but for one trial request every Health::kTrialIntervalMs).
+  const Health& health() const { return link_->health(); }
+  bool offline() const { return link_->health().offline(); }
+  /// Whether a request sent now would go out (online, or the breaker's
+  /// trial is granted to it). False: request() would fail at once.
+  bool admit() { return !closing_ && link_->admit(); }
+  /// Use `other`'s Link when both aim at the same origin (and neither is
+  /// forced offline): one health state per origin, learnt once.
+  void share_link_with(const RegistryClient& other);
+  const Link& link() const { return *link_; }
   /// Something took suspiciously long: probe now rather than at the next tick.
   void suspect();
   /// Process shutdown: stop probing; from now on request() answers Cancelled
@@ -79,7 +88,8 @@ class RegistryClient {
 
   /// `path` is relative to the registry root ("/v2/..."); `repo` names the
   /// auth scope. on_head/on_data/on_done as http::ClientCall, final response
-  /// only. While offline, on_done(UpstreamUnavailable) runs before this returns.
+  /// only. While offline (and no trial is admitted), on_done(UpstreamUnavailable)
+  /// runs before this returns.
   UpstreamOpPtr request(http::Method m, std::string path, std::string repo, http::Headers extra,
                         http::ClientCall::OnHead on_head, http::ClientCall::OnData on_data,
                         http::ClientCall::OnDone on_done);
@@ -91,9 +101,6 @@ class RegistryClient {
                    const std::string& scope);
   std::string basic_header() const;
   void record(const UpstreamOp& op, const Status& st);
-  void schedule_probe(uint64_t delay_ms);
-  void probe();
-  static void on_probe_timer(uv_timer_t* t) noexcept;
 
   struct Token {
     std::string value;
@@ -102,11 +109,9 @@ class RegistryClient {
   uv_loop_t* loop_;
   http::HttpClient& client_;
   UpstreamOptions opts_;
-  Health health_;
-  uv_timer_t* probe_timer_ = nullptr;
-  http::ClientCallPtr probe_call_;
+  std::shared_ptr<Link> link_;
   bool closing_ = false;
-  bool basic_mode_ = false;              ///< the registry asked for Basic
+  bool basic_mode_ = false;              ///< the registry's latest challenge was Basic
   std::map<std::string, Token> tokens_;  ///< scope -> bearer token
 };
 

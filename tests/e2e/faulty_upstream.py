@@ -14,6 +14,7 @@ assert what Outpost sent.
                    "redirect"  307 to a StorageServer (signed-looking URL)
                    "missing"   404 BLOB_UNKNOWN
                    "error500"  500 with an error body
+                   "ratelimit" 429 TOOMANYREQUESTS with Retry-After: 11
                    "chunked"   the right bytes, Transfer-Encoding: chunked
                    "chunked-corrupt" / "chunked-truncate"  the same faults,
                                chunked (no Content-Length to check against)
@@ -134,13 +135,13 @@ class _Server(http.server.ThreadingHTTPServer):
 class _Base:
     """A recording HTTP server in a background thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.lock = threading.Lock()
         self.seen: list[Seen] = []
         self.httpd: _Server | None = None
         self.thread: threading.Thread | None = None
         self.host = "127.0.0.1"
-        self.port = 0
+        self.port = port  # 0: any free port
 
     @property
     def url(self) -> str:
@@ -151,7 +152,7 @@ class _Base:
         return f"{self.host}:{self.port}"
 
     def start(self) -> "_Base":
-        self.httpd = _Server((self.host, 0), _Handler)
+        self.httpd = _Server((self.host, self.port), _Handler)
         self.httpd.owner = self  # type: ignore[attr-defined]
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
@@ -241,8 +242,8 @@ class FakeRegistry(_Base):
           scope="repository:<repo>:pull" and only "Bearer <token>" passes.
     """
 
-    def __init__(self, auth: tuple | None = None, storage: StorageServer | None = None) -> None:
-        super().__init__()
+    def __init__(self, auth: tuple | None = None, storage: StorageServer | None = None, port: int = 0) -> None:
+        super().__init__(port)
         self.auth = auth
         self.storage = storage
         self.manifests: dict[tuple[str, str], tuple[str, bytes]] = {}  # (repo, digest) -> (type, bytes)
@@ -344,6 +345,8 @@ class FakeRegistry(_Base):
                 return h.reply(307, b"", {"Location": loc}, content_type=None)
             if fault == "error500":
                 return h.error(500, "UNKNOWN", "storage backend on fire")
+            if fault == "ratelimit":
+                return h.error(429, "TOOMANYREQUESTS", "slow down", {"Retry-After": "11"})
             if fault in ("corrupt", "chunked-corrupt"):
                 mid = len(data) // 2
                 data = data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1:]

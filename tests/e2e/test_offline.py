@@ -37,8 +37,10 @@ from harness import (ACCEPT_ALL_MANIFESTS, DockerRegistry, Outpost, ProcessFaile
 PARENT_TIMEOUT_S = int(scaled(30))   # one upstream deadline
 FAST_PULL_S = scaled(10)             # "much less than one deadline"
 FAST_MISS_S = scaled(2)              # a miss while offline answers at once
+TRIAL_S = scaled(4.5)                # ... but for the breaker's trial: the 3 s probe deadline
+TRIAL_INTERVAL_S = 2.0               # upstream::Health::kTrialIntervalMs
 TAG_TTL_S = 1.0
-RECOVERY_S = 45.0                    # probe backoff tops out at 30 s
+RECOVERY_S = 10.0                    # probe backoff tops out at 3 s (issue #13)
 
 
 # --------------------------------------------------------------------------
@@ -424,7 +426,11 @@ class OfflineMode(unittest.TestCase):
                 self.assertEqual(r.body, self.lay.top_bytes)
 
     def cold_misses_fail_fast(self, case: str, parent_requests) -> None:
-        """Misses answer 503 UNAVAILABLE at once and send nothing upstream."""
+        """Misses answer at once and send nothing upstream, but for the
+        half-open breaker's trial (issue #13): at most one miss per
+        TRIAL_INTERVAL_S goes to the parent, and waits at most the probe
+        deadline. GETs answer 503 "Parent Offline And Not Cached"; HEADs
+        (a push's "do you have it?") answer 404 with Outpost-Cache: offline."""
         absent_blob = sha256_digest(b"never pushed anywhere " + case.encode())
         missing = [
             ("GET", f"/v2/e2e/absent-{case}/manifests/v1"),
@@ -434,29 +440,35 @@ class OfflineMode(unittest.TestCase):
             ("HEAD", f"/v2/e2e/app/blobs/{absent_blob}"),
         ]
         before = self.counters()["outpost_cache_offline_misses_total"]
+        slow = 0
+        t_all = time.monotonic()
         for method, path in missing:
             t0 = time.monotonic()
             r = http(method, self.op.url + path, headers={"Accept": ACCEPT_ALL_MANIFESTS},
                      timeout=PARENT_TIMEOUT_S + 10)
             elapsed = time.monotonic() - t0
             what = f"{case}: {method} {path}"
-            self.assertLess(elapsed, FAST_MISS_S, f"{what} took {elapsed:.1f}s")
-            if method == "HEAD" and "/blobs/" in path:
-                # A push's "do you have it?" check: 404 would let clients push
-                # while offline (see ForcedOffline.test_skopeo_push...).
-                self.assertIn(r.status, (404, 503), f"{what}: {r.status}")
+            if elapsed >= FAST_MISS_S:
+                slow += 1  # the breaker's trial, held by a parent that does not answer
+                self.assertLess(elapsed, TRIAL_S, f"{what} took {elapsed:.1f}s")
+            if method == "HEAD":
+                # containerd's push checks its tag with a HEAD first (issue #13)
+                self.assertEqual(r.status, 404, f"{what}: {r.status}")
+                self.assertEqual(r.header("Outpost-Cache"), "offline", what)
                 continue
             self.assertEqual(r.status, 503, f"{what}: {r.status} {r.body[:300]!r}")
-            if method == "GET":
-                code, message = oci_error(r)
-                self.assertEqual(code, "UNAVAILABLE", f"{what}: {r.body[:300]!r}")
-                self.assertIn("unreachable", message, what)
-                self.assertIn("parent", message, what)
+            # (a trial the parent answered with 503 relays that instead)
+            self.assertIn(r.reason, ("Parent Offline And Not Cached", "Parent Unavailable"), what)
+            code, message = oci_error(r)
+            self.assertEqual(code, "UNAVAILABLE", f"{what}: {r.body[:300]!r}")
+            self.assertIn("parent", message, what)
+        trials_allowed = 1 + int((time.monotonic() - t_all) / TRIAL_INTERVAL_S)
+        self.assertLessEqual(slow, trials_allowed, f"{case}: misses waiting on the parent")
         after = self.counters()["outpost_cache_offline_misses_total"]
-        self.assertGreaterEqual(after - before, len(missing) - 1, "offline misses counter")
+        self.assertGreaterEqual(after - before, len(missing) - trials_allowed, "offline misses counter")
         self.assertEqual(parent_status(self.op)["_cache"].get("offline_misses"), after)
         sent = [ln for ln in parent_requests() if f"absent-{case}" in ln or absent_blob in ln]
-        self.assertEqual(sent, [], f"{case}: misses reached the parent while offline")
+        self.assertLessEqual(len(sent), trials_allowed, f"{case}: misses reached the parent while offline: {sent}")
 
     def offline_checks(self, case: str, parent_requests) -> None:
         self.wait_offline(case)

@@ -257,8 +257,16 @@ class PullThroughRegistry(unittest.TestCase):
                 self.assertEqual(index_entries(out), index_entries(lay2.path))
 
     def test_head_of_uncached_blob_does_not_download_it(self):
+        d = self.lay.images[0].layer_digests[0]
+        # ReadWrite: a HEAD is a pushing client's "do you have it?", answered
+        # from the store alone; the parent is asked nothing (issue #13).
         with Outpost(config=parent_cfg(self.reg.url)) as op:
-            d = self.lay.images[0].layer_digests[0]
+            m0 = registry_mark(self.reg)
+            self.assertEqual(http("HEAD", f"{op.url}/v2/{REPO}/blobs/{d}").status, 404)
+            asked = [r for r in registry_requests_between(self.reg, m0, registry_mark(self.reg)) if r[1] != "/v2/"]
+            self.assertEqual(asked, [])
+        # ReadOnly: nobody pushes; the parent tells the size.
+        with Outpost(config={**parent_cfg(self.reg.url), "registry": {"name": "e2e", "mode": "ReadOnly"}}) as op:
             size = len(self.lay.blobs[d])
             m0 = registry_mark(self.reg)
             r = http("HEAD", f"{op.url}/v2/{REPO}/blobs/{d}")

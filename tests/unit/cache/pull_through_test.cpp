@@ -105,6 +105,11 @@ class CacheEnv {
     p.revalidate_wait_ms = 2000;
     return p;
   }
+  static cache::PullOptions read_only_popts() {
+    auto p = default_popts();
+    p.read_only = true;
+    return p;
+  }
 
   LoopFixture& fx() { return *server; }
   int port() const { return server->port; }
@@ -446,10 +451,10 @@ TEST_CASE("cache: a client that leaves mid-fill does not stop the fill", "[cache
   env.end();
 }
 
-TEST_CASE("cache: HEAD of an uncached blob asks the parent with HEAD and downloads nothing", "[cache][fill]") {
+TEST_CASE("cache: ReadOnly: HEAD of an uncached blob asks the parent with HEAD and downloads nothing", "[cache][fill]") {
   const std::string bytes = pattern(123456, 2);
   const Digest d = Digest::sha256_of(bytes);
-  CacheEnv env(blob_upstream(bytes));
+  CacheEnv env(blob_upstream(bytes), CacheEnv::read_only_popts());
   TestClient a(env.port());
   REQUIRE(a.send(get_request(blob_path("r", d), {}, "HEAD")));
   auto r = a.read_response(kWait, /*head_only=*/true);
@@ -908,5 +913,172 @@ TEST_CASE("cache: with the parent switched offline, misses fail at once and cach
   if (h) CHECK(h->header("Outpost-Cache") == "offline");
   CHECK(env.upstream.request_count() == 0);
   CHECK(env.stats().offline_misses >= 2);
+  env.end();
+}
+
+// ---------------------------------------------------------------------------
+// Issue #13
+
+TEST_CASE("cache: ReadWrite: a blob HEAD miss is answered from the store; the parent is asked nothing",
+          "[cache][fill][push]") {
+  const std::string bytes = pattern(1000, 3);
+  const Digest d = Digest::sha256_of(bytes);
+  CacheEnv env(blob_upstream(bytes));
+  TestClient a(env.port());
+  REQUIRE(a.send(get_request(blob_path("r", d), {}, "HEAD")));
+  auto r = a.read_response(kWait, /*head_only=*/true);
+  REQUIRE(r);
+  // A pushing client asks "do you have it?": a 200 relayed from the parent
+  // would make it skip an upload this registry needs for the manifest PUT.
+  CHECK(r->status == 404);
+  CHECK_FALSE(r->header("Outpost-Cache"));
+  CHECK(env.upstream.count_path(blob_path("r", d)) == 0);
+  env.end();
+}
+
+TEST_CASE("cache: a pushed tag is authoritative: never revalidated with the parent", "[cache][manifest][push]") {
+  const std::string m1 = manifest_json("pushed");
+  CacheEnv env(
+      [&](ScriptConn& c, const SeenRequest& r) {
+        if (probe(c, r)) return;
+        c.send(for_method(r, reply(404, R"({"errors":[]})")));
+      },
+      [] {
+        auto p = CacheEnv::default_popts();
+        p.tag_ttl_ms = 0;
+        return p;
+      }());
+  {
+    store::ManifestPut m;
+    m.repo = "r";
+    m.digest = Digest::sha256_of(m1);
+    m.media_type = kOciManifestType;
+    m.tag = "t";
+    m.origin = store::Origin::Pushed;
+    REQUIRE(env.store->put_manifest(m, m1).ok());
+  }
+  Route route = env.route("r");
+  for (int i = 0; i < 3; ++i) {
+    auto got = env.manifest_now(route, "t");
+    REQUIRE(got.ok());
+    CHECK(got->bytes == m1);
+    CHECK_FALSE(got->offline);
+  }
+  CHECK(env.upstream.count_path("/v2/r/manifests/t") == 0);
+  CHECK(env.stats().revalidations == 0);
+  env.end();
+}
+
+TEST_CASE("cache: ?ns= with override_path: a path that repeats the ns host is not asked for twice",
+          "[cache][route]") {
+  CacheEnv env(blob_upstream("x"));
+  env.add_named("docker.io", "http://127.0.0.1:1/", /*library_prefix=*/true);
+  // containerd, override_path = true: /v2/docker.io/library/alpine/...?ns=docker.io
+  Route over = env.route("docker.io/library/alpine", std::string("docker.io"));
+  CHECK(over.upstream->options().name == "docker.io");
+  CHECK(over.upstream_repo == "library/alpine");
+  CHECK(over.local_repo == "docker.io/library/alpine");
+  // The same image as the other two addressing styles.
+  Route plain = env.route("library/alpine", std::string("docker.io"));
+  CHECK(plain.local_repo == over.local_repo);
+  CHECK(plain.upstream_repo == over.upstream_repo);
+  Route prefix = env.route("docker.io/library/alpine");
+  CHECK(prefix.local_repo == over.local_repo);
+  CHECK(prefix.upstream_repo == over.upstream_repo);
+  env.end();
+}
+
+TEST_CASE("cache: a parent and a named upstream with the same URL share one health state",
+          "[cache][offline][health]") {
+  CacheEnv env([](ScriptConn& c, const SeenRequest&) { c.close(); });
+  env.add_named("mirror", env.upstream.url());
+  env.add_named("elsewhere", "http://127.0.0.1:" + std::to_string(pick_free_port()) + "/");
+  Route parent = env.route("r");
+  Route mirror = env.route("mirror/r");
+  Route elsewhere = env.route("elsewhere/r");
+  REQUIRE(mirror.upstream != parent.upstream);
+  for (int i = 0; i < upstream::Health::kFailuresToOpen; ++i) (void)env.manifest_now(parent, "t" + std::to_string(i));
+  REQUIRE(env.eventually([&] { return env.fx().call([&] { return parent.upstream->offline(); }); }));
+  // Learnt once for the origin: the mirror's misses do not wait for it again.
+  CHECK(env.fx().call([&] { return mirror.upstream->offline(); }));
+  CHECK(env.fx().call([&] { return &mirror.upstream->link() == &parent.upstream->link(); }));
+  CHECK(env.fx().call([&] { return &elsewhere.upstream->link() != &parent.upstream->link(); }));
+  env.end();
+}
+
+TEST_CASE("cache: a parent's 429 and 503 reach the client with their Retry-After", "[cache][fill][manifest]") {
+  const Digest d = Digest::sha256_of("busy");
+  CacheEnv env([&](ScriptConn& c, const SeenRequest& r) {
+    if (probe(c, r)) return;
+    if (r.path().find("/limited/") != std::string::npos)
+      return (void)c.send(for_method(r, reply(429, "slow down", {{"Retry-After", "17"}})));
+    c.send(for_method(r, reply(503, "maintenance", {{"Retry-After", "120"}})));
+  });
+  TestClient a(env.port());
+  REQUIRE(a.send(get_request(blob_path("limited", d))));
+  auto r = a.read_response();
+  REQUIRE(r);
+  CHECK(r->status == 429);
+  CHECK(r->header("Retry-After") == "17");
+  CHECK(r->body.find("TOOMANYREQUESTS") != std::string::npos);
+  REQUIRE(a.send(get_request(blob_path("down", d))));
+  auto s = a.read_response();
+  REQUIRE(s);
+  CHECK(s->status == 503);
+  CHECK(s->header("Retry-After") == "120");
+
+  auto m = env.manifest_now(env.route("limited"), "t");
+  REQUIRE_FALSE(m.ok());
+  CHECK(m.error().code == Errc::TooManyRequests);
+  CHECK(m.error().retry_after == "17");
+  // Rate limiting is an answer: the parent stays online through any number.
+  Route limited = env.route("limited");
+  for (int i = 0; i < upstream::Health::kFailuresToOpen + 1; ++i) (void)env.manifest_now(limited, "x");
+  CHECK_FALSE(env.fx().call([&] { return limited.upstream->offline(); }));
+  env.end();
+}
+
+TEST_CASE("cache: a fill that fails in the parent's auth dance is a 502, not a 503", "[cache][fill][auth]") {
+  const Digest d = Digest::sha256_of("secret");
+  const int dead = pick_free_port();
+  CacheEnv env([&](ScriptConn& c, const SeenRequest& r) {
+    if (probe(c, r)) return;
+    c.send(for_method(r, unauthorized(R"(Bearer realm="http://127.0.0.1:)" + std::to_string(dead) +
+                                      R"(/token",service="reg")")));
+  });
+  TestClient a(env.port());
+  REQUIRE(a.send(get_request(blob_path("r", d))));
+  auto r = a.read_response();
+  REQUIRE(r);
+  CHECK(r->status == 502);
+  CHECK(r->reason == "Bad Answer From Parent");
+  CHECK(r->body.find("token") != std::string::npos);
+  env.end();
+}
+
+TEST_CASE("cache: an offline miss names its reason in the status line", "[cache][offline]") {
+  CacheEnv env(blob_upstream("never"), CacheEnv::default_popts(),
+               [](upstream::UpstreamOptions& o) { o.offline = true; });
+  TestClient a(env.port());
+  REQUIRE(a.send(get_request(blob_path("r", Digest::sha256_of("b")))));
+  auto r = a.read_response();
+  REQUIRE(r);
+  CHECK(r->status == 503);
+  // Go clients (docker, ctr, podman, skopeo) print the status line only.
+  CHECK(r->reason == "Parent Offline And Not Cached");
+  CHECK(r->head.rfind("HTTP/1.1 503 Parent Offline And Not Cached\r\n", 0) == 0);
+  env.end();
+}
+
+TEST_CASE("cache: an unreachable parent's miss says so in the status line", "[cache][fill]") {
+  CacheEnv env(blob_upstream("x"), CacheEnv::default_popts(), [](upstream::UpstreamOptions& o) {
+    o.url = *http::Url::parse("http://127.0.0.1:" + std::to_string(pick_free_port()) + "/");
+  });
+  TestClient a(env.port());
+  REQUIRE(a.send(get_request(blob_path("r", Digest::sha256_of("x")))));
+  auto r = a.read_response();
+  REQUIRE(r);
+  CHECK(r->status == 503);
+  CHECK((r->reason == "Parent Unreachable And Not Cached" || r->reason == "Parent Offline And Not Cached"));
   env.end();
 }

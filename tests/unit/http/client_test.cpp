@@ -845,7 +845,7 @@ TEST_CASE("client: the first-byte deadline fails a call the parent never answers
   env.end();
 }
 
-TEST_CASE("client: a pooled connection that times out counts as stale: one retry, then the error",
+TEST_CASE("client: a pooled connection that times out is not retried: the caller waits one deadline",
           "[http][client][deadline][retry]") {
   HttpTestServer srv([](ScriptConn& c, const SeenRequest& r) {
     if (r.seq == 0) return (void)c.send(reply(200, "warm"));
@@ -853,17 +853,23 @@ TEST_CASE("client: a pooled connection that times out counts as stale: one retry
   });
   ClientEnv env;
   CHECK(env.fetch(make_req(Method::Get, srv.url("/warm"))).ok());
+  REQUIRE(env.client->idle_connections() == 1);
   http::ClientTimeouts t;
-  t.first_byte_ms = 100;
-  // No byte came back on a reused connection: client.cpp treats the deadline
-  // like a parent-closed connection and retries once on a fresh one, which
-  // times out as well. The caller's wait is therefore up to 2 x first_byte_ms.
+  t.first_byte_ms = 400;
+  // Regression (issue #13): the deadline on a reused connection was taken for
+  // a stale connection and the request was sent again, so a parent that
+  // accepts and never answers made the caller wait 2 x parent.timeout.
+  auto start = Clock::now();
   Outcome o = env.fetch(make_req(Method::Get, srv.url("/x"), t));
+  auto elapsed = std::chrono::duration_cast<milliseconds>(Clock::now() - start).count();
   CHECK_FALSE(o.ok());
   CHECK(o.code() == Errc::UpstreamUnavailable);
+  CHECK(o.message().find("no response") != std::string::npos);
   CHECK(o.dones == 1);
-  CHECK(srv.count_path("/x") == 2);
-  CHECK(srv.connections() == 2);
+  CHECK(srv.count_path("/x") == 1);
+  CHECK(srv.connections() == 1);
+  CHECK(elapsed >= 350);
+  CHECK(elapsed < 780);  // one deadline, not two
   env.end();
 }
 

@@ -35,7 +35,7 @@ TEST_CASE("health: starts online, probing at the idle interval", "[upstream][hea
   CHECK_FALSE(h.forced_offline());
   CHECK(h.last_success_ms() == 0);
   CHECK(h.transitions() == 0);
-  CHECK(h.next_probe_delay_ms() == Health::kMaxBackoffMs);
+  CHECK(h.next_probe_delay_ms() == Health::kIdleProbeMs);
 }
 
 TEST_CASE("health: connectivity names", "[upstream][health]") {
@@ -88,7 +88,7 @@ TEST_CASE("health: a success resets the failure count", "[upstream][health]") {
   CHECK(h.state() == Connectivity::Online);
   CHECK(h.last_success_ms() == kT0);
   CHECK(h.transitions() == 2);
-  CHECK(h.next_probe_delay_ms() == Health::kMaxBackoffMs);
+  CHECK(h.next_probe_delay_ms() == Health::kIdleProbeMs);
 
   // Not "in a row" any more: two new failures only degrade.
   h.on_failure();
@@ -153,7 +153,7 @@ TEST_CASE("health: a probe that answers closes the breaker", "[upstream][health]
   CHECK(h.state() == Connectivity::Online);
   CHECK_FALSE(h.offline());
   CHECK(h.last_success_ms() == kT0 + 42);
-  CHECK(h.next_probe_delay_ms() == Health::kMaxBackoffMs);
+  CHECK(h.next_probe_delay_ms() == Health::kIdleProbeMs);
   CHECK(h.transitions() == 3);  // Online->Degraded->Offline->Online
 
   // The failure count restarted: a single failure only degrades.
@@ -181,7 +181,9 @@ TEST_CASE("health: a real request answering while offline closes the breaker", "
 
 TEST_CASE("health: probe backoff doubles while offline and stops at the cap", "[upstream][health]") {
   REQUIRE(Health::kMinBackoffMs == 1'000);
-  REQUIRE(Health::kMaxBackoffMs == 30'000);
+  // Issue #13: a 30 s cap kept misses failing for up to ~33 s after the
+  // parent came back. The cap is what bounds noticing it without clients.
+  REQUIRE(Health::kMaxBackoffMs == 3'000);
   Health h;
   auto d = failed_probe_delays(h, 10);
 
@@ -256,4 +258,45 @@ TEST_CASE("health: not forced by default", "[upstream][health]") {
   Health h(false);
   CHECK_FALSE(h.forced_offline());
   CHECK(h.state() == Connectivity::Online);
+}
+
+TEST_CASE("health: while offline, one trial request per interval (half-open)", "[upstream][health]") {
+  Health h;
+  const uint64_t t = 5'000'000;
+  // Not offline: every request goes, none of them is a trial.
+  CHECK(h.admit(t));
+  CHECK_FALSE(h.take_trial());
+  h.on_probe(false, kT0);
+  REQUIRE(h.offline());
+  // The first ask after opening starts the cool-down: the outage is news.
+  CHECK_FALSE(h.admit(t - Health::kTrialIntervalMs));
+  CHECK_FALSE(h.take_trial());
+  // An interval later one request is the trial; it stays granted until used.
+  CHECK(h.admit(t));
+  CHECK(h.admit(t + 1));
+  CHECK(h.take_trial());
+  // Used: nothing else goes until the interval has passed.
+  CHECK_FALSE(h.admit(t + 2));
+  CHECK_FALSE(h.take_trial());
+  CHECK_FALSE(h.admit(t + Health::kTrialIntervalMs - 1));
+  CHECK(h.admit(t + Health::kTrialIntervalMs));
+  CHECK(h.take_trial());
+  // The trial answered: the breaker closes and requests flow again.
+  h.on_success(kT0 + 10);
+  CHECK_FALSE(h.offline());
+  CHECK(h.admit(t + Health::kTrialIntervalMs + 1));
+  CHECK_FALSE(h.take_trial());
+  CHECK(h.admit(t + Health::kTrialIntervalMs + 2));
+  // The next outage starts with a fresh cool-down.
+  h.on_probe(false, kT0 + 20);
+  REQUIRE(h.offline());
+  CHECK_FALSE(h.admit(t + 10 * Health::kTrialIntervalMs));
+  CHECK(h.admit(t + 11 * Health::kTrialIntervalMs));
+}
+
+TEST_CASE("health: forced offline grants no trial", "[upstream][health]") {
+  Health h(true);
+  CHECK_FALSE(h.admit(1));
+  CHECK_FALSE(h.admit(1'000'000));
+  CHECK_FALSE(h.take_trial());
 }

@@ -11,6 +11,7 @@
 // Callers only ever see the final response: on_head once, body bytes of the
 // final response only, on_done once.
 #include <catch2/catch.hpp>
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -702,4 +703,125 @@ TEST_CASE("registry client: the offline switch fails requests at once, before an
   CHECK(o.heads == 0);
   env.end();
   CHECK(srv.request_count() == 0);
+}
+
+// ---------------------------------------------------------------------------
+// Issue #13: challenges that change, 429, the half-open breaker
+
+namespace {
+/// A registry that wants alice's Basic credentials, or (while `bearer`)
+/// bearer_registry's tokens from `realm`.
+Script switching_registry(std::atomic<bool>& bearer, const std::string& realm) {
+  Script bearer_script = bearer_registry(realm);
+  return [&bearer, bearer_script](ScriptConn& c, const SeenRequest& r) {
+    if (bearer) return bearer_script(c, r);
+    if (r.header("Authorization") == kAliceBasic) return (void)c.send(reply(200, "basic " + r.path()));
+    c.send(unauthorized(R"(Basic realm="r")"));
+  };
+}
+}  // namespace
+
+TEST_CASE("registry client: a parent that moved from Basic to Bearer gets no more Basic", "[upstream][registry][auth]") {
+  HttpTestServer tokens(token_service());
+  std::atomic<bool> bearer{false};
+  HttpTestServer srv(switching_registry(bearer, tokens.url("/token")));
+  RegEnv env(options_for(srv.url(), "alice", "s3cret"));
+  REQUIRE(env.get("/v2/a/manifests/1", "a").status == 200);  // learns Basic
+  bearer = true;
+  Outcome b = env.get("/v2/b/manifests/1", "b");  // Basic, refused with a Bearer challenge, then a token
+  CHECK(b.status == 200);
+  CHECK(b.body == "content of /v2/b/manifests/1");
+  const size_t before = srv.request_count();
+  Outcome c = env.get("/v2/c/manifests/1", "c");
+  CHECK(c.status == 200);
+  auto seen = srv.requests();
+  REQUIRE(seen.size() > before);
+  // The latest challenge was Bearer: the next repository's first request
+  // carries no Basic credentials (they go to the token service only).
+  for (size_t i = before; i < seen.size(); ++i) {
+    INFO(seen[i].method << " " << seen[i].target << " Authorization=" << seen[i].header("Authorization").value_or("-"));
+    CHECK(seen[i].header("Authorization").value_or("").rfind("Basic ", 0) == std::string::npos);
+  }
+  env.end();
+}
+
+TEST_CASE("registry client: a parent back at Basic after Bearer gets Basic, not the old token",
+          "[upstream][registry][auth]") {
+  HttpTestServer tokens(token_service());
+  std::atomic<bool> bearer{true};
+  HttpTestServer srv(switching_registry(bearer, tokens.url("/token")));
+  RegEnv env(options_for(srv.url(), "alice", "s3cret"));
+  REQUIRE(env.get("/v2/a/manifests/1", "a").status == 200);  // token for a
+  bearer = false;
+  Outcome o = env.get("/v2/a/manifests/1", "a");
+  CHECK(o.status == 200);
+  CHECK(o.body == "basic /v2/a/manifests/1");
+  env.end();
+}
+
+TEST_CASE("registry client: 429s reach the caller with Retry-After and never mark the parent offline",
+          "[upstream][registry][health]") {
+  HttpTestServer srv([](ScriptConn& c, const SeenRequest& r) {
+    if (r.path() == "/v2/") return (void)c.send(reply(200, "{}"));
+    c.send(for_method(r, reply(429, R"({"errors":[{"code":"TOOMANYREQUESTS"}]})", {{"Retry-After", "7"}})));
+  });
+  RegEnv env(options_for(srv.url()));
+  for (int i = 0; i < 2 * upstream::Health::kFailuresToOpen; ++i) {
+    Outcome o = env.get("/v2/a/manifests/" + std::to_string(i), "a");
+    CHECK(o.ok());
+    CHECK(o.status == 429);
+    CHECK(o.headers.get("Retry-After") == std::optional<std::string_view>("7"));
+  }
+  CHECK_FALSE(env.reg->offline());
+  CHECK(env.reg->health().state() == upstream::Connectivity::Online);
+  env.end();
+}
+
+TEST_CASE("registry client: while offline, a miss is let through as a trial that brings the parent back",
+          "[upstream][registry][health]") {
+  // The probe (/v2/) keeps failing, so only a trial request can close the
+  // breaker: before issue #13 every request was refused until a probe said so.
+  std::atomic<bool> down{true};
+  HttpTestServer srv([&](ScriptConn& c, const SeenRequest& r) {
+    if (r.path() == "/v2/" || down) return c.close();
+    c.send(for_method(r, reply(200, "ok " + r.path())));
+  });
+  RegEnv env(options_for(srv.url()));
+  for (int i = 0; i < upstream::Health::kFailuresToOpen && !env.reg->offline(); ++i)
+    CHECK_FALSE(env.get("/v2/a/manifests/x", "a").ok());
+  REQUIRE(env.until([&] { return env.reg->offline(); }));
+  down = false;
+  // Misses are refused during the cool-down, then one goes through as the
+  // trial, finds the parent answering and closes the breaker.
+  Outcome o;
+  int refused = 0;
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (Clock::now() < deadline) {
+    o = env.get("/v2/a/manifests/back", "a");
+    if (o.ok()) break;
+    CHECK(o.heads == 0);
+    ++refused;
+    env.fx.run_until([] { return false; }, std::chrono::milliseconds(50));
+  }
+  CHECK(o.ok());
+  CHECK(o.status == 200);
+  CHECK(o.body == "ok /v2/a/manifests/back");
+  CHECK_FALSE(env.reg->offline());
+  CHECK(refused >= 1);
+  CHECK(srv.count_path("/v2/a/manifests/back") == 1);  // only the trial reached the parent
+
+  // Down again: at most one trial per interval reaches the parent.
+  down = true;
+  for (int i = 0; i < upstream::Health::kFailuresToOpen && !env.reg->offline(); ++i)
+    (void)env.get("/v2/a/manifests/y", "a");
+  REQUIRE(env.until([&] { return env.reg->offline(); }));
+  const size_t before = srv.count_path("/v2/a/manifests/z");
+  Outcome first, second;
+  env.start(first, Method::Get, "/v2/a/manifests/z", "a");
+  env.start(second, Method::Get, "/v2/a/manifests/z", "a");
+  CHECK(second.dones == 1);  // refused before request() returned
+  CHECK(second.code() == Errc::UpstreamUnavailable);
+  REQUIRE(env.until([&] { return first.done(); }));
+  CHECK(srv.count_path("/v2/a/manifests/z") - before <= 1);
+  env.end();
 }
