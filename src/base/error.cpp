@@ -35,7 +35,10 @@ std::string error_body(const Error& e) {
   one["message"] = std::string(default_message(e.code));
   one["detail"] = e.detail.empty() ? nlohmann::json(nullptr) : nlohmann::json(e.detail);
   j["errors"].push_back(std::move(one));
-  return j.dump();
+  // Details quote what clients and parents sent (paths, headers), which need
+  // not be UTF-8: replace bad bytes with U+FFFD instead of throwing, which
+  // from a parser or pool callback would terminate the process.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace outpost

@@ -21,6 +21,20 @@ std::string scheme_of(std::string_view s) {
   }
   return out;
 }
+
+// RFC 3986 §3.2.2: inside "[...]" an IPv6 address (hex digits, ':' and '.');
+// otherwise a reg-name or IPv4 address (unreserved, pct-encoded, sub-delims).
+// Anything else (':', '[', spaces, bytes >= 0x80) would make origin() and
+// the Host header say something other than what was parsed.
+bool valid_host(std::string_view h, bool ip_literal) {
+  for (char ch : h) {
+    unsigned char c = static_cast<unsigned char>(ch);
+    bool ok = ip_literal ? (std::isxdigit(c) || c == ':' || c == '.')
+                         : (std::isalnum(c) || std::string_view("-._~%!$&'()*+,;=").find(ch) != std::string_view::npos);
+    if (!ok || c >= 0x80) return false;
+  }
+  return true;
+}
 }  // namespace
 
 Result<Url> Url::parse(std::string_view s) {
@@ -61,6 +75,8 @@ Result<Url> Url::parse(std::string_view s) {
     if (colon != std::string_view::npos) port = authority.substr(colon + 1);
   }
   if (u.host.empty()) return Error(Errc::ConfigInvalid, "URL has no host");
+  if (!valid_host(u.host, !authority.empty() && authority[0] == '['))
+    return Error(Errc::ConfigInvalid, "bad host in URL");
   u.port = u.tls ? 443 : 80;
   if (!port.empty()) {
     unsigned p = 0;

@@ -203,3 +203,22 @@ TEST_CASE("Url::resolve: a Location with another scheme is not a relative path",
   CHECK(upper->port == 81);
   CHECK(upper->target == "/y");
 }
+
+// Found by the www_authenticate fuzz target (Location resolution): a host
+// with ':' or '[' in it ("http://1:[:]:5000x/...") was accepted, and origin()
+// and the Host header then named another host than the one parsed.
+TEST_CASE("Url::parse: a host must be a reg-name, an IPv4 or a bracketed IPv6 address", "[http][url]") {
+  for (const char* bad : {"http://1:[:]:5000ttp/v2/", "http://a:b:80/", "http://a]b/", "http://a b/",
+                          "http://h\xc3\xa9/", "http://[::1x]/", "http://[fe80::1%eth0]/", "http://a\"b/"}) {
+    INFO("URL: " << bad);
+    CHECK_FALSE(Url::parse(bad).ok());
+  }
+  Url v6 = must_parse("http://[2001:db8::1]:5000/v2/");
+  CHECK(v6.host == "2001:db8::1");
+  CHECK(v6.str() == "http://[2001:db8::1]:5000/v2/");
+  Url reg = must_parse("https://registry-1.docker.io/v2/");
+  CHECK(reg.host == "registry-1.docker.io");
+  CHECK(must_parse("http://10.0.0.1:80/").host == "10.0.0.1");
+  // What is printed parses back to itself.
+  CHECK(must_parse(v6.str()).str() == v6.str());
+}
