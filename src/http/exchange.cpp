@@ -81,7 +81,11 @@ void Exchange::read_body(BodyData on_data, BodyEnd on_end) {
   conn_->ex_read_body_();
 }
 
-void Exchange::pause_body() { body_paused_flag_ = true; }
+void Exchange::pause_body() {
+  if (body_paused_flag_) return;
+  body_paused_flag_ = true;
+  if (conn_) conn_->ex_pause_body_();
+}
 
 void Exchange::resume_body() {
   if (!body_paused_flag_) return;

@@ -47,24 +47,55 @@ std::string Server::next_request_id_() {
 }
 
 void Server::on_accept_(int fd, std::string peer) {
-  if (shutting_down_ || conns_.size() >= limits_.max_connections) {
-    // Answer rather than drop: a client that sees 503 backs off instead of retrying blind.
-    static const std::string kBusy = [] {
-      std::string body = "{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"too many connections, try again later\"}]}";
-      return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: " +
-             std::to_string(body.size()) + "\r\nConnection: close\r\nRetry-After: 1\r\n\r\n" + body;
-    }();
-    ssize_t r = ::write(fd, kBusy.data(), kBusy.size());
-    (void)r;
-    ::close(fd);
-    stats_.connections_rejected++;
-    log::warn("connection rejected", " peer=" + peer + (shutting_down_ ? " reason=shutting_down" : " reason=max_connections"));
+  if (shutting_down_) {
+    refuse(fd, peer);
     return;
+  }
+  if (conns_.size() >= limits_.max_connections) {
+    // Full: make room by closing the connection that has been quiet longest
+    // (idle between requests, nothing buffered), so that a crowd of silent
+    // or idle sockets cannot lock out a real client. One mid-request is never shed.
+    if (quiet_.empty()) {
+      refuse(fd, peer);
+      return;
+    }
+    ServerConn* victim = quiet_.front();
+    victim->close();  // removes it from quiet_ and conns_
+    stats_.connections_shed++;
+    log_pressure();
   }
   stats_.connections_accepted++;
   auto* c = new ServerConn(this, fd, std::move(peer));
   conns_.insert(c);
   c->start();
+}
+
+void Server::refuse(int fd, const std::string& peer) {
+  // Answer rather than drop: a client that sees 503 backs off instead of retrying blind.
+  static const std::string kBusy = [] {
+    std::string body = "{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"too many connections, try again later\"}]}";
+    return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\nConnection: close\r\nRetry-After: 1\r\n\r\n" + body;
+  }();
+  ssize_t r = ::write(fd, kBusy.data(), kBusy.size());
+  (void)r;
+  ::close(fd);
+  stats_.connections_rejected++;
+  if (shutting_down_) log::info("connection rejected", " peer=" + peer + " reason=shutting_down");
+  else log_pressure();
+}
+
+void Server::log_pressure() {
+  // Under a flood this runs thousands of times a second: one line a second
+  // at most, with the counts since the last one.
+  uint64_t now = uv_now(loop_);
+  if (pressure_logged_ms_ != 0 && now - pressure_logged_ms_ < 1000) return;
+  pressure_logged_ms_ = now;
+  log::warn("connection limit reached", " max_connections=" + std::to_string(limits_.max_connections) +
+                                            " shed=" + std::to_string(stats_.connections_shed - shed_logged_) +
+                                            " rejected=" + std::to_string(stats_.connections_rejected - rejected_logged_));
+  shed_logged_ = stats_.connections_shed;
+  rejected_logged_ = stats_.connections_rejected;
 }
 
 void Server::on_conn_closed_(ServerConn* c) {
@@ -93,6 +124,18 @@ void Server::on_idle(uv_idle_t* h) noexcept {
   for (size_t i = 0; i < batch.size(); ++i)
     if (batch[i]) batch[i]->process_deferred_();
   s->running_pending_ = nullptr;
+}
+
+void Server::note_tls_on_plain_(const std::string& peer) {
+  stats_.tls_on_plain++;
+  // "ip:port" -> "ip": a client retries from new ports, the operator needs one line.
+  std::string host = peer.substr(0, peer.rfind(':'));
+  if (tls_warned_.size() >= 4096) tls_warned_.clear();  // bounded; a repeat line now and then is fine
+  if (tls_warned_.insert(host).second)
+    log::warn("TLS handshake on a plain-HTTP listener; configure the client for http / insecure registry",
+              " peer=" + peer);
+  else
+    log::debug("TLS handshake on a plain-HTTP listener", " peer=" + peer);
 }
 
 void Server::shutdown(uint64_t deadline_ms, std::function<void()> done) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <memory>
 #include <string>
 #include <unordered_set>
@@ -20,17 +21,23 @@ class Listener;
 class ServerConn;
 
 struct ServerLimits {
-  uint32_t max_connections = 1024;
+  uint32_t max_connections = 1024;  ///< at this many, the longest-quiet one is shed for a newcomer
   uint32_t max_header_bytes = 16 * 1024;
   uint64_t header_timeout_ms = 10'000;
   uint64_t idle_timeout_ms = 60'000;
   uint64_t body_timeout_ms = 30'000;
+  /// After the grace period, a request body must average at least this many
+  /// bytes/s of the time the server was reading it (0: no minimum).
+  uint64_t min_body_rate = 1024;
+  uint64_t body_rate_grace_ms = 10'000;
   uint64_t write_timeout_ms = 60'000;
 };
 
 struct ServerStats {
   uint64_t connections_accepted = 0;
-  uint64_t connections_rejected = 0;  ///< over max_connections
+  uint64_t connections_rejected = 0;  ///< over max_connections, none quiet to shed
+  uint64_t connections_shed = 0;      ///< quiet connections closed to admit a new one
+  uint64_t tls_on_plain = 0;          ///< TLS handshakes closed on a plain-HTTP listener
   uint64_t requests = 0;
   uint64_t bytes_sent = 0;
 };
@@ -67,9 +74,16 @@ class Server {
   std::string next_request_id_();
   /// Runs c->process_deferred_() on the next loop turn (outside any callback of c).
   void defer_(ServerConn* c);
+  /// A TLS ClientHello reached a plain-HTTP listener: warns once per client address.
+  void note_tls_on_plain_(const std::string& peer);
+  /// Quiet connections (ServerConn::quiet()), longest quiet at the front.
+  std::list<ServerConn*>::iterator quiet_add_(ServerConn* c) { return quiet_.insert(quiet_.end(), c); }
+  void quiet_remove_(std::list<ServerConn*>::iterator it) { quiet_.erase(it); }
 
  private:
   void check_shutdown_done();
+  void refuse(int fd, const std::string& peer);
+  void log_pressure();
   static void on_idle(uv_idle_t* h) noexcept;
   uv_loop_t* loop_;
   ServerLimits limits_;
@@ -77,6 +91,9 @@ class Server {
   std::vector<Header> default_headers_;
   std::vector<Listener*> listeners_;
   std::unordered_set<ServerConn*> conns_;
+  std::list<ServerConn*> quiet_;
+  uint64_t pressure_logged_ms_ = 0;   // last "connection limit reached" line (one a second at most)
+  uint64_t shed_logged_ = 0, rejected_logged_ = 0;
   ServerStats stats_;
   bool shutting_down_ = false;
   std::function<void()> shutdown_done_;
@@ -84,6 +101,7 @@ class Server {
   uv_idle_t* idle_ = nullptr;             // runs deferred parsing; active only while pending_ is non-empty
   std::vector<ServerConn*> pending_;
   std::vector<ServerConn*>* running_pending_ = nullptr;
+  std::unordered_set<std::string> tls_warned_;  // client addresses told about TLS (bounded)
   uint32_t rid_prefix_ = 0;
   uint64_t rid_counter_ = 0;
 };

@@ -5,16 +5,19 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "base/log.hpp"
 #include "http/server.hpp"
+#include "http/url.hpp"
 
 namespace outpost::http {
 
 namespace {
 constexpr size_t kReadChunk = 64 * 1024;
+constexpr size_t kKeepInputCapacity = 4 * 1024;  // an idle connection's input buffer beyond this is freed
 constexpr uint64_t kLingerMs = 2000;     // how long we drain an unread request body before closing
 constexpr size_t kMaxIov = 16;
 constexpr uint64_t kSendfileChunk = 8ull << 20;
@@ -45,15 +48,28 @@ ServerConn::~ServerConn() {
 }
 
 void ServerConn::start() {
-  idle_since_ = uv_now(server_->loop());
+  accepted_ms_ = idle_since_ = uv_now(server_->loop());
   update_poll();
   refresh_timer();
+}
+
+bool ServerConn::quiet() const {
+  return state_ == State::Idle && out_.empty() && in_off_ == in_.size();
+}
+
+void ServerConn::update_quiet() {
+  const bool q = quiet();
+  if (q == quiet_listed_) return;
+  if (q) quiet_pos_ = server_->quiet_add_(this);
+  else server_->quiet_remove_(quiet_pos_);
+  quiet_listed_ = q;
 }
 
 void ServerConn::close() {
   if (state_ == State::Closing) return;
   const bool was_handling = cur_ && !response_done_;
   state_ = State::Closing;
+  update_quiet();
   if (cur_) {
     ExchangePtr ex = std::move(cur_);
     if (was_handling) log_access(ex.get(), "client_gone");
@@ -129,7 +145,7 @@ void ServerConn::on_readable() {
 }
 
 bool ServerConn::can_parse() const {
-  if (!cur_) return true;
+  if (!cur_) return !output_backlogged();  // the next request waits for the output to drain
   if (!message_complete_) {
     if (!req_.has_body) return true;
     return cur_->body_reader_set_() && !cur_->body_paused_();
@@ -186,6 +202,9 @@ void ServerConn::process_input() {
   if (in_off_ == in_.size()) {
     in_.clear();
     in_off_ = 0;
+    // Between requests, give back a buffer a large read grew: thousands of
+    // idle keep-alive connections must not each keep 64+ KiB.
+    if (state_ == State::Idle && in_.capacity() > kKeepInputCapacity) std::string().swap(in_);
   }
   if (state_ == State::Idle && (close_when_idle_ || read_eof_) && in_.empty()) {
     close();
@@ -196,17 +215,39 @@ void ServerConn::process_input() {
 }
 
 void ServerConn::on_parse_error(llhttp_errno_t err) {
-  int status = reject_status_ ? reject_status_ : 400;
-  std::string why = reject_status_ ? reject_reason_ : std::string(llhttp_errno_name(err)) + ": " +
-                                                          (llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "");
-  if (cur_ && !message_complete_ && req_.has_body)
-    cur_->on_body_end_(Error(Errc::BadRequest, "malformed request body: " + why));
-  if (state_ == State::Closing) return;
-  if (cur_ && cur_->responded()) {
+  if (err == HPE_INVALID_METHOD && heads_ == 0 && starts_with_tls_record()) {
+    // skopeo, podman and containerd try HTTPS first: an HTTP answer would be
+    // garbage to them. Say what it is (once per client address), and close.
+    server_->note_tls_on_plain_(peer_);
     close();
     return;
   }
+  int status = reject_status_ ? reject_status_ : 400;
+  std::string why = reject_status_ ? reject_reason_ : std::string(llhttp_errno_name(err)) + ": " +
+                                                          (llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "");
+  if (cur_ && !message_complete_ && req_.has_body) {
+    // The body reader hears it first: a malformed body is a bad request, not a
+    // stall, and it must leave (e.g.) an upload session as it was.
+    ExchangePtr ex = cur_;
+    ex->on_body_end_(Error(Errc::BadRequest, "malformed request body: " + why));
+  }
+  // Already answered (by the body reader just now, or earlier): the
+  // connection is lingering or closing on its own; never answer twice.
+  if (answered_for_good()) return;
+  if (cur_ && cur_->responded()) {
+    close();  // a streamed response is under way: it cannot become a 400
+    return;
+  }
   reject(status, why);
+}
+
+bool ServerConn::answered_for_good() const {
+  return state_ == State::Closing || state_ == State::Lingering || linger_after_flush_ || close_after_flush_;
+}
+
+bool ServerConn::starts_with_tls_record() const {
+  // A TLS record header: content type 22 (handshake), then version major 3.
+  return in_.size() >= 2 && static_cast<unsigned char>(in_[0]) == 0x16 && static_cast<unsigned char>(in_[1]) == 0x03;
 }
 
 int ServerConn::on_message_begin(llhttp_t* p) noexcept {
@@ -221,7 +262,10 @@ int ServerConn::on_message_begin(llhttp_t* p) noexcept {
   c->response_done_ = false;
   c->started_ms_ = uv_now(c->server_->loop());
   c->started_ns_ = uv_hrtime();
-  c->head_deadline_ = c->started_ms_ + c->server_->limits().header_timeout_ms;
+  // The first head must be complete header_timeout after the connection was
+  // accepted (a client may not hold a connection open by sending nothing,
+  // then one byte); a later one, header_timeout after its first byte.
+  c->head_deadline_ = (c->heads_ == 0 ? c->accepted_ms_ : c->started_ms_) + c->server_->limits().header_timeout_ms;
   return 0;
 }
 
@@ -267,8 +311,38 @@ int ServerConn::on_header_value_complete(llhttp_t* p) noexcept {
   return 0;
 }
 
+bool ServerConn::check_head() {
+  // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host; none is allowed
+  // only in HTTP/1.0, and two are an error in any version.
+  size_t hosts = 0;
+  for (const auto& h : req_.headers.list())
+    if (iequals(h.name, "Host")) ++hosts;
+  if (hosts > 1) return fail_head(400, "more than one Host header");
+  if (hosts == 0 && (parser_.http_major > 1 || parser_.http_minor >= 1))
+    return fail_head(400, "HTTP/1.1 request without a Host header");
+  // Origin-form ("/v2/") is the norm. Absolute-form ("http://host:port/v2/",
+  // §3.2.2) must be accepted too: route on its path, and its authority
+  // replaces Host. Anything else (authority-form, a bare word) is an error;
+  // "*" (asterisk-form) is left to the router.
+  if (!url_.empty() && url_[0] != '/' && url_ != "*") {
+    auto u = Url::parse(url_);
+    if (!u) return fail_head(400, "request-target is neither an absolute path nor an http(s) URL");
+    req_.headers.set("Host", u->host_header());
+    url_ = std::move(u->target);
+  }
+  return true;
+}
+
+bool ServerConn::fail_head(int status, std::string reason) {
+  reject_status_ = status;
+  reject_reason_ = std::move(reason);
+  return false;
+}
+
 int ServerConn::on_headers_complete(llhttp_t* p) noexcept {
   auto* c = self(p);
+  c->heads_++;
+  if (!c->check_head()) return -1;  // answered by on_parse_error with reject_status_
   Request& r = c->req_;
   r.method = method_from(llhttp_method_name(static_cast<llhttp_method_t>(p->method)));
   r.target = std::move(c->url_);
@@ -285,6 +359,8 @@ int ServerConn::on_headers_complete(llhttp_t* p) noexcept {
   c->keep_alive_ = llhttp_should_keep_alive(p) && !c->close_when_idle_;
   c->state_ = State::Handling;
   c->continue_sent_ = false;
+  c->body_bytes_ = c->body_active_ms_ = 0;
+  c->body_clock_running_ = false;
   c->last_progress_ = uv_now(c->server_->loop());
   c->server_->mutable_stats().requests++;
   c->cur_ = std::make_shared<Exchange>(c, r);
@@ -310,6 +386,7 @@ void ServerConn::dispatch() {
 int ServerConn::on_body(llhttp_t* p, const char* at, size_t len) noexcept {
   auto* c = self(p);
   c->last_progress_ = uv_now(c->server_->loop());
+  c->body_bytes_ += len;
   ExchangePtr ex = c->cur_;
   if (ex) ex->on_body_data_(std::string_view(at, len));
   if (c->state_ == State::Closing || c->state_ == State::Lingering) return HPE_PAUSED;
@@ -327,6 +404,9 @@ int ServerConn::on_message_complete(llhttp_t* p) noexcept {
   if (c->response_done_) {
     c->finish_cycle();
     if (c->state_ != State::Idle) return HPE_PAUSED;  // closing or lingering
+    // A client pipelining without reading its answers: stop here until they
+    // drain (flush resumes), or its unsent responses grow without bound.
+    if (c->output_backlogged()) return HPE_PAUSED;
     return 0;
   }
   return HPE_PAUSED;
@@ -348,7 +428,9 @@ void ServerConn::reject(int status, std::string_view message) {
                                       log::quote(message));
     state_ = State::Handling;
     response_done_ = true;
-    close_after_flush_ = true;
+    // Unread input may follow (the rest of a huge head, a body): close by
+    // lingering, or the kernel's RST could destroy the answer unread.
+    linger_after_flush_ = true;
     ex_send_(head + body);
     return;
   }
@@ -379,6 +461,7 @@ void ServerConn::ex_send_file_(int fd, uint64_t offset, uint64_t length) {
   it.file_off = offset;
   it.file_left = length;
   out_.push_back(std::move(it));
+  out_files_++;
   if (!write_blocked_) flush();
 }
 
@@ -434,7 +517,10 @@ void ServerConn::ex_resume_body_() {
   refresh_timer();
 }
 
-void ServerConn::ex_pause_body_() {}
+void ServerConn::ex_pause_body_() {
+  if (state_ == State::Closing) return;
+  refresh_timer();  // stops the body clocks: a paused body is not the client's delay
+}
 
 void ServerConn::finish_cycle() {
   log_access(cur_.get(), nullptr);
@@ -477,6 +563,7 @@ void ServerConn::start_lingering() {
   // Closing with unread input makes the kernel send RST, which can destroy
   // the response before the client reads it; half-close and drain instead.
   state_ = State::Lingering;
+  update_quiet();
   ::shutdown(fd_, SHUT_WR);
   in_.clear();
   in_off_ = 0;
@@ -537,6 +624,7 @@ void ServerConn::flush() {
       if (front.file_left == 0) {
         ::close(front.file_fd);
         out_.pop_front();
+        out_files_--;
       }
     }
     server_->mutable_stats().bytes_sent += static_cast<uint64_t>(n);
@@ -555,8 +643,16 @@ void ServerConn::flush() {
     if (close_after_flush_) { close(); return; }
     if (linger_after_flush_ && state_ != State::Lingering) { start_lingering(); return; }
   }
+  // Pipelined requests held back by a backlog of output: parse them again.
+  if (parser_paused_ && !cur_ && state_ == State::Idle && out_bytes_ < kLowWater && out_files_ == 0)
+    server_->defer_(this);
   update_poll();
   refresh_timer();
+}
+
+bool ServerConn::output_backlogged() const {
+  // A queued file region is an open fd: one at a time per connection.
+  return out_bytes_ >= kHighWater || out_files_ > 0;
 }
 
 // ---------------------------------------------------------------------------
@@ -565,6 +661,9 @@ void ServerConn::flush() {
 bool ServerConn::want_read() const {
   if (state_ == State::Closing || read_eof_) return false;
   if (state_ == State::Lingering) return true;
+  // A client that does not read its answers is not read either (a body in
+  // progress is: its sender may well read only once it has sent it all).
+  if (out_bytes_ >= kHighWater && !(cur_ && req_.has_body && !message_complete_)) return false;
   // Bounded input: pipelined requests and paused bodies wait in at most this much.
   return in_.size() - in_off_ < kReadChunk + server_->limits().max_header_bytes;
 }
@@ -578,16 +677,41 @@ void ServerConn::update_poll() {
   else uv_poll_start(&poll_, events, on_poll);
 }
 
+bool ServerConn::body_active() const {
+  return state_ == State::Handling && cur_ && req_.has_body && !message_complete_ && cur_->body_reader_set_() &&
+         !cur_->body_paused_();
+}
+
+void ServerConn::account_body_time(uint64_t now) {
+  const bool active = body_active();
+  if (active == body_clock_running_) return;
+  if (active) body_active_since_ = now;
+  else body_active_ms_ += now - body_active_since_;
+  body_clock_running_ = active;
+}
+
+uint64_t ServerConn::rate_deadline() const {
+  // Too slow once the reading time exceeds grace + bytes / rate: each byte
+  // buys 1/rate s beyond the grace period (Apache mod_reqtimeout's MinRate).
+  const ServerLimits& lim = server_->limits();
+  if (lim.min_body_rate == 0 || !body_clock_running_) return UINT64_MAX;
+  const uint64_t allowed = lim.body_rate_grace_ms + body_bytes_ * 1000 / lim.min_body_rate;
+  return body_active_since_ + (allowed > body_active_ms_ ? allowed - body_active_ms_ : 0);
+}
+
 void ServerConn::refresh_timer() {
+  update_quiet();
+  account_body_time(uv_now(server_->loop()));
   if (state_ == State::Closing || state_ == State::Lingering) return;
   const ServerLimits& lim = server_->limits();
   uint64_t deadline = UINT64_MAX;
   if (write_blocked_) deadline = last_progress_ + lim.write_timeout_ms;
+  else if (state_ == State::Idle && heads_ == 0)  // nothing sent yet: as idle, and as a head not begun
+    deadline = accepted_ms_ + std::min(lim.idle_timeout_ms, lim.header_timeout_ms);
   else if (state_ == State::Idle) deadline = idle_since_ + lim.idle_timeout_ms;
   else if (state_ == State::Head) deadline = head_deadline_;
-  else if (state_ == State::Handling && cur_ && req_.has_body && !message_complete_ && cur_->body_reader_set_() &&
-           !cur_->body_paused_())
-    deadline = last_progress_ + lim.body_timeout_ms;
+  else if (body_active())
+    deadline = std::min(last_progress_ + lim.body_timeout_ms, rate_deadline());
   if (deadline == armed_deadline_) return;
   armed_deadline_ = deadline;
   if (deadline == UINT64_MAX) {
@@ -614,17 +738,27 @@ void ServerConn::on_timer(uv_timer_t* t) noexcept {
       return;
     case State::Handling:
       if (c->write_blocked_) break;
-      if (c->cur_ && !c->message_complete_ && c->req_.has_body) {
-        ExchangePtr ex = c->cur_;
-        ex->on_body_end_(Error(Errc::RequestTimeout, "no request body data for " +
-                                                         std::to_string(lim.body_timeout_ms) + " ms"));
-        if (c->state_ == State::Closing) return;
-        if (!ex->responded()) {
-          ex->respond_error(Errc::RequestTimeout,
-                            "no request body data for " + std::to_string(lim.body_timeout_ms) + " ms");
+      if (c->body_active()) {
+        const uint64_t now = uv_now(c->server_->loop());
+        std::string why;
+        if (now >= c->rate_deadline())
+          why = "request body slower than min_body_rate (" + std::to_string(lim.min_body_rate) + " bytes/s)";
+        else if (now >= c->last_progress_ + lim.body_timeout_ms)
+          why = "no request body data for " + std::to_string(lim.body_timeout_ms) + " ms";
+        else {
+          c->refresh_timer();  // progress since the timer was set
           return;
         }
-        c->close();
+        ExchangePtr ex = c->cur_;
+        ex->on_body_end_(Error(Errc::RequestTimeout, why));
+        // The body reader may have answered inside on_body_end_: that answer
+        // already set the connection lingering (closing now could RST it away).
+        if (c->answered_for_good()) return;
+        if (!ex->responded()) {
+          ex->respond_error(Errc::RequestTimeout, why);
+          return;
+        }
+        c->close();  // a streamed response is under way: it cannot carry the 408
         return;
       }
       c->refresh_timer();

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include <deque>
+#include <list>
 #include <memory>
 #include <string>
 
@@ -35,6 +36,9 @@ class ServerConn {
   void close_when_idle();
   /// Runs parsing that was put off until the current callback returned.
   void process_deferred_();
+  /// Idle between requests with nothing buffered either way: the server may
+  /// close it to make room for a new client (never one mid-request).
+  bool quiet() const;
 
   // ---- called by Exchange --------------------------------------------------
   void ex_read_body_();
@@ -75,8 +79,12 @@ class ServerConn {
   void on_readable();
   void process_input();
   void on_parse_error(llhttp_errno_t err);
+  bool answered_for_good() const;  // an answer is out or queued: lingering or closing follows
+  bool starts_with_tls_record() const;
   bool can_parse() const;
   bool count_head(size_t len);
+  bool check_head();                                  // Host and request-target rules
+  bool fail_head(int status, std::string reason);     // sets reject_status_, returns false
   void dispatch();
   void reject(int status, std::string_view message);  // error before or instead of the handler
   void flush();
@@ -84,7 +92,12 @@ class ServerConn {
   void start_lingering();
   void update_poll();
   void refresh_timer();
+  void update_quiet();  // keeps the server's quiet list in step with quiet()
   bool want_read() const;
+  bool body_active() const;            // reading a body: reader set, not paused, not complete
+  void account_body_time(uint64_t now);
+  uint64_t rate_deadline() const;      // loop time the body falls below min_body_rate, or UINT64_MAX
+  bool output_backlogged() const;      // too much unsent output to start another request
   void log_access(Exchange* ex, const char* outcome);
 
   Server* server_;
@@ -108,6 +121,7 @@ class ServerConn {
   std::string url_, field_, value_;
   size_t head_bytes_ = 0;
   int reject_status_ = 0;
+  uint64_t heads_ = 0;           // request heads completed on this connection
   std::string reject_reason_;
   int http_minor_ = 1;
   bool message_complete_ = false;
@@ -119,6 +133,18 @@ class ServerConn {
   uint64_t armed_deadline_ = UINT64_MAX;
   uint64_t started_ms_ = 0;
   uint64_t started_ns_ = 0;
+  uint64_t accepted_ms_ = 0;
+  // min_body_rate accounting: bytes parsed, and the time the server spent
+  // reading them (a paused body or a handler not reading yet is not the
+  // client's fault, so only stretches of body_active() count).
+  uint64_t body_bytes_ = 0;
+  uint64_t body_active_ms_ = 0;
+  uint64_t body_active_since_ = 0;
+  bool body_clock_running_ = false;
+
+  // Position in Server's quiet list (longest quiet first), while listed.
+  std::list<ServerConn*>::iterator quiet_pos_;
+  bool quiet_listed_ = false;
 
   ExchangePtr cur_;
 
@@ -131,6 +157,7 @@ class ServerConn {
   };
   std::deque<OutItem> out_;
   size_t out_bytes_ = 0;         // bytes held in memory (file regions not counted)
+  size_t out_files_ = 0;         // file regions queued (each holds an open fd)
   bool write_blocked_ = false;
   bool drain_wanted_ = false;
   bool response_done_ = false;

@@ -19,6 +19,7 @@
 
 #include "http/exchange.hpp"
 #include "http/server.hpp"
+#include "server_test_helpers.hpp"
 #include "support/loop_fixture.hpp"
 
 using namespace outpost;
@@ -26,71 +27,6 @@ using namespace outpost::test;
 using http::ExchangePtr;
 using std::chrono::milliseconds;
 using Read = TestClient::Read;
-
-namespace {
-
-http::ServerLimits limits_with(uint64_t header_ms = 10'000, uint64_t idle_ms = 60'000,
-                               uint64_t body_ms = 30'000) {
-  http::ServerLimits l;
-  l.header_timeout_ms = header_ms;
-  l.idle_timeout_ms = idle_ms;
-  l.body_timeout_ms = body_ms;
-  return l;
-}
-
-/// Deterministic bytes whose position is visible in their value.
-char pattern_at(uint64_t i) { return static_cast<char>((i * 131 + (i >> 16) + 7) & 0xff); }
-std::string pattern(uint64_t from, uint64_t n) {
-  std::string s(n, '\0');
-  for (uint64_t k = 0; k < n; ++k) s[k] = pattern_at(from + k);
-  return s;
-}
-/// Index of the first differing byte, or npos when equal.
-size_t first_mismatch(const std::string& a, const std::string& b) {
-  size_t n = std::min(a.size(), b.size());
-  for (size_t i = 0; i < n; ++i)
-    if (a[i] != b[i]) return i;
-  return a.size() == b.size() ? std::string::npos : n;
-}
-
-/// Polls `pred` (which may use fx.call) until it holds or the deadline passes.
-template <typename P>
-bool eventually(LoopFixture& fx, P pred, milliseconds timeout = kWait) {
-  const auto deadline = Clock::now() + timeout;
-  while (true) {
-    if (pred()) return true;
-    if (Clock::now() >= deadline) return false;
-    std::unique_lock<std::mutex> lk(fx.mu);
-    fx.cv.wait_for(lk, milliseconds(5));
-  }
-}
-
-int open_fd_count() {
-  int n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  if (!d) return -1;
-  while (readdir(d)) ++n;
-  closedir(d);
-  return n;
-}
-
-/// Answers every request with 200 and "<METHOD> <path>" (whole responses).
-void echo_path(ServerFixture&, const ExchangePtr& ex) {
-  ex->respond(200, std::string(http::method_name(ex->req().method)) + " " + ex->req().path, "text/plain");
-}
-
-std::string chunk(std::string_view data, std::string_view ext = {}) {
-  char hex[32];
-  snprintf(hex, sizeof hex, "%zx", data.size());
-  std::string s = hex;
-  s += ext;
-  s += "\r\n";
-  s += data;
-  s += "\r\n";
-  return s;
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------------------
 // keep-alive and pipelining
@@ -794,20 +730,8 @@ TEST_CASE("server_conn: header_timeout answers an incomplete head with 408", "[h
 }
 
 TEST_CASE("server_conn: body_timeout answers a stalled body with 408", "[http][server_conn]") {
-  struct State {
-    bool ended = false;
-    Errc code = Errc::Ok;
-    std::string got;
-  } s;
-  ServerFixture fx(limits_with(10'000, 60'000, /*body*/ 300), [&s](ServerFixture& f, const ExchangePtr& ex) {
-    ex->read_body([&](std::string_view d) { f.update([&] { s.got.append(d); }); },
-                  [&s, &f](Status st) {
-                    f.update([&] {
-                      s.ended = true;
-                      s.code = st.ok() ? Errc::Ok : st.error().code;
-                    });
-                  });
-  });
+  BodyRecord s;
+  ServerFixture fx(limits_with(10'000, 60'000, /*body*/ 300), record_body(s));
   TestClient c(fx.port);
   auto t0 = Clock::now();
   REQUIRE(c.send("PUT /stall HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789"));
@@ -845,13 +769,40 @@ TEST_CASE("server_conn: idle connections are closed silently", "[http][server_co
   CHECK(eventually(fx, [&] { return fx.connection_count() == 0; }));
 }
 
+namespace {
+/// Holds "/hold" requests unanswered (connections mid-request, never shed);
+/// echoes any other path.
+struct Holder {
+  std::vector<ExchangePtr> held;
+  ServerFixture::Handler handler() {
+    return [this](ServerFixture& f, const ExchangePtr& ex) {
+      if (ex->req().path == "/hold") f.update([&] { held.push_back(ex); });
+      else echo_path(f, ex);
+    };
+  }
+  /// Opens a connection with a request in progress.
+  std::unique_ptr<TestClient> busy(ServerFixture& fx) {
+    auto c = std::make_unique<TestClient>(fx.port);
+    size_t before = count(fx);
+    REQUIRE(c->send(get_request("/hold")));
+    REQUIRE(fx.wait([&] { return held.size() > before; }));
+    return c;
+  }
+  size_t count(ServerFixture& fx) {
+    std::lock_guard<std::mutex> g(fx.mu);
+    return held.size();
+  }
+};
+}  // namespace
+
 TEST_CASE("server_conn: max_connections refuses the next one with 503", "[http][server_conn]") {
   http::ServerLimits lim = limits_with();
   lim.max_connections = 2;
-  ServerFixture fx(lim, echo_path);
-  auto c1 = std::make_unique<TestClient>(fx.port);
-  TestClient c2(fx.port);
-  REQUIRE(eventually(fx, [&] { return fx.connection_count() == 2; }));
+  Holder h;
+  ServerFixture fx(lim, h.handler());
+  // Both admitted connections are mid-request: none may be shed.
+  auto c1 = h.busy(fx);
+  auto c2 = h.busy(fx);
 
   TestClient c3(fx.port);  // connect succeeds (the kernel accepts); the server answers
   auto r = c3.read_response();
@@ -864,13 +815,16 @@ TEST_CASE("server_conn: max_connections refuses the next one with 503", "[http][
   CHECK(c3.read_to_eof() != Read::Timeout);
   CHECK(fx.stats().connections_rejected == 1);
 
-  // The two admitted connections still work.
-  REQUIRE(c2.send(get_request("/c2")));
-  auto r2 = c2.read_response();
+  // The two admitted connections are still there, and still answered.
+  fx.call([&] { h.held[1]->respond(200, "c2"); });
+  auto r2 = c2->read_response();
   REQUIRE(r2);
   CHECK(r2->status == 200);
+  CHECK(r2->body == "c2");
 
   // A slot frees up when one leaves.
+  fx.call([&] { h.held[0]->respond(200, "c1"); });
+  REQUIRE(c1->read_response());
   c1.reset();
   REQUIRE(eventually(fx, [&] { return fx.connection_count() == 1; }));
   TestClient c4(fx.port);
@@ -886,9 +840,9 @@ TEST_CASE("server_conn: max_connections refuses the next one with 503", "[http][
 TEST_CASE("server_conn: the 503's Content-Length matches its body", "[http][server_conn][regress]") {
   http::ServerLimits lim = limits_with();
   lim.max_connections = 1;
-  ServerFixture fx(lim, echo_path);
-  TestClient c1(fx.port);
-  REQUIRE(eventually(fx, [&] { return fx.connection_count() == 1; }));
+  Holder h;
+  ServerFixture fx(lim, h.handler());
+  auto c1 = h.busy(fx);
   TestClient c2(fx.port);
   auto r = c2.read_response();
   REQUIRE(r);
@@ -904,9 +858,9 @@ TEST_CASE("server_conn: a refused client that already sent its request still rea
           "[http][server_conn]") {
   http::ServerLimits lim = limits_with();
   lim.max_connections = 1;
-  ServerFixture fx(lim, echo_path);
-  TestClient c1(fx.port);
-  REQUIRE(eventually(fx, [&] { return fx.connection_count() == 1; }));
+  Holder h;
+  ServerFixture fx(lim, h.handler());
+  auto c1 = h.busy(fx);
   int got503 = 0, lost = 0;
   for (int i = 0; i < 5; ++i) {
     TestClient c(fx.port);
