@@ -120,6 +120,7 @@ void Fill::commit() {
 void Fill::fail(Error e) {
   if (state_ == State::Failed || state_ == State::Done) return;
   state_ = State::Failed;
+  e = with_reason(std::move(e));
   error_ = e;
   log::warn("fill failed", " digest=" + digest_.str() + " reason=" + log::quote(e.message()));
   if (op_) {

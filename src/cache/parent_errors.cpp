@@ -42,6 +42,13 @@ Error request_failed(const upstream::RegistryClient* u, const Error& e) {
   return out;
 }
 
+Error with_reason(Error e) {
+  if (!e.reason.empty()) return e;
+  if (e.code == Errc::UpstreamError) e.reason = kReasonBadAnswer;
+  else if (e.code == Errc::UpstreamUnavailable) e.reason = kReasonUnreachable;
+  return e;
+}
+
 Error parent_status(int status, const http::Headers& h, const std::string& what) {
   const std::string detail = "parent answered " + std::to_string(status) + " for " + what;
   if (status == 429) {

@@ -21,6 +21,9 @@ Error offline_miss(const upstream::RegistryClient* u);
 /// A request to the parent that failed without an answer (transport,
 /// deadline, auth dance): 503 when unreachable, 502 when it answered wrongly.
 Error request_failed(const upstream::RegistryClient* u, const Error& e);
+/// `e` with the reason phrase of its kind when it has none yet (a 502 from
+/// bytes that do not verify is as much a bad answer as a bad status).
+Error with_reason(Error e);
 /// The parent answered `status` (not 200/404) for `what`: 429 stays 429 and
 /// 503 stays 503, both with the parent's Retry-After; anything else is 502.
 Error parent_status(int status, const http::Headers& h, const std::string& what);

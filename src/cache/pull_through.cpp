@@ -256,6 +256,7 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
   auto got = std::make_shared<Got>();
   const uint64_t cap = opts_.max_manifest_bytes;
   auto finish = [this, key](Result<ManifestResult> res) {
+    if (!res) res = with_reason(std::move(res).error());
     auto list = std::move(manifest_waiters_[key]);
     manifest_waiters_.erase(key);
     for (auto& w : list) w(res.ok() ? Result<ManifestResult>(*res) : Result<ManifestResult>(res.error()));

@@ -30,7 +30,7 @@ void UpstreamOp::cancel() {
 }
 
 RegistryClient::RegistryClient(uv_loop_t* loop, http::HttpClient& client, UpstreamOptions o)
-    : loop_(loop), client_(client), opts_(std::move(o)),
+    : client_(client), opts_(std::move(o)),
       link_(std::make_shared<Link>(loop, client, opts_.url, opts_.name, opts_.probe_timeout_ms, opts_.offline)) {}
 
 RegistryClient::~RegistryClient() = default;

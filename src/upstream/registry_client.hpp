@@ -106,7 +106,6 @@ class RegistryClient {
     std::string value;
     uint64_t expires_ms = 0;
   };
-  uv_loop_t* loop_;
   http::HttpClient& client_;
   UpstreamOptions opts_;
   std::shared_ptr<Link> link_;
