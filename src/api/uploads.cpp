@@ -4,10 +4,13 @@
 // reports progress, DELETE cancels. Bodies stream into the session file
 // chunk by chunk: memory stays flat whatever the blob size.
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "api/common.hpp"
 #include "api/handlers.hpp"
 #include "http/range.hpp"
+#include "uv/serial_queue.hpp"
 
 namespace outpost::api {
 
@@ -36,37 +39,92 @@ void respond_bad_offset(ApiContext& ctx, const http::ExchangePtr& ex, const std:
 /// Streams the request body into session `id` from `offset`, then calls
 /// `then(new_offset)` once the whole body is in (not yet durable), or
 /// `failed()` (when set) after answering an error.
+///
+/// Each chunk is copied and appended (pwrite + SHA-256) by a pool job of the
+/// request's SerialQueue, so a big push never holds the loop; jobs run in
+/// order, so offsets stay exact. While more than kQueuedHigh bytes wait, the
+/// body is paused (TCP pushes back on the client); the end of the body is
+/// acted on only once the last append delivered.
 using Continue = std::function<void(const http::ExchangePtr&, uint64_t)>;
+
+constexpr uint64_t kQueuedHigh = 2 * 1024 * 1024;
+constexpr uint64_t kQueuedLow = 512 * 1024;
 
 void body_to_upload(ApiContext& ctx, const http::ExchangePtr& ex, std::string name, std::string id, uint64_t offset,
                     Continue then, std::function<void()> failed = {}) {
   struct State {
-    uint64_t offset;
+    uv::SerialQueuePtr queue;
+    uint64_t next;        ///< offset of the next chunk handed to the queue
+    uint64_t offset;      ///< offset after the last append that delivered
+    uint64_t queued = 0;  ///< bytes handed to the queue and not delivered
+    bool paused = false;
     bool failed = false;
+    std::optional<Status> end;  ///< set when the body ended
+    Continue then;
+    std::function<void()> on_failed;
   };
-  auto st = std::make_shared<State>(State{offset});
+  auto st = std::make_shared<State>();
+  st->queue = uv::SerialQueue::make(ctx.loop);
+  st->next = st->offset = offset;
+  st->then = std::move(then);
+  st->on_failed = std::move(failed);
   store::Store* store = ctx.store;
   ApiContext* c = &ctx;
+
+  // Runs once: after the body ended and every append delivered.
+  auto finish = [](const std::shared_ptr<State>& st, const http::ExchangePtr& ex) {
+    if (!st->end || st->queued > 0 || !st->queue) return;
+    st->queue.reset();
+    Status s = std::move(*st->end);
+    if (!st->failed && !ex->responded()) {
+      if (s) return st->then(ex, st->offset);
+      // The client left, stalled (408) or sent a malformed body (400): what
+      // arrived stays in the session (GET shows the offset) for a resume.
+      ex->respond_error(s.error());
+    }
+    if (st->on_failed) st->on_failed();
+  };
+
   read_body(
       ex,
-      [st, store, c, name, id](const http::ExchangePtr& ex, std::string_view chunk) {
-        if (st->failed || ex->responded()) return;
-        auto r = store->append_upload(name, id, st->offset, chunk);
-        if (!r) {
-          st->failed = true;
-          if (r.error().code == Errc::RangeInvalid) return respond_bad_offset(*c, ex, name, id, r.error().message());
-          return respond_upload_error(ex, r.error(), id);
+      [st, store, c, name, id, finish](const http::ExchangePtr& ex, std::string_view chunk) {
+        if (st->failed || ex->responded() || !st->queue) return;
+        const uint64_t at = st->next;
+        st->next += chunk.size();
+        st->queued += chunk.size();
+        auto bytes = std::make_shared<std::string>(chunk);
+        // The done callback holds the exchange only until it runs.
+        st->queue->push<Result<uint64_t>>(
+            [store, name, id, at, bytes] { return store->append_upload(name, id, at, *bytes); },
+            [st, c, ex, name, id, n = chunk.size(), finish](Result<uint64_t> r) {
+              st->queued -= n;
+              if (!st->failed && !ex->responded()) {
+                if (r) {
+                  st->offset = *r;
+                } else {
+                  // Answer once; later chunks are dropped (their appends see
+                  // a wrong offset and write nothing).
+                  st->failed = true;
+                  if (r.error().code == Errc::RangeInvalid)
+                    respond_bad_offset(*c, ex, name, id, r.error().message());
+                  else
+                    respond_upload_error(ex, r.error(), id);
+                }
+              }
+              if (st->paused && (st->failed || st->queued <= kQueuedLow)) {
+                st->paused = false;
+                ex->resume_body();  // a failed upload still reads the rest of the body to drop it
+              }
+              finish(st, ex);
+            });
+        if (!st->paused && st->queued > kQueuedHigh) {
+          st->paused = true;
+          ex->pause_body();
         }
-        st->offset = *r;
       },
-      [st, then = std::move(then), failed = std::move(failed)](const http::ExchangePtr& ex, Status s) {
-        if (!st->failed && !ex->responded()) {
-          if (s) return then(ex, st->offset);
-          // The client left, stalled (408) or sent a malformed body (400): what
-          // arrived stays in the session (GET shows the offset) for a resume.
-          ex->respond_error(s.error());
-        }
-        if (failed) failed();
+      [st, finish](const http::ExchangePtr& ex, Status s) {
+        st->end = std::move(s);
+        finish(st, ex);
       });
 }
 
@@ -74,7 +132,7 @@ void body_to_upload(ApiContext& ctx, const http::ExchangePtr& ex, std::string na
 /// against Content-Range when the client sent one; calls `then(offset)`
 /// unless it answered. Runs on the work pool first: after a restart the
 /// session's hash is rebuilt by re-reading its file, which must not stall
-/// the loop (the body's appends then hash incrementally on the loop).
+/// the loop (the body's appends then hash incrementally, on the pool too).
 void start_offset(ApiContext& ctx, const http::ExchangePtr& ex, std::function<void(uint64_t)> then) {
   const std::string name = ex->params().name, id = ex->params().uuid;
   ApiContext* c = &ctx;

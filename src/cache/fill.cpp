@@ -8,6 +8,7 @@
 #include "base/log.hpp"
 #include "cache/parent_errors.hpp"
 #include "store/store.hpp"
+#include "uv/serial_queue.hpp"
 #include "uv/work.hpp"
 
 namespace outpost::cache {
@@ -18,7 +19,7 @@ constexpr size_t kPumpChunk = 256 * 1024;
 
 Fill::Fill(uv_loop_t* loop, store::Store* store, Route route, Digest digest, OnFinished on_finished)
     : loop_(loop), store_(store), route_(std::move(route)), digest_(std::move(digest)),
-      on_finished_(std::move(on_finished)) {}
+      on_finished_(std::move(on_finished)), queue_(uv::SerialQueue::make(loop)) {}
 
 Fill::~Fill() {
   if (read_fd_ >= 0) ::close(read_fd_);
@@ -63,12 +64,26 @@ void Fill::on_head(const http::ClientResponse& r) {
 
 void Fill::on_data(std::string_view chunk) {
   if (state_ != State::Fetching) return;
-  if (total_ && received_ + chunk.size() > *total_)
+  if (total_ && fetched_ + chunk.size() > *total_)
     return fail(Error(Errc::UpstreamError, "parent sent more bytes than its Content-Length"));
-  auto r = store_->append_upload(route_.local_repo, upload_id_, received_, chunk);
+  // pwrite + SHA-256 on the pool, in order; subscribers learn of the bytes
+  // (received_) only once they are in the file they read from.
+  const uint64_t at = fetched_;
+  fetched_ += chunk.size();
+  auto bytes = std::make_shared<std::string>(chunk);
+  store::Store* st = store_;
+  std::string repo = route_.local_repo, id = upload_id_;
+  auto self = shared_from_this();
+  queue_->push<Result<uint64_t>>([st, repo, id, at, bytes] { return st->append_upload(repo, id, at, *bytes); },
+                                 [self](Result<uint64_t> r) { self->on_appended(std::move(r)); });
+}
+
+void Fill::on_appended(Result<uint64_t> r) {
+  if (state_ != State::Fetching) return;
   if (!r) return fail(r.error());
   received_ = *r;
   pump_all();
+  if (upstream_done_ && received_ == fetched_) commit();
 }
 
 void Fill::on_upstream_done(Status st) {
@@ -77,10 +92,11 @@ void Fill::on_upstream_done(Status st) {
   // An auth or redirect failure stays a 502 (the parent answered, wrongly);
   // only a parent that did not answer is a 503.
   if (!st) return fail(request_failed(route_.upstream, st.error()));
-  if (total_ && received_ != *total_)
-    return fail(Error(Errc::UpstreamError, "parent sent " + std::to_string(received_) + " of " +
+  if (total_ && fetched_ != *total_)
+    return fail(Error(Errc::UpstreamError, "parent sent " + std::to_string(fetched_) + " of " +
                                                std::to_string(*total_) + " bytes"));
-  commit();
+  upstream_done_ = true;
+  if (received_ == fetched_) commit();  // else the last append's delivery commits
 }
 
 void Fill::commit() {
@@ -130,7 +146,8 @@ void Fill::fail(Error e) {
   if (!upload_id_.empty()) {
     store::Store* st = store_;
     std::string repo = route_.local_repo, id = upload_id_;
-    uv::run_in_pool<Status>(loop_, [st, repo, id]() { return st->cancel_upload(repo, id); }, [](Status) {});
+    // Behind the appends still queued, so none of them writes after it.
+    queue_->push<Status>([st, repo, id]() { return st->cancel_upload(repo, id); }, [](Status) {});
     upload_id_.clear();
   }
   auto subs = std::move(subs_);

@@ -1,5 +1,5 @@
 // One Fill: the single upstream fetch of one blob, written into a store
-// upload session (hashed as it streams), served to every client that asks
+// upload session (hashed and written on the pool, in order, as it streams), served to every client that asks
 // meanwhile from the session file by offset, and committed only when the
 // digest matches. Slow clients read the file at their own pace and never
 // slow the fill; a failed fill ends every client's response as broken.
@@ -19,6 +19,7 @@
 #include "cache/route.hpp"
 #include "http/exchange.hpp"
 #include "upstream/registry_client.hpp"
+#include "uv/serial_queue.hpp"
 
 namespace outpost::store { class Store; }
 
@@ -50,6 +51,7 @@ class Fill : public std::enable_shared_from_this<Fill> {
   void on_session(Result<std::string> id);
   void on_head(const http::ClientResponse& r);
   void on_data(std::string_view chunk);
+  void on_appended(Result<uint64_t> r);
   void on_upstream_done(Status st);
   void commit();
   void fail(Error e);
@@ -66,7 +68,10 @@ class Fill : public std::enable_shared_from_this<Fill> {
   Error error_;
   std::string upload_id_;
   int read_fd_ = -1;
-  uint64_t received_ = 0;
+  uint64_t received_ = 0;  ///< bytes in the session file (what subscribers may read)
+  uint64_t fetched_ = 0;   ///< bytes from the parent, handed to queue_ (>= received_)
+  bool upstream_done_ = false;
+  uv::SerialQueuePtr queue_;  ///< the session's appends, off the loop and in order
   std::optional<uint64_t> total_;
   upstream::UpstreamOpPtr op_;
   std::vector<std::shared_ptr<Sub>> subs_;

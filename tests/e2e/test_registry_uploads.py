@@ -100,6 +100,44 @@ class Uploads(unittest.TestCase):
         self.assertEqual(s.status, 404)
         self.assertEqual(oci_error_codes(s), ["BLOB_UPLOAD_UNKNOWN"])
 
+    def thread_cpu_ticks(self) -> tuple[int, int]:
+        """(event-loop thread, all other threads) CPU ticks of the server: the
+        loop is the main thread, whose tid is the pid."""
+        pid = self.op.pid
+        loop = others = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue  # a pool thread that just ended
+            ticks = int(fields[11]) + int(fields[12])  # utime + stime
+            if int(tid) == pid:
+                loop += ticks
+            else:
+                others += ticks
+        return loop, others
+
+    def test_big_body_is_hashed_and_written_off_the_event_loop(self):
+        # Issue #14: SHA-256 and pwrite of a pushed body ran on the event-loop
+        # thread, so one big push delayed every other client. Now the pool does
+        # them: the pool threads' CPU during a 256 MiB PUT must exceed the loop's.
+        repo = "up/offloop"
+        data = os.urandom(256 * 1024 * 1024)
+        d = sha256_digest(data)
+        f = self.file_with("big", data)
+        del data
+        r = curl("-X", "POST", f"{self.url}/v2/{repo}/blobs/uploads/")
+        self.assertEqual(r.status, 202, r.body)
+        loop0, others0 = self.thread_cpu_ticks()
+        r = curl("-X", "PUT", "-T", f, f"{self.url}{r.header('Location')}?digest={d}")
+        loop1, others1 = self.thread_cpu_ticks()
+        self.assertEqual((r.status, r.header("Docker-Content-Digest")), (201, d), r.body)
+        loop_cpu, pool_cpu = loop1 - loop0, others1 - others0
+        self.assertGreater(pool_cpu, loop_cpu, f"loop thread {loop_cpu} ticks, pool threads {pool_cpu} ticks")
+        h = curl("-I", f"{self.url}/v2/{repo}/blobs/{d}")
+        self.assertEqual((h.status, h.header("Content-Length")), (200, str(256 * 1024 * 1024)))
+
     def test_put_with_empty_body_after_patches(self):
         repo = "up/emptyput"
         data = os.urandom(200000)
