@@ -76,12 +76,16 @@ void Fill::on_data(std::string_view chunk) {
   auto self = shared_from_this();
   queue_->push<Result<uint64_t>>([st, repo, id, at, bytes] { return st->append_upload(repo, id, at, *bytes); },
                                  [self](Result<uint64_t> r) { self->on_appended(std::move(r)); });
+  // A disk slower than the parent must not pile the difference up in memory
+  // (DESIGN.md invariant 6): stop reading the parent while too much is queued.
+  if (op_ && fetched_ - received_ > kMaxQueuedBytes) op_->pause();
 }
 
 void Fill::on_appended(Result<uint64_t> r) {
   if (state_ != State::Fetching) return;
   if (!r) return fail(r.error());
   received_ = *r;
+  if (op_ && fetched_ - received_ <= kResumeQueuedBytes) op_->resume();
   pump_all();
   if (upstream_done_ && received_ == fetched_) commit();
 }

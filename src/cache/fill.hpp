@@ -68,6 +68,10 @@ class Fill : public std::enable_shared_from_this<Fill> {
   Error error_;
   std::string upload_id_;
   int read_fd_ = -1;
+  /// Parent bytes queued for the file above which reading the parent pauses,
+  /// and the level at which it resumes (bounds a fill's memory on a slow disk).
+  static constexpr uint64_t kMaxQueuedBytes = 4 * 1024 * 1024;
+  static constexpr uint64_t kResumeQueuedBytes = 1024 * 1024;
   uint64_t received_ = 0;  ///< bytes in the session file (what subscribers may read)
   uint64_t fetched_ = 0;   ///< bytes from the parent, handed to queue_ (>= received_)
   bool upstream_done_ = false;

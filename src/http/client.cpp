@@ -29,6 +29,8 @@ class ClientConn {
   const std::string& origin() const { return origin_; }
   bool reused() const { return requests_ > 1; }
   void detach_call() { call_.reset(); }
+  /// ClientCall::pause/resume: stop or restart reading (and the deadline).
+  void set_paused(bool paused);
 
  private:
   ~ClientConn();
@@ -102,6 +104,18 @@ void ClientCall::cancel() {
     c->detach_call();
     c->close(Status());
   }
+}
+
+void ClientCall::pause() {
+  if (finished_ || paused_) return;
+  paused_ = true;
+  if (conn_) conn_->set_paused(true);
+}
+
+void ClientCall::resume() {
+  if (finished_ || !paused_) return;
+  paused_ = false;
+  if (conn_) conn_->set_paused(false);
 }
 
 void ClientCall::finish_(Status s) {
@@ -349,7 +363,7 @@ void ClientConn::do_write() {
 
 void ClientConn::do_read() {
   char buf[64 * 1024];
-  for (int rounds = 0; rounds < 16 && state_ == State::Reading; ++rounds) {
+  for (int rounds = 0; rounds < 16 && state_ == State::Reading && !(call_ && call_->paused_); ++rounds) {
     size_t got = 0;
     bool eof = false;
     if (tls_) {
@@ -377,7 +391,7 @@ void ClientConn::do_read() {
     }
     if (call_) call_->got_response_bytes_ = true;
     feed(buf, got);
-    if (state_ != State::Reading || !call_) return;
+    if (state_ != State::Reading || !call_ || call_->paused_) return;
     // Re-armed after parsing, so the chunk that carried the head already
     // counts against the body's progress deadline.
     arm(resp_.status ? call_->req_.timeouts.progress_ms : call_->req_.timeouts.first_byte_ms);
@@ -472,6 +486,20 @@ int ClientConn::cb_message_complete(llhttp_t* p) noexcept {
   if (c->resp_.status == 0) return 0;  // end of an interim response
   c->message_complete_ = true;
   return HPE_PAUSED;
+}
+
+void ClientConn::set_paused(bool paused) {
+  if (state_ != State::Reading || !handles_open_) return;
+  if (paused) {
+    uv_timer_stop(&timer_);
+    uv_poll_stop(&poll_);
+    poll_events_ = 0;
+    return;
+  }
+  set_poll(UV_READABLE);
+  arm(resp_.status ? call_->req_.timeouts.progress_ms : call_->req_.timeouts.first_byte_ms);
+  // Records mbedTLS already decrypted raise no poll event: read them now.
+  if (tls_ && tls_->has_pending()) do_read();
 }
 
 void ClientConn::set_poll(int events) {

@@ -58,6 +58,14 @@ class ClientCall {
 
   void cancel();
   bool finished() const { return finished_; }
+  /// Back-pressure for a body consumer slower than the parent (a fill whose
+  /// disk lags): pause() stops reading the socket after the bytes already
+  /// parsed (on_data may still fire for the rest of the current read) and
+  /// stops the progress deadline, since the wait is ours, not the parent's;
+  /// resume() reads on and re-arms the deadline. No-ops once finished.
+  void pause();
+  void resume();
+  bool paused() const { return paused_; }
 
   // internals, for ClientConn / HttpClient
   ClientRequest req_;
@@ -69,6 +77,7 @@ class ClientCall {
   bool finished_ = false;
   bool retried_ = false;
   bool got_response_bytes_ = false;
+  bool paused_ = false;
   void finish_(Status s);
 };
 using ClientCallPtr = std::shared_ptr<ClientCall>;

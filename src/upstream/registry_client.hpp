@@ -36,6 +36,9 @@ class RegistryClient;
 class UpstreamOp {
  public:
   void cancel();
+  /// Body back-pressure (http::ClientCall::pause/resume) on the call in flight.
+  void pause() { if (call) call->pause(); }
+  void resume() { if (call) call->resume(); }
   // internals
   http::Method method;
   std::string path;   ///< "/v2/<repo>/..."

@@ -792,6 +792,37 @@ TEST_CASE("client: cancel() from inside on_data stops further data", "[http][cli
   env.end();
 }
 
+// Back-pressure for a fill whose disk is slower than the parent (issue #14):
+// a paused call reads nothing more and its progress deadline does not run
+// (the wait is ours), and resume() delivers the rest intact.
+TEST_CASE("client: pause() from inside on_data stops reading and the deadline; resume() finishes the body",
+          "[http][client][pause]") {
+  HttpTestServer srv([](ScriptConn& c, const SeenRequest&) {
+    c.send(head_only(200, {{"Content-Length", "300000"}}) + std::string(1000, 'a'));
+    if (!c.wait_gate("rest")) return;
+    c.send(std::string(299000, 'b'));
+  });
+  ClientEnv env;
+  http::ClientTimeouts t;
+  t.progress_ms = 100;
+  Outcome o;
+  http::ClientCallPtr call;
+  call = env.send(make_req(Method::Get, srv.url("/"), t), o, {}, [&](std::string_view) {
+    if (o.data_calls == 1) call->pause();
+  });
+  REQUIRE(env.until([&] { return o.data_calls >= 1; }));
+  CHECK(call->paused());
+  srv.open_gate("rest");
+  // Three progress deadlines long: nothing may arrive, and nothing may fail.
+  CHECK_FALSE(env.until([&] { return o.data_calls > 1 || o.done(); }, milliseconds(300)));
+  CHECK(o.body.size() == 1000);
+  call->resume();
+  env.wait_done(o);
+  CHECK(o.ok());
+  CHECK(o.body == std::string(1000, 'a') + std::string(299000, 'b'));
+  env.end();
+}
+
 TEST_CASE("client: cancel() after on_done is a no-op; the connection stays pooled", "[http][client][cancel]") {
   HttpTestServer srv([](ScriptConn& c, const SeenRequest&) { c.send(reply(200, "ok")); });
   ClientEnv env;
