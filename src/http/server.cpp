@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +14,24 @@
 #include "http/server_conn.hpp"
 
 namespace outpost::http {
+
+uint64_t raise_open_file_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  const rlim_t want = std::min<rlim_t>(rl.rlim_max, std::max<rlim_t>(rl.rlim_cur, 65536));
+  if (want > rl.rlim_cur) {
+    rlimit raised = rl;
+    raised.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+  }
+  return rl.rlim_cur == RLIM_INFINITY ? 1u << 20 : static_cast<uint64_t>(rl.rlim_cur);
+}
+
+uint32_t max_connections_for(uint64_t nofile) {
+  constexpr uint64_t kReserved = 64;
+  const uint64_t n = nofile > kReserved + 64 ? (nofile - kReserved) / 2 : 32;
+  return static_cast<uint32_t>(std::min<uint64_t>(n, 1'000'000));
+}
 
 Server::Server(uv_loop_t* loop, ServerLimits limits, Handler handler)
     : loop_(loop), limits_(limits), handler_(std::move(handler)) {

@@ -43,6 +43,14 @@ struct ServerStats {
   uint64_t bytes_sent = 0;
 };
 
+/// Raises this process's RLIMIT_NOFILE soft limit toward its hard limit
+/// (up to 65536: what the systemd unit sets) and returns the soft limit.
+uint64_t raise_open_file_limit();
+/// The default max_connections for an open-file limit: every connection may
+/// hold its socket and one open blob or upload file, and 64 descriptors stay
+/// for listeners, the database, upstream sockets and logs.
+uint32_t max_connections_for(uint64_t nofile);
+
 class Server {
  public:
   Server(uv_loop_t* loop, ServerLimits limits, Handler handler);
