@@ -7,6 +7,7 @@
 #include "app/app.hpp"
 #include "app/config.hpp"
 #include "base/log.hpp"
+#include "http/server.hpp"
 #include "outpost_version.h"
 
 namespace {
@@ -64,6 +65,19 @@ int main(int argc, char** argv) {
     return 0;
   }
   log::set_level(cfg->log.level);
+  // Every connection is a descriptor: take what the service may have
+  // (LimitNOFILE), and size the connection limit from it unless configured.
+  const uint64_t nofile = http::raise_open_file_limit();
+  const uint32_t fit = http::max_connections_for(nofile);
+  if (cfg->server.max_connections == 0) {
+    cfg->server.max_connections = fit;
+  } else if (cfg->server.max_connections > fit) {
+    log::warn("max_connections is more than the open-file limit allows; expect accept back-offs",
+              " max_connections=" + std::to_string(cfg->server.max_connections) + " nofile=" + std::to_string(nofile) +
+                  " fits=" + std::to_string(fit));
+  }
+  log::info("connection limit", " max_connections=" + std::to_string(cfg->server.max_connections) +
+                                     " nofile=" + std::to_string(nofile));
   app::App app(std::move(*cfg));
   return app.run();
 }

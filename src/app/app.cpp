@@ -160,6 +160,8 @@ int App::run() {
   lim.header_timeout_ms = c.server.header_timeout_ms;
   lim.idle_timeout_ms = c.server.idle_timeout_ms;
   lim.body_timeout_ms = c.server.body_timeout_ms;
+  lim.min_body_rate = c.server.min_body_rate;
+  lim.body_rate_grace_ms = c.server.body_rate_grace_ms;
   lim.write_timeout_ms = c.server.write_timeout_ms;
 
   http::Router* router = &m.router;

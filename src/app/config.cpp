@@ -134,6 +134,7 @@ Status check_listen(std::string_view s) {
 
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = 1024 * kKiB;
+constexpr uint64_t kGiB = 1024 * kMiB;
 constexpr uint64_t kSecond = 1000;
 constexpr uint64_t kDay = 86'400 * kSecond;
 
@@ -144,8 +145,8 @@ using U = UpstreamConfig;
 constexpr Setting kSettings[] = {
     list<&Config::server, &S::listen>("server.listen", 1, &check_listen,
         "addresses to listen on, \"host:port\" with a numeric IPv4 or [IPv6] host"),
-    num<&Config::server, &S::max_connections, 1, 1'000'000>("server.max_connections", Kind::Uint,
-        "open client connections beyond this are refused"),
+    num<&Config::server, &S::max_connections, 0, 1'000'000>("server.max_connections", Kind::Uint,
+        "open client connections; at the limit the longest-idle is shed (0: from RLIMIT_NOFILE)"),
     num<&Config::server, &S::max_header_bytes, kKiB, kMiB>("server.max_header_bytes", Kind::Size,
         "largest request line plus headers (1KiB .. 1MiB)"),
     num<&Config::server, &S::header_timeout_ms, 100, kDay>("server.header_timeout", Kind::Duration,
@@ -154,6 +155,10 @@ constexpr Setting kSettings[] = {
         "keep-alive idle time between requests"),
     num<&Config::server, &S::body_timeout_ms, 100, kDay>("server.body_timeout", Kind::Duration,
         "longest pause while receiving a request body"),
+    num<&Config::server, &S::min_body_rate, 0, kGiB>("server.min_body_rate", Kind::Size,
+        "bytes/s a request body must average once body_rate_grace is over (0: no minimum)"),
+    num<&Config::server, &S::body_rate_grace_ms, 0, kDay>("server.body_rate_grace", Kind::Duration,
+        "time reading a body before min_body_rate applies"),
     num<&Config::server, &S::write_timeout_ms, 100, kDay>("server.write_timeout", Kind::Duration,
         "longest time a client may stop reading a response"),
     num<&Config::server, &S::shutdown_timeout_ms, 100, kDay>("server.shutdown_timeout",

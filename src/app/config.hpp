@@ -14,11 +14,13 @@ namespace outpost::app {
 
 struct ServerConfig {
   std::vector<std::string> listen{"127.0.0.1:5000"};  ///< "host:port", IPv4 or [IPv6]
-  uint32_t max_connections = 1024;
+  uint32_t max_connections = 0;            ///< 0: derived from RLIMIT_NOFILE at start (http::max_connections_for)
   uint32_t max_header_bytes = 16 * 1024;   ///< request line + headers
   uint64_t header_timeout_ms = 10'000;     ///< time to receive a whole request head
   uint64_t idle_timeout_ms = 60'000;       ///< keep-alive idle time between requests
   uint64_t body_timeout_ms = 30'000;       ///< longest pause in a request body
+  uint64_t min_body_rate = 1024;           ///< bytes/s a request body must average after the grace (0: off)
+  uint64_t body_rate_grace_ms = 10'000;    ///< reading time before min_body_rate applies
   uint64_t write_timeout_ms = 60'000;      ///< longest time a client may stop reading a response
   uint64_t shutdown_timeout_ms = 30'000;   ///< in-flight grace on SIGTERM
 

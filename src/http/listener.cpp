@@ -17,6 +17,7 @@ namespace outpost::http {
 
 namespace {
 constexpr int kAcceptBatch = 64;  // per wake-up, so one busy listener cannot starve the loop
+constexpr uint64_t kFdBackoffMs = 100;  // pause in accepting when out of file descriptors
 
 std::string peer_string(const sockaddr_storage& ss) {
   char host[INET6_ADDRSTRLEN] = "?";
@@ -98,7 +99,51 @@ void Listener::close() {
   uv_poll_stop(&poll_);
   ::close(fd_);
   fd_ = -1;
+  if (backoff_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(backoff_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    backoff_ = nullptr;
+  }
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), [](uv_handle_t* h) { delete static_cast<Listener*>(h->data); });
+}
+
+bool Listener::on_out_of_fds(int err) {
+  // The waiting client stays in the backlog and the socket stays readable:
+  // polling on would spin. Accept it through the server's reserve
+  // descriptor (the libuv/nginx trick), then admit it in place of the
+  // longest-quiet connection, or else tell it 503 and stop accepting for a
+  // moment. (A quiet connection is not shed before the accept: accept4
+  // reports EMFILE even with nobody waiting.)
+  server_->note_out_of_fds_(err);
+  int fd = -1;
+  sockaddr_storage ss;
+  if (server_->release_reserve_fd_()) {
+    socklen_t len = sizeof ss;
+    fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    const bool nobody = fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    if (fd >= 0 && server_->shed_quiet_("out of file descriptors")) {
+      server_->take_reserve_fd_();  // the shed connection's descriptor
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      server_->on_accept_(fd, peer_string(ss));
+      return true;
+    }
+    if (fd >= 0) server_->refuse_(fd, peer_string(ss));
+    server_->take_reserve_fd_();
+    if (nobody) return false;
+  }
+  uv_poll_stop(&poll_);
+  if (!backoff_) {
+    backoff_ = new uv_timer_t;
+    uv_timer_init(server_->loop(), backoff_);
+    backoff_->data = this;
+  }
+  uv_timer_start(backoff_, on_backoff_done, kFdBackoffMs, 0);
+  return false;
+}
+
+void Listener::on_backoff_done(uv_timer_t* t) noexcept {
+  auto* l = static_cast<Listener*>(t->data);
+  uv_poll_start(&l->poll_, UV_READABLE, on_readable);
 }
 
 void Listener::on_readable(uv_poll_t* h, int status, int) noexcept {
@@ -113,6 +158,10 @@ void Listener::on_readable(uv_poll_t* h, int status, int) noexcept {
     int fd = ::accept4(l->fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        if (l->on_out_of_fds(errno)) continue;
+        return;
+      }
       if (errno != EAGAIN && errno != EWOULDBLOCK)
         log::warn("accept failed", " addr=" + l->addr_ + " err=" + log::quote(strerror(errno)));
       return;

@@ -23,10 +23,15 @@ class Listener {
   Listener(Server* s, int fd, std::string addr);
   ~Listener() = default;
   static void on_readable(uv_poll_t* h, int status, int events) noexcept;
+  static void on_backoff_done(uv_timer_t* t) noexcept;
+  /// Out of file descriptors (EMFILE/ENFILE). True when a client was
+  /// admitted anyway (accepting may go on), false when accepting paused.
+  bool on_out_of_fds(int err);
   Server* server_;
   int fd_;
   std::string addr_;
   uv_poll_t poll_;
+  uv_timer_t* backoff_ = nullptr;  // own allocation: it may outlive a close() in flight
 };
 
 /// Parses "host:port" / "[v6]:port" into a sockaddr_storage.

@@ -1,8 +1,12 @@
 #include "http/server.hpp"
 
+#include <fcntl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 
 #include "base/log.hpp"
@@ -11,18 +15,38 @@
 
 namespace outpost::http {
 
+uint64_t raise_open_file_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  const rlim_t want = std::min<rlim_t>(rl.rlim_max, std::max<rlim_t>(rl.rlim_cur, 65536));
+  if (want > rl.rlim_cur) {
+    rlimit raised = rl;
+    raised.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+  }
+  return rl.rlim_cur == RLIM_INFINITY ? 1u << 20 : static_cast<uint64_t>(rl.rlim_cur);
+}
+
+uint32_t max_connections_for(uint64_t nofile) {
+  constexpr uint64_t kReserved = 64;
+  const uint64_t n = nofile > kReserved + 64 ? (nofile - kReserved) / 2 : 32;
+  return static_cast<uint32_t>(std::min<uint64_t>(n, 1'000'000));
+}
+
 Server::Server(uv_loop_t* loop, ServerLimits limits, Handler handler)
     : loop_(loop), limits_(limits), handler_(std::move(handler)) {
   if (getrandom(&rid_prefix_, sizeof rid_prefix_, 0) != sizeof rid_prefix_) rid_prefix_ = 0x5eed;
   idle_ = new uv_idle_t;
   uv_idle_init(loop_, idle_);
   idle_->data = this;
+  take_reserve_fd_();
 }
 
 Server::~Server() {
   for (auto* l : listeners_) l->close();
   listeners_.clear();
   for (auto* c : std::vector<ServerConn*>(conns_.begin(), conns_.end())) c->close();
+  if (reserve_fd_ >= 0) ::close(reserve_fd_);
   uv_close(reinterpret_cast<uv_handle_t*>(idle_), [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
   if (shutdown_timer_)
     uv_close(reinterpret_cast<uv_handle_t*>(shutdown_timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
@@ -47,22 +71,12 @@ std::string Server::next_request_id_() {
 }
 
 void Server::on_accept_(int fd, std::string peer) {
-  if (shutting_down_) {
-    refuse(fd, peer);
+  // Full: make room by closing the connection that has been quiet longest
+  // (idle between requests, nothing buffered), so that a crowd of silent or
+  // idle sockets cannot lock out a real client. One mid-request is never shed.
+  if (shutting_down_ || (conns_.size() >= limits_.max_connections && !shed_quiet_("connection limit reached"))) {
+    refuse_(fd, peer);
     return;
-  }
-  if (conns_.size() >= limits_.max_connections) {
-    // Full: make room by closing the connection that has been quiet longest
-    // (idle between requests, nothing buffered), so that a crowd of silent
-    // or idle sockets cannot lock out a real client. One mid-request is never shed.
-    if (quiet_.empty()) {
-      refuse(fd, peer);
-      return;
-    }
-    ServerConn* victim = quiet_.front();
-    victim->close();  // removes it from quiet_ and conns_
-    stats_.connections_shed++;
-    log_pressure();
   }
   stats_.connections_accepted++;
   auto* c = new ServerConn(this, fd, std::move(peer));
@@ -70,7 +84,15 @@ void Server::on_accept_(int fd, std::string peer) {
   c->start();
 }
 
-void Server::refuse(int fd, const std::string& peer) {
+bool Server::shed_quiet_(const char* why) {
+  if (quiet_.empty()) return false;
+  quiet_.front()->close();  // removes it from quiet_ and conns_
+  stats_.connections_shed++;
+  log_pressure(why);
+  return true;
+}
+
+void Server::refuse_(int fd, const std::string& peer) {
   // Answer rather than drop: a client that sees 503 backs off instead of retrying blind.
   static const std::string kBusy = [] {
     std::string body = "{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"too many connections, try again later\"}]}";
@@ -82,18 +104,36 @@ void Server::refuse(int fd, const std::string& peer) {
   ::close(fd);
   stats_.connections_rejected++;
   if (shutting_down_) log::info("connection rejected", " peer=" + peer + " reason=shutting_down");
-  else log_pressure();
+  else log_pressure("connection limit reached");
 }
 
-void Server::log_pressure() {
+bool Server::release_reserve_fd_() {
+  if (reserve_fd_ < 0) return false;
+  ::close(reserve_fd_);
+  reserve_fd_ = -1;
+  return true;
+}
+
+void Server::take_reserve_fd_() {
+  if (reserve_fd_ < 0) reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+void Server::note_out_of_fds_(int err) {
+  stats_.accept_out_of_fds++;
+  log_pressure(err == ENFILE ? "out of file descriptors (system-wide): accepting paused"
+                             : "out of file descriptors (RLIMIT_NOFILE): accepting paused");
+}
+
+void Server::log_pressure(const char* what) {
   // Under a flood this runs thousands of times a second: one line a second
   // at most, with the counts since the last one.
   uint64_t now = uv_now(loop_);
   if (pressure_logged_ms_ != 0 && now - pressure_logged_ms_ < 1000) return;
   pressure_logged_ms_ = now;
-  log::warn("connection limit reached", " max_connections=" + std::to_string(limits_.max_connections) +
-                                            " shed=" + std::to_string(stats_.connections_shed - shed_logged_) +
-                                            " rejected=" + std::to_string(stats_.connections_rejected - rejected_logged_));
+  log::warn(what, " connections=" + std::to_string(conns_.size()) +
+                      " max_connections=" + std::to_string(limits_.max_connections) +
+                      " shed=" + std::to_string(stats_.connections_shed - shed_logged_) +
+                      " rejected=" + std::to_string(stats_.connections_rejected - rejected_logged_));
   shed_logged_ = stats_.connections_shed;
   rejected_logged_ = stats_.connections_rejected;
 }

@@ -37,10 +37,19 @@ struct ServerStats {
   uint64_t connections_accepted = 0;
   uint64_t connections_rejected = 0;  ///< over max_connections, none quiet to shed
   uint64_t connections_shed = 0;      ///< quiet connections closed to admit a new one
+  uint64_t accept_out_of_fds = 0;     ///< accepts that failed for want of a file descriptor
   uint64_t tls_on_plain = 0;          ///< TLS handshakes closed on a plain-HTTP listener
   uint64_t requests = 0;
   uint64_t bytes_sent = 0;
 };
+
+/// Raises this process's RLIMIT_NOFILE soft limit toward its hard limit
+/// (up to 65536: what the systemd unit sets) and returns the soft limit.
+uint64_t raise_open_file_limit();
+/// The default max_connections for an open-file limit: every connection may
+/// hold its socket and one open blob or upload file, and 64 descriptors stay
+/// for listeners, the database, upstream sockets and logs.
+uint32_t max_connections_for(uint64_t nofile);
 
 class Server {
  public:
@@ -70,6 +79,15 @@ class Server {
   const std::vector<Header>& default_headers() const { return default_headers_; }
   ServerStats& mutable_stats() { return stats_; }
   void on_accept_(int fd, std::string peer);
+  /// Closes the longest-quiet connection (logging `why`); false when there is none.
+  bool shed_quiet_(const char* why);
+  /// Writes the canned 503 to a just-accepted socket and closes it.
+  void refuse_(int fd, const std::string& peer);
+  /// The spare descriptor kept open to answer 503 when out of descriptors:
+  /// release it just before an accept, take it again right after.
+  bool release_reserve_fd_();
+  void take_reserve_fd_();
+  void note_out_of_fds_(int err);
   void on_conn_closed_(ServerConn* c);
   std::string next_request_id_();
   /// Runs c->process_deferred_() on the next loop turn (outside any callback of c).
@@ -82,8 +100,7 @@ class Server {
 
  private:
   void check_shutdown_done();
-  void refuse(int fd, const std::string& peer);
-  void log_pressure();
+  void log_pressure(const char* what);
   static void on_idle(uv_idle_t* h) noexcept;
   uv_loop_t* loop_;
   ServerLimits limits_;
@@ -92,6 +109,7 @@ class Server {
   std::vector<Listener*> listeners_;
   std::unordered_set<ServerConn*> conns_;
   std::list<ServerConn*> quiet_;
+  int reserve_fd_ = -1;
   uint64_t pressure_logged_ms_ = 0;   // last "connection limit reached" line (one a second at most)
   uint64_t shed_logged_ = 0, rejected_logged_ = 0;
   ServerStats stats_;

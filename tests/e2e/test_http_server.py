@@ -20,7 +20,7 @@ import unittest
 import urllib.parse
 
 from harness import (SANITIZED, Outpost, RawConn, deep_merge, http, outpost_bin, peak_rss_kb,
-                     scaled, sha256_digest, wait_until)
+                     rss_kb, scaled, sha256_digest, wait_until)
 
 MiB = 1024 * 1024
 
@@ -341,62 +341,74 @@ class Limits(unittest.TestCase):
             self.assertTrue(c.closed_by_peer(timeout=10))
             self.assertEqual(c.buf, b"")
 
-    def test_max_connections_answers_503(self):
-        self.start({"server": {"idle_timeout": "30s"}})  # the admitted ones must stay
+    def test_max_connections_answers_503_when_none_is_idle(self):
+        # Four connections each mid-request (half a head): none may be shed.
+        self.start({"server": {"header_timeout": "30s", "idle_timeout": "30s"}})
         conns: list[RawConn] = []
         try:
-            # Four admitted connections, each proven by a 200. (A connection
-            # that the server has not yet seen close, e.g. the readiness probe,
-            # may hold a slot for a moment: retry until four are in.)
             def admit() -> bool:
                 c = RawConn(self.op.port)
-                c.send(get())
-                r = c.read_response()
-                if r.status != 200:
-                    c.close()
-                    return False
+                c.send(b"GET /v2/ HTTP/1.1\r\n")  # the head goes on later
+                try:
+                    c.sock.settimeout(0.3)
+                    if c.sock.recv(1, socket.MSG_PEEK):  # answered: refused (e.g. the probe's slot)
+                        c.close()
+                        return False
+                except socket.timeout:
+                    pass
                 conns.append(c)
                 return True
 
             while len(conns) < 4:
-                wait_until(admit, timeout=5, message="a connection admitted with 200")
+                wait_until(admit, timeout=5, message="a connection admitted")
             with RawConn(self.op.port) as extra:
                 status, headers, body = parse_raw(extra.read_all(timeout=5))  # up to the close
                 self.assertEqual(status, 503, body)
                 self.assertEqual(error_code(body), "UNAVAILABLE")
                 self.assertEqual(headers.get("retry-after"), "1")
                 self.assertEqual(headers.get("connection", "").lower(), "close")
-            # a client that sends its request first still reads the 503
-            with RawConn(self.op.port) as extra:
-                try:
-                    extra.send(get())
-                except OSError:
-                    pass
-                status, _, _ = parse_raw(extra.read_all(timeout=5))
-                self.assertEqual(status, 503)
             # the admitted ones still work
-            conns[0].send(get())
+            conns[0].send(b"Host: e2e\r\n\r\n")
             self.assertEqual(conns[0].read_response().status, 200)
-            # a slot frees when one leaves
-            conns.pop().close()
-            wait_until(admit, timeout=5, message="a new connection admitted after one left")
-            self.assertIn("connection rejected", self.op.log_text())
+            self.op.wait_log(r"connection limit reached")
         finally:
             for c in conns:
+                c.close()
+
+    def test_idle_connections_are_shed_for_a_new_client(self):
+        self.start({"server": {"idle_timeout": "30s"}})
+        idle = []
+        try:
+            for _ in range(4):
+                c = RawConn(self.op.port)
+                c.send(get())
+                self.assertEqual(c.read_response().status, 200)
+                idle.append(c)
+            r = http("GET", self.op.url + "/v2/")  # a fifth client: served
+            self.assertEqual(r.status, 200)
+            self.assertTrue(idle[0].closed_by_peer(timeout=5))  # the longest idle went
+            idle[-1].send(get())
+            self.assertEqual(idle[-1].read_response().status, 200)
+        finally:
+            for c in idle:
                 c.close()
 
     def test_503_content_length_matches_its_body(self):
         # Regression: src/http/server.cpp writes "Content-Length: 89" before an
         # 85-byte body, so every client sees a truncated 503.
-        self.start({"server": {"max_connections": 1, "idle_timeout": "30s"}})
+        self.start({"server": {"max_connections": 1, "idle_timeout": "30s", "header_timeout": "30s"}})
         held: list[RawConn] = []
 
         def admit() -> bool:
             c = RawConn(self.op.port)
-            c.send(get())
-            if c.read_response().status != 200:
-                c.close()
-                return False
+            c.send(b"GET /v2/ HTTP/1.1\r\n")  # mid-request: never shed
+            try:
+                c.sock.settimeout(0.3)
+                if c.sock.recv(1, socket.MSG_PEEK):
+                    c.close()
+                    return False
+            except socket.timeout:
+                pass
             held.append(c)
             return True
 
@@ -533,6 +545,195 @@ class Shutdown(unittest.TestCase):
                 self.assertEqual(r.header("Range"), f"0-{len(body) - 1}")
                 self.assertTrue(c.closed_by_peer(timeout=5))
             self.assertEqual(op.wait(timeout=20), 0)
+
+
+class Rfc9112(unittest.TestCase):
+    """Request rules every HTTP/1.1 server must enforce (RFC 9112)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.op = Outpost()
+        cls.op.__enter__()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.op.__exit__(None, None, None)
+
+    def test_absolute_form_target_is_routed_on_its_path(self):
+        with RawConn(self.op.port) as c:
+            c.send(f"GET http://127.0.0.1:{self.op.port}/v2/ HTTP/1.1\r\nHost: elsewhere\r\n\r\n".encode())
+            r = c.read_response()
+            self.assertEqual(r.status, 200, r.body)
+            self.assertEqual(r.body, b"{}")
+
+    def test_missing_duplicate_or_spaced_host_gets_400(self):
+        for junk in (b"GET /v2/ HTTP/1.1\r\n\r\n", b"GET /v2/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                     b"GET /v2/ HTTP/1.1\r\nHost : x\r\n\r\n"):
+            with self.subTest(junk=junk), RawConn(self.op.port) as c:
+                c.send(junk)
+                r = c.read_response()
+                self.assertEqual(r.status, 400, r.body)
+                self.assertEqual(error_code(r.body), "BAD_REQUEST")
+                self.assertTrue(c.closed_by_peer(timeout=5))
+
+    def test_tls_client_hello_is_closed_and_logged_once_per_address(self):
+        hello = bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC, 0x03, 0x03]) + b"\x5a" * 64
+        for _ in range(3):
+            with RawConn(self.op.port) as c:
+                c.send(hello)
+                self.assertTrue(c.closed_by_peer(timeout=5))
+                self.assertEqual(c.buf, b"")
+        self.op.wait_log(r"TLS handshake on a plain-HTTP listener; configure the client")
+        text = self.op.log_text()
+        self.assertEqual(text.count("configure the client for http"), 1, text[-2000:])
+        self.assertNotIn("HPE_INVALID_METHOD", text)
+
+    @unittest.skipUnless(UPLOADS, NEEDS_UPLOADS)
+    def test_malformed_chunk_in_a_patch_gets_400_at_once_and_keeps_the_session(self):
+        loc = start_upload(self.op, "e2e/badchunk")
+        _, path = split_url(loc)
+        r = http("PATCH", loc, body=b"0123456789", headers={"Content-Type": "application/octet-stream"})
+        self.assertEqual(r.status, 202, r.body)
+        loc = urllib.parse.urljoin(self.op.url + "/", r.header("Location") or loc)
+        _, path = split_url(loc)
+        with RawConn(self.op.port) as c:
+            t0 = time.monotonic()
+            c.send(f"PATCH {path} HTTP/1.1\r\nHost: e2e\r\nContent-Type: application/octet-stream\r\n"
+                   f"Transfer-Encoding: chunked\r\n\r\n".encode() + b"3\r\nabcdef\r\n0\r\n\r\n")
+            r = c.read_response(timeout=5)
+            self.assertEqual(r.status, 400, r.body)
+            self.assertLess(time.monotonic() - t0, scaled(3))
+
+    @unittest.expectedFailure  # src/api keeps the bytes of a body that ends in error (see the report)
+    @unittest.skipUnless(UPLOADS, NEEDS_UPLOADS)
+    def test_malformed_chunk_leaves_the_upload_session_as_it_was(self):
+        loc = start_upload(self.op, "e2e/badchunk2")
+        r = http("PATCH", loc, body=b"0123456789", headers={"Content-Type": "application/octet-stream"})
+        self.assertEqual(r.status, 202, r.body)
+        loc = urllib.parse.urljoin(self.op.url + "/", r.header("Location") or loc)
+        _, path = split_url(loc)
+        with RawConn(self.op.port) as c:
+            c.send(f"PATCH {path} HTTP/1.1\r\nHost: e2e\r\nContent-Type: application/octet-stream\r\n"
+                   f"Transfer-Encoding: chunked\r\n\r\n".encode() + b"3\r\nabcdef\r\n0\r\n\r\n")
+            self.assertEqual(c.read_response(timeout=5).status, 400)
+        st = http("GET", loc)
+        self.assertEqual(st.status, 204, st.body)
+        self.assertEqual(st.header("Range"), "0-9")  # the good PATCH only
+
+
+class Hostile(unittest.TestCase):
+    """Clients that try to take the registry down, scaled to run in seconds."""
+
+    def test_silent_sockets_do_not_lock_out_a_real_client(self):
+        with Outpost(config={"server": {"max_connections": 50, "header_timeout": "2s", "idle_timeout": "30s"},
+                             "log": {"level": "info"}}) as op:
+            silent = []
+            try:
+                for _ in range(200):
+                    silent.append(socket.create_connection(("127.0.0.1", op.port), timeout=5))
+                for i in range(5):  # fresh clients are served while the crowd sits there
+                    r = http("GET", op.url + "/v2/", timeout=5)
+                    self.assertEqual(r.status, 200, f"client {i}: {r.status}")
+                # and the crowd is closed once header_timeout passes
+                def all_closed():
+                    closed = 0
+                    for s in silent:
+                        s.settimeout(0.01)
+                        try:
+                            if s.recv(1) == b"":
+                                closed += 1
+                        except socket.timeout:
+                            pass
+                        except OSError:
+                            closed += 1
+                    return closed == len(silent)
+                wait_until(all_closed, timeout=scaled(10), message="every silent socket closed")
+            finally:
+                for s in silent:
+                    s.close()
+
+    @unittest.skipUnless(UPLOADS, NEEDS_UPLOADS)
+    def test_trickling_uploads_are_cut_by_min_body_rate(self):
+        with Outpost(config={"server": {"min_body_rate": "1KiB", "body_rate_grace": "1s",
+                                        "body_timeout": "30s"}}) as op:
+            conns = []
+            try:
+                for i in range(10):
+                    _, path = split_url(start_upload(op, f"e2e/trickle{i}"))
+                    c = RawConn(op.port)
+                    c.send(f"PATCH {path} HTTP/1.1\r\nHost: e2e\r\nContent-Type: application/octet-stream\r\n"
+                           f"Content-Length: 100000\r\n\r\n".encode())
+                    conns.append(c)
+                t0 = time.monotonic()
+                answered = set()
+                while len(answered) < len(conns) and time.monotonic() - t0 < scaled(15):
+                    for i, c in enumerate(conns):
+                        if i in answered:
+                            continue
+                        try:
+                            c.send(b"x")
+                        except OSError:
+                            pass
+                        c.sock.settimeout(0.01)
+                        try:
+                            chunk = c.sock.recv(65536)
+                            c.buf += chunk
+                            if b"\r\n\r\n" in c.buf or not chunk:
+                                answered.add(i)
+                        except socket.timeout:
+                            pass
+                    time.sleep(0.1)  # the trickle under test: ~10 bytes/s each
+                self.assertEqual(len(answered), len(conns))
+                for c in conns:
+                    self.assertTrue(c.buf.startswith(b"HTTP/1.1 408"), c.buf[:200])
+                self.assertLess(time.monotonic() - t0, scaled(10))
+            finally:
+                for c in conns:
+                    c.close()
+
+    @unittest.skipIf(SANITIZED, "allocator quarantine under ASan makes RSS meaningless")
+    def test_pipelining_without_reading_keeps_memory_flat(self):
+        with Outpost(config={"log": {"level": "warn"}}) as op:
+            for _ in range(50):
+                http("GET", op.url + "/v2/")
+            base = rss_kb(op.pid)
+            n = 100_000
+            reqs = get() * n
+            # A small receive window, set before connecting (else the kernel's
+            # autotuned buffer, up to 32 MiB, would hold every answer).
+            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                c.connect(("127.0.0.1", op.port))
+                import threading
+                t = threading.Thread(target=lambda: c.sendall(reqs), daemon=True)
+                t.start()
+                t.join(timeout=scaled(3))  # the server stops reading a client that does not read
+                grown = rss_kb(op.pid) - base
+                got = 0
+                c.settimeout(scaled(30))
+                marker, tail = b"HTTP/1.1 200 ", b""
+                while got < n:
+                    chunk = c.recv(1 << 20)
+                    if not chunk:
+                        break
+                    buf = tail + chunk  # a marker may span two reads; the tail is too short to hold a whole one
+                    got += buf.count(marker)
+                    tail = buf[-(len(marker) - 1):]
+                t.join(timeout=scaled(10))
+                self.assertEqual(got, n)
+            finally:
+                c.close()
+            self.assertLess(grown, 8 * 1024, f"RSS grew by {grown} KiB while the client did not read")
+            self.assertLess(peak_rss_kb(op.pid) - base, 16 * 1024)
+
+    def test_sigterm_with_nothing_in_flight_exits_fast(self):
+        with Outpost() as op:
+            self.assertEqual(http("GET", op.url + "/v2/").status, 200)
+            t0 = time.monotonic()
+            op.send_signal(signal.SIGTERM)
+            self.assertEqual(op.wait(timeout=10), 0)
+            self.assertLess(time.monotonic() - t0, 0.5 if not SANITIZED else scaled(3))
 
 
 # --------------------------------------------------------------------------

@@ -361,30 +361,6 @@ TEST_CASE("server_conn: pausing on the last piece of a body still ends it",
   CHECK(s.body == "hello");
 }
 
-namespace {
-/// Pushes up to `max` bytes without blocking; stops once the socket has not
-/// taken a byte for `stall` (the peer stopped reading). Returns bytes taken.
-uint64_t push_until_stalled(TestClient& c, uint64_t max, milliseconds stall) {
-  std::string block(256 * 1024, 'x');
-  uint64_t sent = 0;
-  while (sent < max) {
-    ssize_t n = ::send(c.fd(), block.data(), std::min<uint64_t>(block.size(), max - sent),
-                       MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      sent += static_cast<uint64_t>(n);
-      continue;
-    }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      pollfd p{c.fd(), POLLOUT, 0};
-      if (::poll(&p, 1, static_cast<int>(stall.count())) == 0) break;
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    break;
-  }
-  return sent;
-}
-}  // namespace
 
 // Regression (was a bug in src/http/server_conn.cpp): the input bound in want_read()
 // is only applied by update_poll(), which process_input() skips while the parser is paused; so a

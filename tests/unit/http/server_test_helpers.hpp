@@ -3,6 +3,8 @@
 // condition with a deadline, a path-echo handler, chunk framing.
 #pragma once
 #include <dirent.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -75,6 +77,31 @@ inline std::string chunk(std::string_view data, std::string_view ext = {}) {
   s += "\r\n";
   return s;
 }
+/// Pushes up to `max` bytes without blocking; stops once the socket has not
+/// taken a byte for `stall` (the peer stopped reading). Returns bytes taken.
+/// The bytes are `block` repeated (cut at `max`).
+inline uint64_t push_until_stalled(TestClient& c, uint64_t max, milliseconds stall,
+                                   const std::string& block = std::string(256 * 1024, 'x')) {
+  uint64_t sent = 0;
+  while (sent < max) {
+    const size_t off = sent % block.size();
+    ssize_t n = ::send(c.fd(), block.data() + off, std::min<uint64_t>(block.size() - off, max - sent),
+                       MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      sent += static_cast<uint64_t>(n);
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd p{c.fd(), POLLOUT, 0};
+      if (::poll(&p, 1, static_cast<int>(stall.count())) == 0) break;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    break;
+  }
+  return sent;
+}
+
 /// What a body reader saw: the bytes, and how the body ended.
 struct BodyRecord {
   bool ended = false;
