@@ -64,8 +64,9 @@ class Stmt {
 };
 
 /// One connection. Opened with WAL, synchronous=FULL (a committed
-/// transaction is on stable storage when commit returns), foreign keys on and
-/// a busy timeout. Not thread-safe by itself: the owner serializes access.
+/// transaction is on stable storage when commit returns), foreign keys on, a
+/// busy timeout, the file memory-mapped for reads and temp tables in memory
+/// (why: Db::open). Not thread-safe by itself: the owner serializes access.
 ///
 /// prepare() keeps compiled statements: a Stmt handed back (destroyed) is
 /// reset and kept by its SQL text, and the next prepare() of the same text
