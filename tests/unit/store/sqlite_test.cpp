@@ -7,6 +7,7 @@
 #include <ctime>
 #include <fstream>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "store/sqlite.hpp"
@@ -227,6 +228,114 @@ TEST_CASE("sqlite: a statement may outlive its connection; the cache is bounded"
     CHECK(kept->col_int(0) == 7);
   }  // the connection closes while `kept` still holds a statement of it
   kept.reset();  // finalized here, closing the connection; ASan flags any use of the closed cache
+}
+
+// ---- query plans of the hot lookups -------------------------------------------------
+
+namespace {
+
+// Records the SQL of every statement run on connections opened while it is
+// alive: sqlite3_auto_extension reaches the connection MetaDb opens inside
+// Store::open, so the plans checked below are those of the store's real
+// queries, not copies of them.
+class SqlRecorder {
+ public:
+  SqlRecorder() {
+    active_ = this;
+    sqlite3_auto_extension(reinterpret_cast<void (*)(void)>(&SqlRecorder::attach));
+  }
+  ~SqlRecorder() {
+    sqlite3_cancel_auto_extension(reinterpret_cast<void (*)(void)>(&SqlRecorder::attach));
+    active_ = nullptr;
+  }
+  SqlRecorder(const SqlRecorder&) = delete;
+  SqlRecorder& operator=(const SqlRecorder&) = delete;
+  std::vector<std::string> take() { return std::exchange(sql_, {}); }
+
+ private:
+  static int attach(sqlite3* db, char**, const void*) {
+    sqlite3_trace_v2(db, SQLITE_TRACE_STMT, &SqlRecorder::on_trace, nullptr);
+    return SQLITE_OK;
+  }
+  static int on_trace(unsigned, void*, void* stmt, void*) {
+    if (active_ != nullptr) active_->sql_.emplace_back(sqlite3_sql(static_cast<sqlite3_stmt*>(stmt)));
+    return 0;
+  }
+  static inline SqlRecorder* active_ = nullptr;
+  std::vector<std::string> sql_;
+};
+
+// EXPLAIN QUERY PLAN rows (the `detail` column) of `sql` on `db`.
+std::vector<std::string> plan_of(sql::Db& db, const std::string& sql) {
+  auto st = db.prepare("EXPLAIN QUERY PLAN " + sql);
+  REQUIRE(st.ok());
+  std::vector<std::string> out;
+  for (;;) {
+    auto row = st->step();
+    REQUIRE(row.ok());
+    if (!*row) break;
+    out.push_back(st->col_text(3));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("sqlite: hot lookups search by index, never scan a table", "[store]") {
+  test::Sandbox sb;
+  SqlRecorder rec;
+  auto st = Store::open(sb.root());
+  REQUIRE(st.ok());
+  Store& store = **st;
+  const std::string layer = "layer bytes";
+  const Digest layer_d = Digest::sha256_of(layer);
+  REQUIRE(store.put_blob("app", layer_d, layer).ok());
+  const std::string man = R"({"schemaVersion":2})";
+  ManifestPut m;
+  m.repo = "app";
+  m.digest = Digest::sha256_of(man);
+  m.media_type = "application/vnd.oci.image.manifest.v1+json";
+  m.refs.push_back(ManifestRef{layer_d, true});
+  m.tag = "v1";
+  REQUIRE(store.put_manifest(m, man).ok());
+  (void)rec.take();
+
+  // Each lookup a pull makes, and the SQL it ran.
+  std::vector<std::pair<std::string, std::vector<std::string>>> lookups;
+  auto mi = store.resolve_manifest("app", "v1");  // tag -> digest -> manifest
+  REQUIRE(mi.ok());
+  CHECK(mi->digest == m.digest);
+  lookups.emplace_back("manifest by tag", rec.take());
+  REQUIRE(store.get_manifest("app", m.digest).ok());
+  lookups.emplace_back("manifest by digest", rec.take());
+  auto size = store.stat_blob("app", layer_d);
+  REQUIRE(size.ok());
+  CHECK(*size == layer.size());
+  lookups.emplace_back("blob by digest", rec.take());
+  auto any = store.meta().blob_size(layer_d);
+  REQUIRE(any.ok());
+  lookups.emplace_back("blob by digest, any repository", rec.take());
+
+  // A second connection has the same schema, so the same plans.
+  auto db = sql::Db::open(sb.root() + "/meta.db");
+  REQUIRE(db.ok());
+  for (const auto& [what, statements] : lookups) {
+    INFO(what);
+    CHECK_FALSE(statements.empty());
+    for (const auto& q : statements) {
+      INFO(q);
+      for (const auto& step : plan_of(*db, q)) {
+        INFO(step);
+        // "SCAN <table>" reads every row; SEARCH ... USING (COVERING) INDEX or
+        // PRIMARY KEY is a B-tree descent. Subquery headers name no table.
+        const bool searches = step.rfind("SEARCH ", 0) == 0 &&
+                              (step.find(" INDEX ") != std::string::npos ||
+                               step.find(" PRIMARY KEY ") != std::string::npos);
+        const bool header = step.find("SUBQUERY") != std::string::npos;
+        CHECK((searches || header));
+      }
+    }
+  }
 }
 
 // ---- benchmark (hidden) ---------------------------------------------------------
