@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -14,13 +15,16 @@
 
 namespace outpost::store::sql {
 
+struct StmtCache;   // a Db's compiled statements (sqlite.cpp)
+struct CachedStmt;  // one of them
+
 /// A prepared statement. Bind indexes are 1-based, column indexes 0-based
 /// (as in the C API). Bind errors are remembered and reported by step().
-/// Not thread-safe; must not outlive its Db.
+/// Not thread-safe: used under the same serialization as its Db. Destroying
+/// it hands the statement back to the Db's cache (reset, bindings cleared).
 class Stmt {
  public:
   Stmt() = default;
-  Stmt(sqlite3* db, sqlite3_stmt* s) : db_(db), s_(s) {}
   ~Stmt();
   Stmt(Stmt&& o) noexcept;
   Stmt& operator=(Stmt&& o) noexcept;
@@ -47,20 +51,33 @@ class Stmt {
   bool col_null(int i) const { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
 
  private:
+  friend class Db;
+  Stmt(sqlite3* db, sqlite3_stmt* s, std::shared_ptr<StmtCache> cache, CachedStmt* slot)
+      : db_(db), s_(s), cache_(std::move(cache)), slot_(slot) {}
+  void release();
   void note_bind(int rc);
   sqlite3* db_ = nullptr;
   sqlite3_stmt* s_ = nullptr;
+  std::shared_ptr<StmtCache> cache_;  ///< set with slot_: where s_ goes back to
+  CachedStmt* slot_ = nullptr;        ///< null: s_ is not cached, finalize it
   int bind_rc_ = SQLITE_OK;
 };
 
 /// One connection. Opened with WAL, synchronous=FULL (a committed
-/// transaction is on stable storage when commit returns), foreign keys on and
-/// a busy timeout. Not thread-safe by itself: the owner serializes access.
+/// transaction is on stable storage when commit returns), foreign keys on, a
+/// busy timeout, the file memory-mapped for reads and temp tables in memory
+/// (why: Db::open). Not thread-safe by itself: the owner serializes access.
+///
+/// prepare() keeps compiled statements: a Stmt handed back (destroyed) is
+/// reset and kept by its SQL text, and the next prepare() of the same text
+/// reuses it. Compiling dominated a point lookup (parser, planner, code
+/// generation cost more than the B-tree search), so callers may prepare in
+/// every call and still only compile each distinct statement once.
 class Db {
  public:
   Db() = default;
   ~Db();
-  Db(Db&& o) noexcept : db_(o.db_) { o.db_ = nullptr; }
+  Db(Db&& o) noexcept;
   Db& operator=(Db&& o) noexcept;
   Db(const Db&) = delete;
   Db& operator=(const Db&) = delete;
@@ -70,6 +87,8 @@ class Db {
 
   /// Runs one or more statements without results (DDL, pragmas).
   Status exec(std::string_view sql);
+  /// One statement; reuses a cached compiled one for the same text when it
+  /// is not in use. Statements that are in use at once are distinct.
   Result<Stmt> prepare(std::string_view sql);
   /// Rows changed by the last INSERT/UPDATE/DELETE on this connection.
   int64_t changes() const { return sqlite3_changes64(db_); }
@@ -85,8 +104,10 @@ class Db {
   Error last_error(std::string_view context) const;
 
  private:
-  explicit Db(sqlite3* db) : db_(db) {}
+  explicit Db(sqlite3* db);
+  void close();
   sqlite3* db_ = nullptr;
+  std::shared_ptr<StmtCache> cache_;
 };
 
 /// BEGIN IMMEDIATE ... COMMIT; rolls back on destruction unless committed.
