@@ -30,14 +30,14 @@ sql::Stmt first_row(sql::Db& db, std::string_view q) {
 int64_t scalar(sql::Db& db, std::string_view q) { return first_row(db, q).col_int(0); }
 }  // namespace
 
-TEST_CASE("sqlite: open sets WAL, synchronous=FULL, foreign keys, mmap, in-memory temp store", "[store]") {
+TEST_CASE("sqlite: open sets WAL, synchronous=FULL, foreign keys, no mmap, in-memory temp store", "[store]") {
   test::Sandbox sb;
   auto db = sql::Db::open(sb.dir() + "/t.db");
   REQUIRE(db.ok());
   CHECK(first_row(*db, "PRAGMA journal_mode").col_text(0) == "wal");
   CHECK(scalar(*db, "PRAGMA synchronous") == 2);  // FULL
   CHECK(scalar(*db, "PRAGMA foreign_keys") == 1);
-  CHECK(scalar(*db, "PRAGMA mmap_size") >= int64_t{256} << 20);
+  CHECK(scalar(*db, "PRAGMA mmap_size") == 0);  // an I/O error must be an error, not SIGBUS
   CHECK(scalar(*db, "PRAGMA temp_store") == 2);  // MEMORY
 }
 
