@@ -10,7 +10,10 @@
 #include "http/router.hpp"
 
 namespace outpost::store { class Store; }
-namespace outpost::cache { class PullThrough; }
+namespace outpost::cache {
+class HotManifests;
+class PullThrough;
+}  // namespace outpost::cache
 
 namespace outpost::api {
 
@@ -24,6 +27,7 @@ struct ApiContext {
   store::Store* store = nullptr;  ///< null only in tests of the base route
   uv_loop_t* loop = nullptr;      ///< where store jobs report back
   cache::PullThrough* pull = nullptr;  ///< null: no parent, a standalone registry
+  cache::HotManifests* memo = nullptr;  ///< manifest reads; null: a store job each
 };
 
 /// Adds every /v2/ route to `router`. `ctx` must outlive the router.

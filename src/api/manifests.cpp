@@ -5,6 +5,7 @@
 
 #include "api/common.hpp"
 #include "api/handlers.hpp"
+#include "cache/hot_manifests.hpp"
 #include "cache/pull_through.hpp"
 #include "oci/manifest.hpp"
 #include "base/reference.hpp"
@@ -69,6 +70,14 @@ void handle_manifest_get(ApiContext& ctx, const http::ExchangePtr& ex) {
     return;
   }
   const std::string name = ex->params().name;
+  if (ctx.memo) {
+    // Hot tags are answered on the loop thread (issue #14).
+    ctx.memo->get(name, ref, !head, [ex, ref](Result<cache::HotManifest> r) {
+      if (!r) return respond_manifest_error(ex, r.error(), ref);
+      respond_manifest(ex, r->info, r->bytes ? *r->bytes : std::string());
+    });
+    return;
+  }
   store_job<Fetched>(
       ctx,
       [name, ref, head](store::Store& s) -> Result<Fetched> {

@@ -31,6 +31,7 @@ struct App::Impl {
   // verification settings differ), then the cache that uses them.
   std::vector<std::unique_ptr<net::TlsClientConfig>> tls_configs;
   std::vector<std::unique_ptr<http::HttpClient>> http_clients;
+  std::unique_ptr<cache::HotManifests> memo;  ///< used by api and pull: freed after both
   std::unique_ptr<cache::PullThrough> pull;
   OpsSources ops;
   std::unique_ptr<http::Server> server;
@@ -49,6 +50,7 @@ App::~App() {
   impl_->http_clients.clear();
   while (uv::pending_work() > 0) uv_run(impl_->loop.get(), UV_RUN_ONCE);
   impl_->pull.reset();
+  impl_->memo.reset();
   impl_->store.reset();
 }
 
@@ -118,6 +120,8 @@ int App::run() {
   m.store = std::move(*st);
   m.api.store = m.store.get();
   m.api.loop = m.loop.get();
+  m.memo = std::make_unique<cache::HotManifests>(m.loop.get(), m.store.get());
+  m.api.memo = m.memo.get();
   if (!c.parent.url.empty() || !c.upstreams.empty()) {
     cache::PullOptions po;
     po.tag_ttl_ms = c.cache.tag_ttl_ms;
@@ -125,6 +129,7 @@ int App::run() {
     po.max_manifest_bytes = c.registry.max_manifest_bytes;
     po.read_only = c.registry.mode == "ReadOnly";
     m.pull = std::make_unique<cache::PullThrough>(m.loop.get(), m.store.get(), po);
+    m.pull->set_memo(m.memo.get());
     if (!c.parent.url.empty()) {
       auto p = make_upstream(c.parent);
       if (!p) {
@@ -221,6 +226,7 @@ int App::run() {
   m.http_clients.clear();
   while (uv::pending_work() > 0) uv_run(m.loop.get(), UV_RUN_ONCE);
   m.pull.reset();
+  m.memo.reset();
   m.store.reset();
   log::info("stopped");
   return 0;

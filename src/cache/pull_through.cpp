@@ -125,6 +125,13 @@ std::optional<Route> PullThrough::route(const std::string& name, const std::opti
 
 void PullThrough::local_manifest(const Route& r, const std::string& reference, bool,
                                  std::function<void(Result<ManifestResult>)> done) {
+  if (memo_) {
+    // The memo replaces only this store read; every freshness rule stays in manifest().
+    return memo_->get(r.local_repo, reference, true, [done = std::move(done)](Result<HotManifest> h) {
+      if (!h) return done(std::move(h).error());
+      return done(ManifestResult{std::move(h->info), *h->bytes, false, std::nullopt});
+    });
+  }
   store::Store* st = store_;
   std::string repo = r.local_repo;
   uv::run_in_pool<Result<ManifestResult>>(

@@ -17,6 +17,7 @@
 
 #include "base/digest.hpp"
 #include "cache/fill.hpp"
+#include "cache/hot_manifests.hpp"
 #include "cache/route.hpp"
 #include "http/exchange.hpp"
 #include "store/types.hpp"
@@ -68,6 +69,9 @@ class PullThrough {
   void add_upstream(std::unique_ptr<upstream::RegistryClient> c);
   const PullOptions& options() const { return opts_; }
   bool enabled() const { return parent_ || !named_.empty(); }
+  /// Local manifest reads go through `m` (it must outlive this object's
+  /// store jobs); without one, each is a store job of its own.
+  void set_memo(HotManifests* m) { memo_ = m; }
   /// Process shutdown: no new upstream requests from here on.
   void shutdown();
 
@@ -125,6 +129,7 @@ class PullThrough {
   std::unordered_map<std::string, uint64_t> tag_checked_;                       ///< local_repo:tag -> loop ms
   std::unordered_map<std::string, uint64_t> tag_confirmed_;                     ///< local_repo:tag -> wall ms
   PullStats stats_;
+  HotManifests* memo_ = nullptr;
 };
 
 }  // namespace outpost::cache

@@ -179,7 +179,7 @@ Result<ManifestInfo> Store::put_manifest(const ManifestPut& m, std::string_view 
   std::shared_lock pub(publish_mu_);
   auto have = blobs_.stat(m.digest);
   if (!have || *have != bytes.size()) OUTPOST_TRY(blobs_.write_verified(m.digest, bytes));
-  return meta_->put_manifest(m, bytes.size());
+  return bump_manifests(meta_->put_manifest(m, bytes.size()));
 }
 
 Result<ManifestInfo> Store::get_manifest(std::string_view repo, const Digest& d) {
@@ -206,17 +206,21 @@ Result<std::string> Store::read_manifest(std::string_view repo, const Digest& d)
   return bytes;
 }
 
-Status Store::delete_manifest(std::string_view repo, const Digest& d) { return meta_->delete_manifest(repo, d); }
+Status Store::delete_manifest(std::string_view repo, const Digest& d) {
+  return bump_manifests(meta_->delete_manifest(repo, d));
+}
 
 // ---- tags and listings ------------------------------------------------------------------
 
 Status Store::put_tag(std::string_view repo, std::string_view tag, const Digest& d, Origin origin) {
-  return meta_->put_tag(repo, tag, d, origin);
+  return bump_manifests(meta_->put_tag(repo, tag, d, origin));
 }
 
 Result<Digest> Store::get_tag(std::string_view repo, std::string_view tag) { return meta_->get_tag(repo, tag); }
 
-Status Store::delete_tag(std::string_view repo, std::string_view tag) { return meta_->delete_tag(repo, tag); }
+Status Store::delete_tag(std::string_view repo, std::string_view tag) {
+  return bump_manifests(meta_->delete_tag(repo, tag));
+}
 
 Result<Page> Store::list_tags(std::string_view repo, const PageRequest& page) {
   return meta_->list_tags(repo, page);
@@ -232,7 +236,8 @@ Result<ReferrerPage> Store::referrers(std::string_view repo, const Digest& subje
 // ---- maintenance ------------------------------------------------------------------------
 
 Result<GcReport> Store::gc(const GcOptions& opts) {
-  return collect_garbage(GcTargets{layout_, *meta_, blobs_, *uploads_, publish_mu_}, opts);
+  // GC removes repository rows (delete_empty_repos): bump, to be safe.
+  return bump_manifests(collect_garbage(GcTargets{layout_, *meta_, blobs_, *uploads_, publish_mu_}, opts));
 }
 
 }  // namespace outpost::store

@@ -3,6 +3,7 @@
 // BlobStore and Uploads. No libuv anywhere below: every method is a plain
 // blocking call, safe from any thread.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -120,6 +121,13 @@ class Store {
   /// [bulk] One GC pass (gc.hpp); safe while serving.
   Result<GcReport> gc(const GcOptions& opts = {});
 
+  /// Bumped after every write that can change what a (repository,
+  /// reference) resolves to: manifest and tag puts/deletes, GC. Blob links
+  /// and uploads leave it alone. A reader that took it before reading and
+  /// finds it unchanged later knows its read is still current
+  /// (cache::HotManifests).
+  uint64_t manifest_generation() const { return manifest_gen_.load(std::memory_order_acquire); }
+
   const Layout& layout() const { return layout_; }
   MetaDb& meta() { return *meta_; }
   BlobStore& blobs() { return blobs_; }
@@ -137,6 +145,13 @@ class Store {
   /// removals (GcTargets::publish_mu).
   std::shared_mutex publish_mu_;
   std::unique_ptr<Uploads> uploads_;
+  std::atomic<uint64_t> manifest_gen_{0};
+  /// After the write's commit (or failure: a harmless extra bump).
+  template <typename R>
+  R bump_manifests(R r) {
+    manifest_gen_.fetch_add(1, std::memory_order_acq_rel);
+    return r;
+  }
 };
 
 }  // namespace outpost::store

@@ -1,0 +1,93 @@
+#include "cache/hot_manifests.hpp"
+
+#include "store/store.hpp"
+#include "uv/work.hpp"
+
+namespace outpost::cache {
+
+namespace {
+// Bookkeeping per entry beyond the bytes (list node, map slot, info strings):
+// an estimate, so that many tiny entries still count against the bound.
+constexpr uint64_t kEntryOverhead = 256;
+
+std::string memo_key(const std::string& repo, const std::string& reference) {
+  // '@' cannot appear in a repository name, so the key is unambiguous.
+  return repo + "@" + reference;
+}
+
+struct Read {
+  HotManifest value;
+  uint64_t generation = 0;
+};
+}  // namespace
+
+HotManifests::HotManifests(uv_loop_t* loop, store::Store* store, uint64_t max_bytes)
+    : loop_(loop), store_(store), max_bytes_(max_bytes), max_entry_bytes_(max_bytes / 8) {}
+
+void HotManifests::get(const std::string& repo, const std::string& reference, bool want_bytes, Done done) {
+  std::string key = memo_key(repo, reference);
+  if (auto it = index_.find(key); it != index_.end()) {
+    Entry& e = *it->second;
+    if (e.generation == store_->manifest_generation()) {
+      stats_.hits++;
+      lru_.splice(lru_.begin(), lru_, it->second);  // most recently used
+      return done(e.value);
+    }
+    erase(it->second);  // stale: a write committed since it was read
+  }
+  stats_.pool_reads++;
+  store::Store* st = store_;
+  const uint64_t entry_limit = max_entry_bytes_;
+  uv::run_in_pool<Result<Read>>(
+      loop_,
+      [st, repo, reference, want_bytes, entry_limit]() -> Result<Read> {
+        // The generation is taken before reading: a write committing during
+        // the read bumps it, so what is read here is never served as current
+        // after that write.
+        Read r;
+        r.generation = st->manifest_generation();
+        auto info = st->resolve_manifest(repo, reference);
+        if (!info) return std::move(info).error();
+        r.value.info = std::move(*info);
+        if (want_bytes || r.value.info.size <= entry_limit) {
+          auto bytes = st->read_manifest(repo, r.value.info.digest);
+          if (!bytes) return std::move(bytes).error();
+          r.value.bytes = std::make_shared<const std::string>(std::move(*bytes));
+        }
+        return r;
+      },
+      [this, key = std::move(key), done = std::move(done)](Result<Read> r) mutable {
+        if (!r) return done(std::move(r).error());
+        if (r->value.bytes && r->value.bytes->size() <= max_entry_bytes_)
+          insert(std::move(key), r->value, r->generation);
+        done(std::move(r->value));
+      });
+}
+
+void HotManifests::insert(std::string key, const HotManifest& value, uint64_t generation) {
+  if (auto it = index_.find(key); it != index_.end()) {
+    // Another read of the same key finished first: keep the newer generation.
+    if (it->second->generation > generation) return;
+    erase(it->second);
+  }
+  const auto& i = value.info;
+  const uint64_t cost = key.size() + value.bytes->size() + i.media_type.size() +
+                        (i.artifact_type ? i.artifact_type->size() : 0) + (i.annotations ? i.annotations->size() : 0) +
+                        kEntryOverhead;
+  if (cost > max_bytes_) return;
+  while (bytes_ + cost > max_bytes_ && !lru_.empty()) {
+    erase(std::prev(lru_.end()));
+    stats_.evictions++;
+  }
+  lru_.push_front(Entry{key, value, generation, cost});
+  index_.emplace(std::move(key), lru_.begin());
+  bytes_ += cost;
+}
+
+void HotManifests::erase(Lru::iterator it) {
+  bytes_ -= it->cost;
+  index_.erase(it->key);
+  lru_.erase(it);
+}
+
+}  // namespace outpost::cache

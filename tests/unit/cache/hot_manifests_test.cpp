@@ -1,0 +1,218 @@
+// HotManifests (src/cache/hot_manifests.cpp) over a real Store in a temp dir
+// and a real uv loop run on the test thread: a current entry answers without
+// a store job; every manifest/tag write after a memoized read is seen by the
+// next read (never a stale answer); the byte bound holds with LRU eviction;
+// a HEAD-style read gives the size.
+#include <uv.h>
+
+#include <catch2/catch.hpp>
+#include <optional>
+#include <string>
+
+#include "cache/hot_manifests.hpp"
+#include "store/store.hpp"
+#include "unit/store/store_fixture.hpp"
+
+using namespace outpost;
+using cache::HotManifest;
+using cache::HotManifests;
+
+namespace {
+
+const char* kType = "application/vnd.oci.image.manifest.v1+json";
+
+std::string manifest_bytes(const std::string& note, size_t pad = 0) {
+  return R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{"note":")" +
+         note + std::string(pad, 'x') + R"("}})";
+}
+
+class MemoEnv {
+ public:
+  explicit MemoEnv(uint64_t max_bytes = HotManifests::kDefaultMaxBytes) {
+    uv_loop_init(&loop_);
+    auto s = store::Store::open(box_.root(), store::test::options(clock_));
+    REQUIRE(s);
+    store_ = std::move(*s);
+    memo_.emplace(&loop_, store_.get(), max_bytes);
+  }
+  ~MemoEnv() {
+    memo_.reset();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_loop_close(&loop_);
+  }
+
+  store::Store& store() { return *store_; }
+  HotManifests& memo() { return *memo_; }
+
+  /// Pushes `bytes` as a manifest of `repo`, tagged `tag` when given.
+  Digest push(const std::string& repo, const std::string& bytes, std::optional<std::string> tag) {
+    store::ManifestPut m;
+    m.repo = repo;
+    m.digest = Digest::sha256_of(bytes);
+    m.media_type = kType;
+    m.tag = std::move(tag);
+    REQUIRE(store_->put_manifest(m, bytes));
+    return m.digest;
+  }
+
+  /// One get, driven to its answer; `inline_answer` tells whether it came
+  /// before get() returned (no store job).
+  Result<HotManifest> get(const std::string& repo, const std::string& ref, bool want_bytes = true,
+                          bool* inline_answer = nullptr) {
+    std::optional<Result<HotManifest>> out;
+    memo_->get(repo, ref, want_bytes, [&](Result<HotManifest> r) { out.emplace(std::move(r)); });
+    if (inline_answer) *inline_answer = out.has_value();
+    run_until([&] { return out.has_value(); });
+    return std::move(*out);
+  }
+
+  template <typename Pred>
+  void run_until(Pred done) {
+    while (!done()) uv_run(&loop_, UV_RUN_ONCE);
+  }
+
+ private:
+  store::test::Sandbox box_;
+  store::test::TestClock clock_;
+  uv_loop_t loop_{};
+  std::unique_ptr<store::Store> store_;
+  std::optional<HotManifests> memo_;
+};
+
+}  // namespace
+
+TEST_CASE("hot manifests: a repeated read is answered from the memo without a store job", "[cache]") {
+  MemoEnv env;
+  const std::string bytes = manifest_bytes("one");
+  const Digest d = env.push("app/web", bytes, "v1");
+
+  bool was_inline = true;
+  auto first = env.get("app/web", "v1", true, &was_inline);
+  REQUIRE(first);
+  CHECK_FALSE(was_inline);
+  CHECK(first->info.digest == d);
+  CHECK(*first->bytes == bytes);
+  CHECK(env.memo().stats().pool_reads == 1);
+
+  for (int i = 0; i < 3; ++i) {
+    auto again = env.get("app/web", "v1", true, &was_inline);
+    REQUIRE(again);
+    CHECK(was_inline);
+    CHECK(again->info.digest == d);
+    CHECK(again->info.media_type == kType);
+    CHECK(*again->bytes == bytes);
+  }
+  // By digest is its own key, memoized the same way.
+  REQUIRE(env.get("app/web", d.str()));
+  REQUIRE(env.get("app/web", d.str(), true, &was_inline));
+  CHECK(was_inline);
+  CHECK(env.memo().stats().pool_reads == 2);
+  CHECK(env.memo().stats().hits == 4);
+}
+
+TEST_CASE("hot manifests: a HEAD-style read gives the size", "[cache]") {
+  MemoEnv env;
+  const std::string bytes = manifest_bytes("sized", 100);
+  env.push("app/web", bytes, "v1");
+  auto head = env.get("app/web", "v1", false);
+  REQUIRE(head);
+  CHECK(head->info.size == bytes.size());
+  bool was_inline = false;
+  auto again = env.get("app/web", "v1", false, &was_inline);
+  REQUIRE(again);
+  CHECK(was_inline);
+  CHECK(again->info.size == bytes.size());
+}
+
+TEST_CASE("hot manifests: every manifest or tag write after a memoized read is seen by the next read", "[cache]") {
+  MemoEnv env;
+  const std::string one = manifest_bytes("one"), two = manifest_bytes("two");
+  const Digest d1 = env.push("app/web", one, "v1");
+  REQUIRE(env.get("app/web", "v1")->info.digest == d1);
+
+  SECTION("put_manifest moving the tag") {
+    const Digest d2 = env.push("app/web", two, "v1");
+    auto r = env.get("app/web", "v1");
+    REQUIRE(r);
+    CHECK(r->info.digest == d2);
+    CHECK(*r->bytes == two);
+  }
+  SECTION("put_tag moving the tag") {
+    const Digest d2 = env.push("app/web", two, std::nullopt);
+    REQUIRE(env.get("app/web", "v1")->info.digest == d1);  // re-memoized after the untagged put
+    REQUIRE(env.store().put_tag("app/web", "v1", d2));
+    auto r = env.get("app/web", "v1");
+    REQUIRE(r);
+    CHECK(r->info.digest == d2);
+    CHECK(*r->bytes == two);
+  }
+  SECTION("delete_tag") {
+    REQUIRE(env.store().delete_tag("app/web", "v1"));
+    auto r = env.get("app/web", "v1");
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == Errc::ManifestUnknown);
+  }
+  SECTION("delete_manifest, read by digest and by tag") {
+    REQUIRE(env.get("app/web", d1.str()));
+    REQUIRE(env.store().delete_manifest("app/web", d1));
+    auto by_digest = env.get("app/web", d1.str());
+    REQUIRE_FALSE(by_digest);
+    CHECK(by_digest.error().code == Errc::ManifestUnknown);
+    CHECK_FALSE(env.get("app/web", "v1"));
+  }
+  SECTION("a write committing while the read is in flight") {
+    // The pool read may run before or after the write: either way the
+    // answer after the write is the new manifest.
+    const Digest d2 = env.push("app/web", two, std::nullopt);
+    std::optional<Result<HotManifest>> racing;
+    env.memo().get("app/web", "v1", true, [&](Result<HotManifest> r) { racing.emplace(std::move(r)); });
+    REQUIRE(env.store().put_tag("app/web", "v1", d2));
+    env.run_until([&] { return racing.has_value(); });
+    auto r = env.get("app/web", "v1");
+    REQUIRE(r);
+    CHECK(r->info.digest == d2);
+  }
+  SECTION("another repository is not served the memoized entry") {
+    auto r = env.get("app/other", "v1");
+    REQUIRE_FALSE(r);
+  }
+}
+
+TEST_CASE("hot manifests: blob writes leave memoized entries current", "[cache]") {
+  MemoEnv env;
+  env.push("app/web", manifest_bytes("one"), "v1");
+  REQUIRE(env.get("app/web", "v1"));
+  const std::string layer = "layer bytes";
+  REQUIRE(env.store().put_blob("app/web", Digest::sha256_of(layer), layer));
+  bool was_inline = false;
+  REQUIRE(env.get("app/web", "v1", true, &was_inline));
+  CHECK(was_inline);
+}
+
+TEST_CASE("hot manifests: the byte bound holds, least recently used entries go first", "[cache]") {
+  const uint64_t bound = 64 * 1024;  // entries up to 8 KiB each
+  MemoEnv env(bound);
+  constexpr int kTags = 40;
+  for (int i = 0; i < kTags; ++i) env.push("app/web", manifest_bytes("m" + std::to_string(i), 3000), "t" + std::to_string(i));
+  for (int i = 0; i < kTags; ++i) {
+    REQUIRE(env.get("app/web", "t" + std::to_string(i)));
+    CHECK(env.memo().bytes() <= bound);
+    REQUIRE(env.get("app/web", "t0"));  // keep t0 the most recently used
+  }
+  CHECK(env.memo().bytes() <= bound);
+  CHECK(env.memo().stats().evictions > 0);
+  CHECK(env.memo().entries() < static_cast<size_t>(kTags));
+  bool was_inline = false;
+  REQUIRE(env.get("app/web", "t0", true, &was_inline));
+  CHECK(was_inline);  // recently used: kept
+  REQUIRE(env.get("app/web", "t1", true, &was_inline));
+  CHECK_FALSE(was_inline);  // least recently used: evicted, read again
+  CHECK(env.memo().bytes() <= bound);
+
+  // A manifest above the per-entry limit is answered but never memoized.
+  const std::string big = manifest_bytes("big", 9000);
+  env.push("app/web", big, "big");
+  REQUIRE(*env.get("app/web", "big")->bytes == big);
+  REQUIRE(env.get("app/web", "big", true, &was_inline));
+  CHECK_FALSE(was_inline);
+}
