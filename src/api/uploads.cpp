@@ -50,40 +50,69 @@ using Continue = std::function<void(const http::ExchangePtr&, uint64_t)>;
 constexpr uint64_t kQueuedHigh = 2 * 1024 * 1024;
 constexpr uint64_t kQueuedLow = 512 * 1024;
 
+/// One request body on its way into an upload session.
+struct BodyUpload {
+  uv::SerialQueuePtr queue;
+  store::Store* store = nullptr;
+  std::string name, id;
+  uint64_t start = 0;   ///< the session's offset before this request
+  uint64_t next = 0;    ///< offset of the next chunk handed to the queue
+  uint64_t offset = 0;  ///< offset after the last append that delivered
+  uint64_t queued = 0;  ///< bytes handed to the queue and not delivered
+  bool paused = false;
+  bool failed = false;
+  std::optional<Status> end;  ///< set when the body ended
+  Continue then;
+  std::function<void()> on_failed;
+};
+
+// Runs once the body ended and every append delivered (called after each
+// delivery; acts only then).
+void finish_body(const std::shared_ptr<BodyUpload>& st, const http::ExchangePtr& ex) {
+  if (!st->end || st->queued > 0 || !st->queue) return;
+  if (!*st->end && st->end->error().code == Errc::BadRequest && !st->failed && !ex->responded() &&
+      st->offset != st->start && st->queue) {
+    // A malformed body (bad chunk framing) is not the client's data: the
+    // session is left as it was before this request (issue #13), so a retry
+    // of the same chunk starts where this one did.
+    st->offset = st->start;
+    st->queued = 1;  // holds finish_body off until the rewind delivered
+    st->queue->push<Result<uint64_t>>(
+        [store = st->store, name = st->name, id = st->id, to = st->start] {
+          return store->rewind_upload(name, id, to);
+        },
+        [st, ex](Result<uint64_t>) {
+          st->queued = 0;
+          finish_body(st, ex);
+        });
+    return;
+  }
+  st->queue.reset();
+  Status s = std::move(*st->end);
+  if (!st->failed && !ex->responded()) {
+    if (s) return st->then(ex, st->offset);
+    // The client left or stalled (408): what arrived stays in the session
+    // (GET shows the offset) for a resume. A malformed body (400) was
+    // rewound above.
+    ex->respond_error(s.error());
+  }
+  if (st->on_failed) st->on_failed();
+}
+
 void body_to_upload(ApiContext& ctx, const http::ExchangePtr& ex, std::string name, std::string id, uint64_t offset,
                     Continue then, std::function<void()> failed = {}) {
-  struct State {
-    uv::SerialQueuePtr queue;
-    uint64_t next;        ///< offset of the next chunk handed to the queue
-    uint64_t offset;      ///< offset after the last append that delivered
-    uint64_t queued = 0;  ///< bytes handed to the queue and not delivered
-    bool paused = false;
-    bool failed = false;
-    std::optional<Status> end;  ///< set when the body ended
-    Continue then;
-    std::function<void()> on_failed;
-  };
-  auto st = std::make_shared<State>();
+  auto st = std::make_shared<BodyUpload>();
   st->queue = uv::SerialQueue::make(ctx.loop);
-  st->next = st->offset = offset;
+  st->store = ctx.store;
+  st->name = name;
+  st->id = id;
+  st->start = st->next = st->offset = offset;
   st->then = std::move(then);
   st->on_failed = std::move(failed);
   store::Store* store = ctx.store;
   ApiContext* c = &ctx;
-
-  // Runs once: after the body ended and every append delivered.
-  auto finish = [](const std::shared_ptr<State>& st, const http::ExchangePtr& ex) {
-    if (!st->end || st->queued > 0 || !st->queue) return;
-    st->queue.reset();
-    Status s = std::move(*st->end);
-    if (!st->failed && !ex->responded()) {
-      if (s) return st->then(ex, st->offset);
-      // The client left, stalled (408) or sent a malformed body (400): what
-      // arrived stays in the session (GET shows the offset) for a resume.
-      ex->respond_error(s.error());
-    }
-    if (st->on_failed) st->on_failed();
-  };
+  auto finish = finish_body;
+  ex->answer_body_errors_later();  // finish_body answers a malformed body after the rewind
 
   read_body(
       ex,

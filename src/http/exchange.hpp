@@ -55,6 +55,10 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   /// the socket once the buffered input is used.
   void pause_body();
   void resume_body();
+  /// The body reader answers a malformed body itself, possibly later (an
+  /// upload first rewinds its session, so the 400 goes out only once the
+  /// session is as it was). Without it the server answers 400 at once.
+  void answer_body_errors_later() { answers_body_errors_flag_ = true; }
   bool body_done() const { return body_done_; }
 
   // ---- response -----------------------------------------------------------
@@ -98,6 +102,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   void on_drained_() { if (on_drain_) { auto cb = on_drain_; cb(); } }
   bool body_reader_set_() const { return body_reader_set_flag_; }
   bool body_paused_() const { return body_paused_flag_; }
+  bool answers_body_errors_() const { return answers_body_errors_flag_; }
   RespState state_ = RespState::None;
   uint64_t bytes_sent_ = 0;
   int status_ = 0;
@@ -114,6 +119,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   Callback on_abort_;
   bool body_reader_set_flag_ = false;
   bool body_paused_flag_ = false;
+  bool answers_body_errors_flag_ = false;
   bool body_done_ = false;
   Status body_status_;
   std::string build_head(int status, std::optional<uint64_t> length);

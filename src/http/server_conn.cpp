@@ -230,6 +230,12 @@ void ServerConn::on_parse_error(llhttp_errno_t err) {
     // stall, and it must leave (e.g.) an upload session as it was.
     ExchangePtr ex = cur_;
     ex->on_body_end_(Error(Errc::BadRequest, "malformed request body: " + why));
+    if (ex->answers_body_errors_() && !ex->responded() && !answered_for_good()) {
+      // Its reader answers later; the framing is lost, so the connection
+      // closes after that answer (ex_close_after_response_).
+      keep_alive_ = false;
+      return;
+    }
   }
   // Already answered (by the body reader just now, or earlier): the
   // connection is lingering or closing on its own; never answer twice.

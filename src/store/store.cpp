@@ -145,6 +145,10 @@ Result<uint64_t> Store::prepare_upload(std::string_view repo, std::string_view i
   return uploads_->prepare(repo, id);
 }
 
+Result<uint64_t> Store::rewind_upload(std::string_view repo, std::string_view id, uint64_t offset) {
+  return uploads_->rewind(repo, id, offset);
+}
+
 Result<uint64_t> Store::flush_upload(std::string_view repo, std::string_view id) {
   return uploads_->flush(repo, id);
 }

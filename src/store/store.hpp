@@ -88,6 +88,8 @@ class Store {
   Result<Descriptor> commit_upload(std::string_view repo, std::string_view id, const Digest& expected,
                                    Origin origin = Origin::Pushed);
   Status cancel_upload(std::string_view repo, std::string_view id);            ///< [sync]
+  /// [meta] Upload::rewind: drop bytes past `offset` (a malformed body).
+  Result<uint64_t> rewind_upload(std::string_view repo, std::string_view id, uint64_t offset);
 
   // ---- manifests --------------------------------------------------------
   /// [sync] Verifies sha256(bytes) == m.digest (DigestInvalid), that required

@@ -318,6 +318,22 @@ Result<Descriptor> Uploads::commit(std::string_view repo, std::string_view id, c
   return desc;
 }
 
+Result<uint64_t> Uploads::rewind(std::string_view repo, std::string_view id, uint64_t offset) {
+  STORE_ASSIGN(auto sp, session(id));
+  Session& s = *sp;
+  std::lock_guard lk(s.mu);
+  OUTPOST_TRY(check_repo_locked(s, repo));
+  if (offset < s.durable || offset > s.offset)
+    return Error(Errc::RangeInvalid, "cannot rewind upload at offset " + std::to_string(s.offset) + " (durable " +
+                                         std::to_string(s.durable) + ") to " + std::to_string(offset));
+  if (offset == s.offset) return s.offset;
+  if (::ftruncate(s.fd.get(), static_cast<off_t>(offset)) != 0)
+    return fs::errno_error("ftruncate", layout_.upload_data(s.id), errno);
+  s.offset = offset;
+  s.hash.reset();  // a SHA-256 state cannot be wound back
+  return s.offset;
+}
+
 Status Uploads::cancel(std::string_view repo, std::string_view id) {
   STORE_ASSIGN(auto sp, session(id));
   Session& s = *sp;

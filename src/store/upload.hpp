@@ -93,6 +93,11 @@ class Uploads {
 
   /// Deletes the session and its data. BlobUploadUnknown when absent.
   Status cancel(std::string_view repo, std::string_view id);
+  /// Drops what was appended past `offset` (a request body that turned out
+  /// malformed: the session is left as it was before that request). Never
+  /// below the durable offset (RangeInvalid); the hash is rebuilt from the
+  /// file by the next prepare() or commit(). Returns the offset.
+  Result<uint64_t> rewind(std::string_view repo, std::string_view id, uint64_t offset);
 
   // ---- used by GC and Store::open --------------------------------------
   /// Cancels the session unless it was used in memory after `cutoff_ms`.

@@ -269,3 +269,32 @@ TEST_CASE("upload: evicted session state is rebuilt from the file", "[store]") {
   REQUIRE(st.commit_upload("app", *ib, test::digest_of(b)).ok());
   CHECK(test::same_bytes(test::read_fd(st.open_blob("app", test::digest_of(b))->fd.get()), b));
 }
+
+// A PATCH whose body turned out malformed leaves the session as it was
+// (issue #13): rewind drops the bytes past the request's start, never the
+// durable ones, and the blob committed afterwards is exactly the good bytes.
+TEST_CASE("upload: rewind drops bytes past an offset, never durable ones; commit after it is exact", "[store]") {
+  test::Sandbox sb;
+  auto s = Store::open(sb.root());
+  REQUIRE(s.ok());
+  auto& st = **s;
+  auto id = st.start_upload("lib/app");
+  REQUIRE(id.ok());
+  REQUIRE(*st.append_upload("lib/app", *id, 0, "0123456789") == 10);
+  REQUIRE(*st.flush_upload("lib/app", *id) == 10);
+  REQUIRE(*st.append_upload("lib/app", *id, 10, "abc") == 13);
+
+  CHECK(st.rewind_upload("lib/app", *id, 9).error().code == Errc::RangeInvalid);   // below durable
+  CHECK(st.rewind_upload("lib/app", *id, 14).error().code == Errc::RangeInvalid);  // past the end
+  CHECK(st.rewind_upload("other", *id, 10).error().code == Errc::BlobUploadUnknown);
+  CHECK(*st.rewind_upload("lib/app", *id, 10) == 10);
+  CHECK(*st.upload_status("lib/app", *id) == 10);
+
+  REQUIRE(*st.append_upload("lib/app", *id, 10, "XY") == 12);
+  const std::string good = "0123456789XY";
+  auto desc = st.commit_upload("lib/app", *id, test::digest_of(good));
+  REQUIRE(desc.ok());
+  auto blob = st.open_blob("lib/app", test::digest_of(good));
+  REQUIRE(blob.ok());
+  CHECK(test::read_fd(blob->fd.get()) == good);
+}
