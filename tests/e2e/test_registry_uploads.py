@@ -8,7 +8,7 @@ import os
 import tempfile
 import unittest
 
-from harness import Outpost, sha256_digest
+from harness import SANITIZED, Outpost, sha256_digest
 from registry_helpers import Client, bad_blob_files, curl, oci_error_codes
 
 
@@ -118,6 +118,9 @@ class Uploads(unittest.TestCase):
                 others += ticks
         return loop, others
 
+    # Under ASan the loop's instrumented parsing and copying cost more CPU than
+    # libcrypto's uninstrumented SHA-256 on the pool: the ratio says nothing there.
+    @unittest.skipIf(SANITIZED, "CPU split between threads is meaningless under sanitizers")
     def test_big_body_is_hashed_and_written_off_the_event_loop(self):
         # Issue #14: SHA-256 and pwrite of a pushed body ran on the event-loop
         # thread, so one big push delayed every other client. Now the pool does
