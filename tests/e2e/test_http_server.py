@@ -12,9 +12,13 @@ from __future__ import annotations
 import hashlib
 import http.client as httpclient
 import json
+import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import unittest
 import urllib.parse
@@ -23,6 +27,45 @@ from harness import (SANITIZED, Outpost, RawConn, deep_merge, http, outpost_bin,
                      rss_kb, scaled, sha256_digest, wait_until)
 
 MiB = 1024 * 1024
+
+# Runs inside `unshare -m -n`: loopback only, /etc/resolv.conf pointing at a
+# DNS server that reads queries and never answers. Every wait is bounded.
+DNS_HANG_SCRIPT = r"""
+set -u
+D=@DIR@
+ip link set lo up
+printf 'nameserver 127.0.0.1\noptions timeout:2 attempts:1\n' > $D/resolv.conf
+mount --bind $D/resolv.conf /etc/resolv.conf
+python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 53)); s.settimeout(0.5)
+open(sys.argv[1], "w").close()
+end = time.time() + 40
+while time.time() < end:
+    try:
+        s.recvfrom(2048)
+        with open(sys.argv[1], "a") as f: f.write("q\n")
+    except OSError:
+        pass
+' $D/queries &
+DNS=$!
+for i in $(seq 100); do [ -e $D/queries ] && break; sleep 0.05; done
+printf '[server]\nlisten = ["127.0.0.1:5099"]\n[storage]\nroot = "%s/root"\n[parent]\nurl = "http://parent.example.internal:5000"\n' $D > $D/c.toml
+@BIN@ serve --config $D/c.toml > $D/log 2>&1 &
+PID=$!
+for i in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:5099/v2/ && break; sleep 0.05; done
+curl -s -o /dev/null -m 10 http://127.0.0.1:5099/v2/a/b/manifests/latest   # a miss: the lookup times out, parent offline
+n=$(wc -l < $D/queries)
+for i in $(seq 200); do [ "$(wc -l < $D/queries)" -gt "$n" ] && break; sleep 0.05; done   # the probe is resolving now
+t0=$(date +%s%N)
+kill -TERM $PID
+wait $PID; rc=$?
+t1=$(date +%s%N)
+echo "queries_before=$n queries_after=$(wc -l < $D/queries)"
+echo "exit_ms=$(( (t1 - t0) / 1000000 )) rc=$rc"
+kill $DNS 2>/dev/null
+tail -5 $D/log
+"""
 
 # Small limits, so that every limit's error shows within a second or two.
 SMALL_LIMITS = {
@@ -470,6 +513,29 @@ class Shutdown(unittest.TestCase):
                 self.assertEqual(op.wait(timeout=20), 0)
                 self.assertLess(time.monotonic() - t0, scaled(20))
             self.assertIn("stopped", op.log_text())
+
+    # Regression (issue #13): "stopped" was logged at once but the process
+    # lingered 0.7-2 s: destroying the loop waited for the parent probe's
+    # getaddrinfo, which cannot be cancelled once running on libuv's pool.
+    # Needs root for a private network and mount namespace with a DNS server
+    # that never answers; the sanitized build keeps the normal exit path.
+    @unittest.skipIf(SANITIZED, "sanitized builds wait for the pool on purpose (LeakSanitizer at exit)")
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"),
+                         "needs root, unshare and ip")
+    def test_sigterm_during_a_hung_dns_lookup_exits_at_once(self):
+        d = tempfile.mkdtemp(prefix="outpost-dns-")
+        try:
+            script = DNS_HANG_SCRIPT.replace("@DIR@", d).replace("@BIN@", outpost_bin())
+            r = subprocess.run(["unshare", "-m", "-n", "bash", "-c", script], capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            m = re.search(r"exit_ms=(\d+) rc=(\d+)", r.stdout)
+            self.assertIsNotNone(m, r.stdout + r.stderr)
+            self.assertEqual(m.group(2), "0", r.stdout)
+            # The lookup in flight has ~1 s left (resolver timeout 2 s).
+            self.assertLess(int(m.group(1)), 300, r.stdout)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
 
     def test_idle_connections_do_not_delay_exit(self):
         with Outpost(config={"server": {"shutdown_timeout": "30s", "idle_timeout": "60s"}}) as op:
