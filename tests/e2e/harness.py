@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import unittest
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -734,6 +735,18 @@ class Outpost:
     def _cleanup(self) -> None:
         if not KEEP_TMP:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class SharedOutpostCase(unittest.TestCase):
+    """One Outpost (default config) shared by every test of the class, as
+    cls.op; subclasses extend setUpClass after super().setUpClass(). Stopped
+    by a class cleanup, so it also goes when a subclass's setup fails."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.op = Outpost().__enter__()
+        cls.addClassCleanup(cls.op.__exit__, None, None, None)
 
 
 class DockerRegistry:

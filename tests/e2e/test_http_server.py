@@ -23,7 +23,7 @@ import time
 import unittest
 import urllib.parse
 
-from harness import (SANITIZED, Outpost, RawConn, deep_merge, http, outpost_bin, peak_rss_kb,
+from harness import (SANITIZED, Outpost, RawConn, SharedOutpostCase, deep_merge, http, outpost_bin, peak_rss_kb,
                      rss_kb, scaled, sha256_digest, wait_until)
 
 MiB = 1024 * 1024
@@ -192,17 +192,8 @@ def split_url(url: str) -> tuple[int, str]:
 
 # --------------------------------------------------------------------------
 
-class Basics(unittest.TestCase):
+class Basics(SharedOutpostCase):
     """Default limits: the base endpoint, keep-alive, pipelining, bad input."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.op = Outpost()
-        cls.op.__enter__()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.op.__exit__(None, None, None)
 
     def test_v2_base_answers_with_the_api_version_header(self):
         r = http("GET", self.op.url + "/v2/")
@@ -613,17 +604,8 @@ class Shutdown(unittest.TestCase):
             self.assertEqual(op.wait(timeout=20), 0)
 
 
-class Rfc9112(unittest.TestCase):
+class Rfc9112(SharedOutpostCase):
     """Request rules every HTTP/1.1 server must enforce (RFC 9112)."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.op = Outpost()
-        cls.op.__enter__()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.op.__exit__(None, None, None)
 
     def test_absolute_form_target_is_routed_on_its_path(self):
         with RawConn(self.op.port) as c:

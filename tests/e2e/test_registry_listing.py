@@ -6,7 +6,7 @@ import re
 import unittest
 import urllib.parse
 
-from harness import OCI_INDEX, OCI_MANIFEST, Outpost, sha256_digest
+from harness import OCI_INDEX, OCI_MANIFEST, SharedOutpostCase, sha256_digest
 from registry_helpers import EMPTY_JSON, OCI_EMPTY, Client, dumps, oci_error_codes
 
 SBOM = "application/vnd.example.sbom.v1+json"
@@ -23,18 +23,14 @@ def next_link(r) -> str | None:
     return m.group(1)
 
 
-class Referrers(unittest.TestCase):
+class Referrers(SharedOutpostCase):
     @classmethod
     def setUpClass(cls):
-        cls.op = Outpost().__enter__()
+        super().setUpClass()
         cls.c = Client(cls.op.url)
         cls.repo = "ref/app"
         cls.subject, cls.subject_bytes = cls.c.push_image(cls.repo, "v1", [b"layer one"])
         cls.empty = cls.c.push_blob(cls.repo, EMPTY_JSON)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.op.__exit__(None, None, None)
 
     def artifact(self, artifact_type, payload: bytes, annotations=None, subject=None,
                  in_field=True) -> tuple[str, bytes]:
@@ -120,10 +116,10 @@ class Referrers(unittest.TestCase):
         self.assertEqual((r.status, oci_error_codes(r)), (400, ["DIGEST_INVALID"]))
 
 
-class Pagination(unittest.TestCase):
+class Pagination(SharedOutpostCase):
     @classmethod
     def setUpClass(cls):
-        cls.op = Outpost().__enter__()
+        super().setUpClass()
         cls.c = Client(cls.op.url)
         cls.repos = sorted(["pg/a", "pg/b", "pg/b/c", "pg/c", "pg-z"])
         for i, repo in enumerate(cls.repos):
@@ -135,10 +131,6 @@ class Pagination(unittest.TestCase):
             r = cls.c.put_manifest(cls.tag_repo, t, body)
             assert r.status == 201, r.body
         cls.tags = sorted(cls.tags + ["first"])
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.op.__exit__(None, None, None)
 
     def walk(self, first: str, key: str, n: int) -> list[str]:
         got, path, pages = [], first, 0

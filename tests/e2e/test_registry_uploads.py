@@ -8,24 +8,18 @@ import os
 import tempfile
 import unittest
 
-from harness import SANITIZED, Outpost, sha256_digest
+from harness import SANITIZED, SharedOutpostCase, sha256_digest
 from registry_helpers import Client, bad_blob_files, curl, oci_error_codes
 
 
-class Uploads(unittest.TestCase):
+class Uploads(SharedOutpostCase):
     @classmethod
     def setUpClass(cls):
-        cls.op = Outpost().__enter__()
+        super().setUpClass()
         cls.url = cls.op.url
         cls.c = Client(cls.url)
         cls._tmp = tempfile.TemporaryDirectory(prefix="registry-uploads-")
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.op.__exit__(None, None, None)
-        finally:
-            cls._tmp.cleanup()
+        cls.addClassCleanup(cls._tmp.cleanup)
 
     def file_with(self, name: str, data: bytes) -> str:
         p = os.path.join(self._tmp.name, name)
