@@ -1,15 +1,14 @@
 // The registry API (distribution-spec v1.1) as route handlers over the
-// content store. Handlers are thin: parse + validate the request, call the
-// store, map Result errors to OCI error JSON. They know nothing of sockets.
+// content store. Handlers are thin: parse + validate the request, hand a
+// job to the store service, map Result errors to OCI error JSON. They know
+// nothing of sockets and never call the (blocking) store on the loop.
 #pragma once
 #include <cstdint>
 #include <string>
 
-#include <uv.h>
-
 #include "http/router.hpp"
 
-namespace outpost::store { class Store; }
+namespace outpost::storesvc { class StoreService; }
 namespace outpost::cache {
 class HotManifests;
 class PullThrough;
@@ -24,8 +23,9 @@ struct ApiOptions {
 
 struct ApiContext {
   ApiOptions options;
-  store::Store* store = nullptr;  ///< null only in tests of the base route
-  uv_loop_t* loop = nullptr;      ///< where store jobs report back
+  /// The only way to the store: jobs on the pool, results on the loop
+  /// (issue #14). Null only in tests of the base route.
+  storesvc::StoreService* store = nullptr;
   cache::PullThrough* pull = nullptr;  ///< null: no parent, a standalone registry
   cache::HotManifests* memo = nullptr;  ///< manifest reads; null: a store job each
 };

@@ -15,8 +15,7 @@ void handle_blob_get(ApiContext& ctx, const http::ExchangePtr& ex) {
   auto route = pull_route(ctx, ex);
   const std::string name = local_repo(route, ex);
   ApiContext* c = &ctx;
-  store_job<store::Store::OpenBlob>(
-      ctx,
+  ctx.store->run<store::Store::OpenBlob>(
       [name, d = *d, pulled = route.has_value()](store::Store& s) -> Result<store::Store::OpenBlob> {
         auto r = s.open_blob(name, d);
         // Held here for another repository: link it rather than fetch the
@@ -58,8 +57,7 @@ void handle_blob_delete(ApiContext& ctx, const http::ExchangePtr& ex) {
   auto d = digest_param(ex, ex->params().reference);
   if (!d) return;
   const std::string name = ex->params().name;
-  store_job<bool>(
-      ctx,
+  ctx.store->run<bool>(
       [name, d = *d](store::Store& s) -> Result<bool> {
         auto st = s.delete_blob(name, d);
         if (!st) return std::move(st).error();

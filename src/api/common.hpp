@@ -1,5 +1,5 @@
-// Shared by the handlers: request validation (names, digests, pagination),
-// OCI headers, and running blocking store calls on the work pool.
+// Shared by the handlers: request validation (names, digests, pagination)
+// and OCI headers. Store calls go through ctx.store (storesvc::StoreService).
 #pragma once
 #include <functional>
 #include <optional>
@@ -11,7 +11,7 @@
 #include "cache/route.hpp"
 #include "http/exchange.hpp"
 #include "store/store.hpp"
-#include "uv/work.hpp"
+#include "storesvc/store_service.hpp"
 
 namespace outpost::api {
 
@@ -48,13 +48,5 @@ std::string local_repo(const std::optional<cache::Route>& route, const http::Exc
 using BodyChunkFn = std::function<void(const http::ExchangePtr&, std::string_view)>;
 using BodyEndFn = std::function<void(const http::ExchangePtr&, Status)>;
 void read_body(const http::ExchangePtr& ex, BodyChunkFn on_data, BodyEndFn on_end);
-
-/// Runs `job(store)` on the work pool (the store's [sync] calls fsync and
-/// the metadata connection is shared), then `done(result)` on the loop.
-template <typename T>
-void store_job(ApiContext& ctx, std::function<Result<T>(store::Store&)> job, std::function<void(Result<T>)> done) {
-  store::Store* s = ctx.store;
-  uv::run_in_pool<Result<T>>(ctx.loop, [s, job = std::move(job)]() { return job(*s); }, std::move(done));
-}
 
 }  // namespace outpost::api

@@ -16,8 +16,8 @@ void handle_tags_list(ApiContext& ctx, const http::ExchangePtr& ex) {
   auto page = page_param(ex);
   if (!page) return;
   const std::string name = ex->params().name;
-  store_job<store::Page>(
-      ctx, [name, p = *page](store::Store& s) { return s.list_tags(name, p); },
+  ctx.store->run<store::Page>(
+      [name, p = *page](store::Store& s) { return s.list_tags(name, p); },
       [ex, name, p = *page](Result<store::Page> r) {
         if (!r) {
           if (r.error().code == Errc::NameUnknown)
@@ -34,8 +34,8 @@ void handle_tags_list(ApiContext& ctx, const http::ExchangePtr& ex) {
 void handle_catalog(ApiContext& ctx, const http::ExchangePtr& ex) {
   auto page = page_param(ex);
   if (!page) return;
-  store_job<store::Page>(
-      ctx, [p = *page](store::Store& s) { return s.catalog(p); },
+  ctx.store->run<store::Page>(
+      [p = *page](store::Store& s) { return s.catalog(p); },
       [ex, p = *page](Result<store::Page> r) {
         if (!r) return ex->respond_error(r.error());
         json j = {{"repositories", r->items}};
@@ -53,8 +53,8 @@ void handle_referrers(ApiContext& ctx, const http::ExchangePtr& ex) {
   std::optional<std::string> artifact_type = ex->req().query_param("artifactType");
   if (artifact_type && artifact_type->empty()) artifact_type.reset();
   const std::string name = ex->params().name;
-  store_job<store::ReferrerPage>(
-      ctx, [name, s = *subject, artifact_type, p = *page](store::Store& st) {
+  ctx.store->run<store::ReferrerPage>(
+      [name, s = *subject, artifact_type, p = *page](store::Store& st) {
         return st.referrers(name, s, artifact_type, p);
       },
       [ex, name, subject = *subject, artifact_type, p = *page](Result<store::ReferrerPage> r) {

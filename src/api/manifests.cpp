@@ -78,8 +78,7 @@ void handle_manifest_get(ApiContext& ctx, const http::ExchangePtr& ex) {
     });
     return;
   }
-  store_job<Fetched>(
-      ctx,
+  ctx.store->run<Fetched>(
       [name, ref, head](store::Store& s) -> Result<Fetched> {
         auto info = s.resolve_manifest(name, ref);
         if (!info) return std::move(info).error();
@@ -153,8 +152,8 @@ void handle_manifest_put(ApiContext& ctx, const http::ExchangePtr& ex) {
         if (!st) return ex->respond_error(st.error());
         const std::string name = ex->params().name, ref = ex->params().reference;
         const std::string ct(ex->req().headers.get("Content-Type").value_or(""));
-        store_job<Pushed>(
-            *c, [name, ref, body, ct](store::Store& s) { return push_manifest(s, name, ref, *body, ct); },
+        c->store->run<Pushed>(
+            [name, ref, body, ct](store::Store& s) { return push_manifest(s, name, ref, *body, ct); },
             [ex, name](Result<Pushed> r) {
               if (!r) return ex->respond_error(r.error());
               ex->add_header("Location", manifest_location(name, r->digest));
@@ -168,8 +167,7 @@ void handle_manifest_put(ApiContext& ctx, const http::ExchangePtr& ex) {
 void handle_manifest_delete(ApiContext& ctx, const http::ExchangePtr& ex) {
   if (!check_name(ex) || !check_writable(ctx, ex) || !check_reference(ex)) return;
   const std::string name = ex->params().name, ref = ex->params().reference;
-  store_job<bool>(
-      ctx,
+  ctx.store->run<bool>(
       [name, ref](store::Store& s) -> Result<bool> {
         Status st;
         if (looks_like_digest(ref)) {

@@ -3,6 +3,11 @@
 // with offset checks, PUT ?digest= appends the last bytes and commits, GET
 // reports progress, DELETE cancels. Bodies stream into the session file
 // chunk by chunk: memory stays flat whatever the blob size.
+//
+// Every store call of a session is a job of the session's serial queue in
+// the store service (storesvc::upload_key(id)): appends, flush, commit,
+// status, cancel run on the pool one at a time in request order, so the
+// loop never waits on the session's lock while a commit fsyncs (issue #14).
 #include <memory>
 #include <optional>
 #include <string>
@@ -10,7 +15,6 @@
 #include "api/common.hpp"
 #include "api/handlers.hpp"
 #include "http/range.hpp"
-#include "uv/serial_queue.hpp"
 
 namespace outpost::api {
 
@@ -27,13 +31,31 @@ void respond_upload_error(const http::ExchangePtr& ex, const Error& e, const std
   ex->respond_error(e);
 }
 
-// Answers 416 with the session's real progress, so the client can resume.
+/// Runs `job` behind every job already queued for session `id`.
+template <typename T>
+void session_job(ApiContext& ctx, const std::string& id, storesvc::StoreService::Job<T> job,
+                 storesvc::StoreService::Done<T> done) {
+  ctx.store->run_serial<T>(storesvc::upload_key(id), std::move(job), std::move(done));
+}
+
+// Answers 416 with the session's progress `offset`, so the client can resume.
+void respond_bad_offset_at(const http::ExchangePtr& ex, const std::string& name, const std::string& id,
+                           uint64_t offset, std::string why) {
+  add_upload_headers(ex, name, id, offset);
+  ex->respond_error(Errc::RangeInvalid, std::move(why));
+}
+
+// As respond_bad_offset_at, reading the session's real progress first (a
+// job behind the request's appends, so it sees where they left it).
 void respond_bad_offset(ApiContext& ctx, const http::ExchangePtr& ex, const std::string& name, const std::string& id,
                         std::string why) {
-  auto cur = ctx.store->upload_status(name, id);
-  if (!cur) return respond_upload_error(ex, cur.error(), id);
-  add_upload_headers(ex, name, id, *cur);
-  ex->respond_error(Errc::RangeInvalid, std::move(why));
+  session_job<uint64_t>(
+      ctx, id, [name, id](store::Store& s) { return s.upload_status(name, id); },
+      [ex, name, id, why = std::move(why)](Result<uint64_t> cur) mutable {
+        if (ex->responded()) return;
+        if (!cur) return respond_upload_error(ex, cur.error(), id);
+        respond_bad_offset_at(ex, name, id, *cur, std::move(why));
+      });
 }
 
 /// Streams the request body into session `id` from `offset`, then calls
@@ -41,7 +63,7 @@ void respond_bad_offset(ApiContext& ctx, const http::ExchangePtr& ex, const std:
 /// `failed()` (when set) after answering an error.
 ///
 /// Each chunk is copied and appended (pwrite + SHA-256) by a pool job of the
-/// request's SerialQueue, so a big push never holds the loop; jobs run in
+/// session's serial queue, so a big push never holds the loop; jobs run in
 /// order, so offsets stay exact. While more than kQueuedHigh bytes wait, the
 /// body is paused (TCP pushes back on the client); the end of the body is
 /// acted on only once the last append delivered.
@@ -52,8 +74,8 @@ constexpr uint64_t kQueuedLow = 512 * 1024;
 
 /// One request body on its way into an upload session.
 struct BodyUpload {
-  uv::SerialQueuePtr queue;
-  store::Store* store = nullptr;
+  ApiContext* ctx = nullptr;
+  bool open = true;  ///< false once the body's outcome was acted on
   std::string name, id;
   uint64_t start = 0;   ///< the session's offset before this request
   uint64_t next = 0;    ///< offset of the next chunk handed to the queue
@@ -69,25 +91,24 @@ struct BodyUpload {
 // Runs once the body ended and every append delivered (called after each
 // delivery; acts only then).
 void finish_body(const std::shared_ptr<BodyUpload>& st, const http::ExchangePtr& ex) {
-  if (!st->end || st->queued > 0 || !st->queue) return;
+  if (!st->end || st->queued > 0 || !st->open) return;
   if (!*st->end && st->end->error().code == Errc::BadRequest && !st->failed && !ex->responded() &&
-      st->offset != st->start && st->queue) {
+      st->offset != st->start) {
     // A malformed body (bad chunk framing) is not the client's data: the
     // session is left as it was before this request (issue #13), so a retry
     // of the same chunk starts where this one did.
     st->offset = st->start;
     st->queued = 1;  // holds finish_body off until the rewind delivered
-    st->queue->push<Result<uint64_t>>(
-        [store = st->store, name = st->name, id = st->id, to = st->start] {
-          return store->rewind_upload(name, id, to);
-        },
+    session_job<uint64_t>(
+        *st->ctx, st->id,
+        [name = st->name, id = st->id, to = st->start](store::Store& s) { return s.rewind_upload(name, id, to); },
         [st, ex](Result<uint64_t>) {
           st->queued = 0;
           finish_body(st, ex);
         });
     return;
   }
-  st->queue.reset();
+  st->open = false;
   Status s = std::move(*st->end);
   if (!st->failed && !ex->responded()) {
     if (s) return st->then(ex, st->offset);
@@ -102,29 +123,27 @@ void finish_body(const std::shared_ptr<BodyUpload>& st, const http::ExchangePtr&
 void body_to_upload(ApiContext& ctx, const http::ExchangePtr& ex, std::string name, std::string id, uint64_t offset,
                     Continue then, std::function<void()> failed = {}) {
   auto st = std::make_shared<BodyUpload>();
-  st->queue = uv::SerialQueue::make(ctx.loop);
-  st->store = ctx.store;
+  st->ctx = &ctx;
   st->name = name;
   st->id = id;
   st->start = st->next = st->offset = offset;
   st->then = std::move(then);
   st->on_failed = std::move(failed);
-  store::Store* store = ctx.store;
   ApiContext* c = &ctx;
   auto finish = finish_body;
   ex->answer_body_errors_later();  // finish_body answers a malformed body after the rewind
 
   read_body(
       ex,
-      [st, store, c, name, id, finish](const http::ExchangePtr& ex, std::string_view chunk) {
-        if (st->failed || ex->responded() || !st->queue) return;
+      [st, c, name, id, finish](const http::ExchangePtr& ex, std::string_view chunk) {
+        if (st->failed || ex->responded() || !st->open) return;
         const uint64_t at = st->next;
         st->next += chunk.size();
         st->queued += chunk.size();
         auto bytes = std::make_shared<std::string>(chunk);
         // The done callback holds the exchange only until it runs.
-        st->queue->push<Result<uint64_t>>(
-            [store, name, id, at, bytes] { return store->append_upload(name, id, at, *bytes); },
+        session_job<uint64_t>(
+            *c, id, [name, id, at, bytes](store::Store& s) { return s.append_upload(name, id, at, *bytes); },
             [st, c, ex, name, id, n = chunk.size(), finish](Result<uint64_t> r) {
               st->queued -= n;
               if (!st->failed && !ex->responded()) {
@@ -164,29 +183,29 @@ void body_to_upload(ApiContext& ctx, const http::ExchangePtr& ex, std::string na
 /// the loop (the body's appends then hash incrementally, on the pool too).
 void start_offset(ApiContext& ctx, const http::ExchangePtr& ex, std::function<void(uint64_t)> then) {
   const std::string name = ex->params().name, id = ex->params().uuid;
-  ApiContext* c = &ctx;
-  store_job<uint64_t>(
-      ctx, [name, id](store::Store& s) { return s.prepare_upload(name, id); },
-      [c, ex, name, id, then = std::move(then)](Result<uint64_t> cur) {
+  session_job<uint64_t>(
+      ctx, id, [name, id](store::Store& s) { return s.prepare_upload(name, id); },
+      [ex, name, id, then = std::move(then)](Result<uint64_t> cur) {
         if (!cur) return respond_upload_error(ex, cur.error(), id);
         if (auto cr = ex->req().headers.get("Content-Range")) {
           auto r = http::parse_content_range(*cr);
-          if (!r) return respond_bad_offset(*c, ex, name, id, "malformed Content-Range '" + std::string(*cr) + "'");
+          if (!r)
+            return respond_bad_offset_at(ex, name, id, *cur, "malformed Content-Range '" + std::string(*cr) + "'");
           if (r->start != *cur)
-            return respond_bad_offset(*c, ex, name, id,
-                                      "chunk starts at " + std::to_string(r->start) + " but the upload has " +
-                                          std::to_string(*cur) + " bytes");
+            return respond_bad_offset_at(ex, name, id, *cur,
+                                         "chunk starts at " + std::to_string(r->start) + " but the upload has " +
+                                             std::to_string(*cur) + " bytes");
           auto len = ex->req().content_length;
           if (len && *len != r->end - r->start + 1)
-            return respond_bad_offset(*c, ex, name, id, "Content-Range does not match Content-Length");
+            return respond_bad_offset_at(ex, name, id, *cur, "Content-Range does not match Content-Length");
         }
         then(*cur);
       });
 }
 
 void commit_and_respond(ApiContext& ctx, const http::ExchangePtr& ex, std::string name, std::string id, Digest d) {
-  store_job<store::Descriptor>(
-      ctx, [name, id, d](store::Store& s) { return s.commit_upload(name, id, d); },
+  session_job<store::Descriptor>(
+      ctx, id, [name, id, d](store::Store& s) { return s.commit_upload(name, id, d); },
       [ex, name, id, d](Result<store::Descriptor> r) {
         if (!r) return respond_upload_error(ex, r.error(), id);
         ex->add_header("Location", blob_location(name, d));
@@ -198,8 +217,8 @@ void commit_and_respond(ApiContext& ctx, const http::ExchangePtr& ex, std::strin
 void new_session(ApiContext& ctx, const http::ExchangePtr& ex, std::optional<Digest> monolithic) {
   const std::string name = ex->params().name;
   ApiContext* c = &ctx;
-  store_job<std::string>(
-      ctx, [name](store::Store& s) { return s.start_upload(name); },
+  ctx.store->run<std::string>(
+      [name](store::Store& s) { return s.start_upload(name); },
       [ex, c, name, monolithic](Result<std::string> r) {
         if (!r) return ex->respond_error(r.error());
         const std::string id = *r;
@@ -215,14 +234,8 @@ void new_session(ApiContext& ctx, const http::ExchangePtr& ex, std::optional<Dig
               commit_and_respond(*c, ex, name, id, d);
             },
             [c, name, id] {
-              store_job<bool>(
-                  *c,
-                  [name, id](store::Store& s) -> Result<bool> {
-                    auto st = s.cancel_upload(name, id);
-                    if (!st) return std::move(st).error();
-                    return true;
-                  },
-                  [](Result<bool>) {});
+              session_job<void>(
+                  *c, id, [name, id](store::Store& s) { return s.cancel_upload(name, id); }, [](Status) {});
             });
       });
 }
@@ -245,8 +258,8 @@ void handle_upload_start(ApiContext& ctx, const http::ExchangePtr& ex) {
     if (!d) return;
     const std::string name = ex->params().name, src = *from;
     ApiContext* c = &ctx;
-    store_job<uint64_t>(
-        ctx, [name, src, d = *d](store::Store& s) { return s.mount_blob(src, name, d); },
+    ctx.store->run<uint64_t>(
+        [name, src, d = *d](store::Store& s) { return s.mount_blob(src, name, d); },
         [ex, c, name, d = *d](Result<uint64_t> r) {
           if (r) {
             ex->add_header("Location", blob_location(name, d));
@@ -269,8 +282,8 @@ void handle_upload_patch(ApiContext& ctx, const http::ExchangePtr& ex) {
   ApiContext* c = &ctx;
   start_offset(ctx, ex, [c, ex, name, id](uint64_t offset) {
     body_to_upload(*c, ex, name, id, offset, [c, name, id](const http::ExchangePtr& ex, uint64_t) {
-      store_job<uint64_t>(
-          *c, [name, id](store::Store& s) { return s.flush_upload(name, id); },
+      session_job<uint64_t>(
+          *c, id, [name, id](store::Store& s) { return s.flush_upload(name, id); },
           [ex, name, id](Result<uint64_t> r) {
             if (!r) return respond_upload_error(ex, r.error(), id);
             add_upload_headers(ex, name, id, *r);
@@ -297,23 +310,23 @@ void handle_upload_put(ApiContext& ctx, const http::ExchangePtr& ex) {
 void handle_upload_status(ApiContext& ctx, const http::ExchangePtr& ex) {
   if (!check_name(ex)) return;
   const std::string name = ex->params().name, id = ex->params().uuid;
-  auto cur = ctx.store->upload_status(name, id);
-  if (!cur) return respond_upload_error(ex, cur.error(), id);
-  add_upload_headers(ex, name, id, *cur);
-  ex->respond(204);
+  // Behind the session's pending jobs (a commit's fsyncs included), on the
+  // pool: the loop never waits on the session (issue #14).
+  session_job<uint64_t>(
+      ctx, id, [name, id](store::Store& s) { return s.upload_status(name, id); },
+      [ex, name, id](Result<uint64_t> cur) {
+        if (!cur) return respond_upload_error(ex, cur.error(), id);
+        add_upload_headers(ex, name, id, *cur);
+        ex->respond(204);
+      });
 }
 
 void handle_upload_cancel(ApiContext& ctx, const http::ExchangePtr& ex) {
   if (!check_name(ex) || !check_writable(ctx, ex)) return;
   const std::string name = ex->params().name, id = ex->params().uuid;
-  store_job<bool>(
-      ctx,
-      [name, id](store::Store& s) -> Result<bool> {
-        auto st = s.cancel_upload(name, id);
-        if (!st) return std::move(st).error();
-        return true;
-      },
-      [ex, id](Result<bool> r) {
+  session_job<void>(
+      ctx, id, [name, id](store::Store& s) { return s.cancel_upload(name, id); },
+      [ex, id](Status r) {
         if (!r) return respond_upload_error(ex, r.error(), id);
         ex->respond(204);
       });

@@ -15,6 +15,7 @@
 #include "http/client.hpp"
 #include "net/tls.hpp"
 #include "store/store.hpp"
+#include "storesvc/store_service.hpp"
 #include "upstream/registry_client.hpp"
 #include "uv/loop.hpp"
 #include "uv/work.hpp"
@@ -26,7 +27,8 @@ struct App::Impl {
   uv::Loop loop;
   http::Router router;
   api::ApiContext api;
-  std::unique_ptr<store::Store> store;
+  /// Owns the store; the loop reaches it only through jobs (issue #14).
+  std::unique_ptr<storesvc::StoreService> store;
   // Upstreams: one TLS config and one connection pool each (their CA and
   // verification settings differ), then the cache that uses them.
   std::vector<std::unique_ptr<net::TlsClientConfig>> tls_configs;
@@ -51,7 +53,7 @@ App::~App() {
   while (uv::pending_work() > 0) uv_run(impl_->loop.get(), UV_RUN_ONCE);
   impl_->pull.reset();
   impl_->memo.reset();
-  impl_->store.reset();
+  impl_->store.reset();  // drains its own jobs, then closes the store
 }
 
 namespace {
@@ -117,10 +119,9 @@ int App::run() {
                                              log::quote(st.error().message()));
     return 1;
   }
-  m.store = std::move(*st);
+  m.store = std::make_unique<storesvc::StoreService>(m.loop.get(), std::move(*st));
   m.api.store = m.store.get();
-  m.api.loop = m.loop.get();
-  m.memo = std::make_unique<cache::HotManifests>(m.loop.get(), m.store.get());
+  m.memo = std::make_unique<cache::HotManifests>(m.store.get());
   m.api.memo = m.memo.get();
   if (!c.parent.url.empty() || !c.upstreams.empty()) {
     cache::PullOptions po;
@@ -227,7 +228,7 @@ int App::run() {
   while (uv::pending_work() > 0) uv_run(m.loop.get(), UV_RUN_ONCE);
   m.pull.reset();
   m.memo.reset();
-  m.store.reset();
+  m.store.reset();  // drains its own jobs, then closes the store
   log::info("stopped");
   return 0;
 }

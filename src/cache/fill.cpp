@@ -8,8 +8,7 @@
 #include "base/log.hpp"
 #include "cache/parent_errors.hpp"
 #include "store/store.hpp"
-#include "uv/serial_queue.hpp"
-#include "uv/work.hpp"
+#include "storesvc/store_service.hpp"
 
 namespace outpost::cache {
 
@@ -17,29 +16,44 @@ namespace {
 constexpr size_t kPumpChunk = 256 * 1024;
 }
 
-Fill::Fill(uv_loop_t* loop, store::Store* store, Route route, Digest digest, OnFinished on_finished)
-    : loop_(loop), store_(store), route_(std::move(route)), digest_(std::move(digest)),
-      on_finished_(std::move(on_finished)), queue_(uv::SerialQueue::make(loop)) {}
+Fill::Fill(storesvc::StoreService* store, Route route, Digest digest, OnFinished on_finished)
+    : store_(store), route_(std::move(route)), digest_(std::move(digest)), on_finished_(std::move(on_finished)) {}
 
 Fill::~Fill() {
   if (read_fd_ >= 0) ::close(read_fd_);
 }
 
+/// The fill's upload session and the fd subscribers read it through.
+struct Fill::Session {
+  std::string id;
+  store::UniqueFd fd;
+};
+
 void Fill::start() {
   auto self = shared_from_this();
   std::string repo = route_.local_repo;
-  store::Store* st = store_;
-  uv::run_in_pool<Result<std::string>>(
-      loop_, [st, repo]() { return st->start_upload(repo); },
-      [self](Result<std::string> id) { self->on_session(std::move(id)); });
+  // The session's file is opened in the same pool job: an open() is a
+  // filesystem call, and the loop makes none (issue #14).
+  store_->run<Session>(
+      [repo](store::Store& st) -> Result<Session> {
+        auto id = st.start_upload(repo);
+        if (!id) return std::move(id).error();
+        Session s{*id, {}};
+        if (auto uid = store::UploadId::parse(s.id))
+          s.fd = store::UniqueFd(::open(st.layout().upload_data(*uid).c_str(), O_RDONLY | O_CLOEXEC));
+        if (!s.fd.valid()) {
+          (void)st.cancel_upload(repo, s.id);
+          return Error(Errc::Io, "cannot open the fill's session file");
+        }
+        return s;
+      },
+      [self](Result<Session> s) { self->on_session(std::move(s)); });
 }
 
-void Fill::on_session(Result<std::string> id) {
-  if (!id) return fail(id.error());
-  upload_id_ = *id;
-  auto uid = store::UploadId::parse(upload_id_);
-  if (uid) read_fd_ = ::open(store_->layout().upload_data(*uid).c_str(), O_RDONLY | O_CLOEXEC);
-  if (read_fd_ < 0) return fail(Error(Errc::Io, "cannot open the fill's session file"));
+void Fill::on_session(Result<Session> s) {
+  if (!s) return fail(s.error());
+  upload_id_ = s->id;
+  read_fd_ = s->fd.release();
   state_ = State::Fetching;
   auto self = shared_from_this();
   op_ = route_.upstream->request(
@@ -71,11 +85,11 @@ void Fill::on_data(std::string_view chunk) {
   const uint64_t at = fetched_;
   fetched_ += chunk.size();
   auto bytes = std::make_shared<std::string>(chunk);
-  store::Store* st = store_;
   std::string repo = route_.local_repo, id = upload_id_;
   auto self = shared_from_this();
-  queue_->push<Result<uint64_t>>([st, repo, id, at, bytes] { return st->append_upload(repo, id, at, *bytes); },
-                                 [self](Result<uint64_t> r) { self->on_appended(std::move(r)); });
+  store_->run_serial<uint64_t>(
+      storesvc::upload_key(id), [repo, id, at, bytes](store::Store& st) { return st.append_upload(repo, id, at, *bytes); },
+      [self](Result<uint64_t> r) { self->on_appended(std::move(r)); });
   // A disk slower than the parent must not pile the difference up in memory
   // (DESIGN.md invariant 6): stop reading the parent while too much is queued.
   if (op_ && fetched_ - received_ > kMaxQueuedBytes) op_->pause();
@@ -106,18 +120,17 @@ void Fill::on_upstream_done(Status st) {
 void Fill::commit() {
   state_ = State::Committing;
   auto self = shared_from_this();
-  store::Store* st = store_;
   std::string repo = route_.local_repo, id = upload_id_;
   Digest d = digest_;
   std::vector<std::string> other_repos;
   for (auto& s : subs_)
     if (s->repo != repo) other_repos.push_back(s->repo);
-  uv::run_in_pool<Result<store::Descriptor>>(
-      loop_,
-      [st, repo, id, d, other_repos]() -> Result<store::Descriptor> {
-        auto r = st->commit_upload(repo, id, d, store::Origin::Cached);
+  store_->run_serial<store::Descriptor>(
+      storesvc::upload_key(id),
+      [repo, id, d, other_repos](store::Store& st) -> Result<store::Descriptor> {
+        auto r = st.commit_upload(repo, id, d, store::Origin::Cached);
         if (r)
-          for (const auto& o : other_repos) (void)st->link_blob(o, d, store::Origin::Cached);
+          for (const auto& o : other_repos) (void)st.link_blob(o, d, store::Origin::Cached);
         return r;
       },
       [self](Result<store::Descriptor> r) {
@@ -148,10 +161,10 @@ void Fill::fail(Error e) {
     op_.reset();
   }
   if (!upload_id_.empty()) {
-    store::Store* st = store_;
     std::string repo = route_.local_repo, id = upload_id_;
     // Behind the appends still queued, so none of them writes after it.
-    queue_->push<Status>([st, repo, id]() { return st->cancel_upload(repo, id); }, [](Status) {});
+    store_->run_serial<void>(
+        storesvc::upload_key(id), [repo, id](store::Store& st) { return st.cancel_upload(repo, id); }, [](Status) {});
     upload_id_.clear();
   }
   auto subs = std::move(subs_);

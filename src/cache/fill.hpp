@@ -7,8 +7,6 @@
 //   Starting --session open--> Fetching --upstream done--> Committing --> Done
 //       \____________________________\____________________________\----> Failed
 #pragma once
-#include <uv.h>
-
 #include <functional>
 #include <memory>
 #include <optional>
@@ -19,9 +17,8 @@
 #include "cache/route.hpp"
 #include "http/exchange.hpp"
 #include "upstream/registry_client.hpp"
-#include "uv/serial_queue.hpp"
 
-namespace outpost::store { class Store; }
+namespace outpost::storesvc { class StoreService; }
 
 namespace outpost::cache {
 
@@ -30,7 +27,8 @@ class Fill : public std::enable_shared_from_this<Fill> {
   enum class State { Starting, Fetching, Committing, Done, Failed };
   using OnFinished = std::function<void(Fill*)>;
 
-  Fill(uv_loop_t* loop, store::Store* store, Route route, Digest digest, OnFinished on_finished);
+  /// `store` must outlive the Fill and its store jobs.
+  Fill(storesvc::StoreService* store, Route route, Digest digest, OnFinished on_finished);
   ~Fill();
   void start();
   /// Streams the blob to `ex` (late joiners start from byte 0 via the file).
@@ -48,7 +46,8 @@ class Fill : public std::enable_shared_from_this<Fill> {
     bool started = false;
     bool waiting = false;  ///< blocked on the client's drain
   };
-  void on_session(Result<std::string> id);
+  struct Session;
+  void on_session(Result<Session> s);
   void on_head(const http::ClientResponse& r);
   void on_data(std::string_view chunk);
   void on_appended(Result<uint64_t> r);
@@ -59,8 +58,7 @@ class Fill : public std::enable_shared_from_this<Fill> {
   void pump_all();
   void finish_sub(const std::shared_ptr<Sub>& s);
 
-  uv_loop_t* loop_;
-  store::Store* store_;
+  storesvc::StoreService* store_;
   Route route_;
   Digest digest_;
   OnFinished on_finished_;
@@ -73,9 +71,8 @@ class Fill : public std::enable_shared_from_this<Fill> {
   static constexpr uint64_t kMaxQueuedBytes = 4 * 1024 * 1024;
   static constexpr uint64_t kResumeQueuedBytes = 1024 * 1024;
   uint64_t received_ = 0;  ///< bytes in the session file (what subscribers may read)
-  uint64_t fetched_ = 0;   ///< bytes from the parent, handed to queue_ (>= received_)
+  uint64_t fetched_ = 0;   ///< bytes from the parent, handed to the session's appends (>= received_)
   bool upstream_done_ = false;
-  uv::SerialQueuePtr queue_;  ///< the session's appends, off the loop and in order
   std::optional<uint64_t> total_;
   upstream::UpstreamOpPtr op_;
   std::vector<std::shared_ptr<Sub>> subs_;

@@ -1,7 +1,7 @@
 #include "cache/hot_manifests.hpp"
 
 #include "store/store.hpp"
-#include "uv/work.hpp"
+#include "storesvc/store_service.hpp"
 
 namespace outpost::cache {
 
@@ -21,8 +21,8 @@ struct Read {
 };
 }  // namespace
 
-HotManifests::HotManifests(uv_loop_t* loop, store::Store* store, uint64_t max_bytes)
-    : loop_(loop), store_(store), max_bytes_(max_bytes), max_entry_bytes_(max_bytes / 8) {}
+HotManifests::HotManifests(storesvc::StoreService* store, uint64_t max_bytes)
+    : store_(store), max_bytes_(max_bytes), max_entry_bytes_(max_bytes / 8) {}
 
 void HotManifests::get(const std::string& repo, const std::string& reference, bool want_bytes, Done done) {
   std::string key = memo_key(repo, reference);
@@ -36,21 +36,19 @@ void HotManifests::get(const std::string& repo, const std::string& reference, bo
     erase(it->second);  // stale: a write committed since it was read
   }
   stats_.pool_reads++;
-  store::Store* st = store_;
   const uint64_t entry_limit = max_entry_bytes_;
-  uv::run_in_pool<Result<Read>>(
-      loop_,
-      [st, repo, reference, want_bytes, entry_limit]() -> Result<Read> {
+  store_->run<Read>(
+      [repo, reference, want_bytes, entry_limit](store::Store& st) -> Result<Read> {
         // The generation is taken before reading: a write committing during
         // the read bumps it, so what is read here is never served as current
         // after that write.
         Read r;
-        r.generation = st->manifest_generation();
-        auto info = st->resolve_manifest(repo, reference);
+        r.generation = st.manifest_generation();
+        auto info = st.resolve_manifest(repo, reference);
         if (!info) return std::move(info).error();
         r.value.info = std::move(*info);
         if (want_bytes || r.value.info.size <= entry_limit) {
-          auto bytes = st->read_manifest(repo, r.value.info.digest);
+          auto bytes = st.read_manifest(repo, r.value.info.digest);
           if (!bytes) return std::move(bytes).error();
           r.value.bytes = std::make_shared<const std::string>(std::move(*bytes));
         }

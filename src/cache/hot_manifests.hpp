@@ -9,8 +9,6 @@
 // resolves to bumps the generation after its commit, so a write that
 // commits during the read makes the entry stale at once: never served stale.
 #pragma once
-#include <uv.h>
-
 #include <cstdint>
 #include <functional>
 #include <list>
@@ -21,7 +19,7 @@
 #include "base/result.hpp"
 #include "store/types.hpp"
 
-namespace outpost::store { class Store; }
+namespace outpost::storesvc { class StoreService; }
 
 namespace outpost::cache {
 
@@ -43,8 +41,8 @@ class HotManifests {
   /// 16 MiB by default: a few thousand typical manifests.
   static constexpr uint64_t kDefaultMaxBytes = 16ull * 1024 * 1024;
 
-  /// `store` and `loop` must outlive this object and every get() in flight.
-  HotManifests(uv_loop_t* loop, store::Store* store, uint64_t max_bytes = kDefaultMaxBytes);
+  /// `store` must outlive this object and every get() in flight.
+  explicit HotManifests(storesvc::StoreService* store, uint64_t max_bytes = kDefaultMaxBytes);
   HotManifests(const HotManifests&) = delete;
   HotManifests& operator=(const HotManifests&) = delete;
 
@@ -71,8 +69,7 @@ class HotManifests {
   void insert(std::string key, const HotManifest& value, uint64_t generation);
   void erase(Lru::iterator it);
 
-  uv_loop_t* loop_;
-  store::Store* store_;
+  storesvc::StoreService* store_;
   uint64_t max_bytes_;
   uint64_t max_entry_bytes_;  ///< larger manifests are never memoized
   Lru lru_;

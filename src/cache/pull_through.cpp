@@ -5,6 +5,7 @@
 #include "cache/parent_errors.hpp"
 #include "oci/manifest.hpp"
 #include "store/store.hpp"
+#include "storesvc/store_service.hpp"
 #include "uv/work.hpp"
 
 namespace outpost::cache {
@@ -30,7 +31,7 @@ uint64_t wall_ms() {
 
 }  // namespace
 
-PullThrough::PullThrough(uv_loop_t* loop, store::Store* store, PullOptions opts)
+PullThrough::PullThrough(uv_loop_t* loop, storesvc::StoreService* store, PullOptions opts)
     : loop_(loop), store_(store), opts_(opts) {}
 
 PullThrough::~PullThrough() {
@@ -132,14 +133,12 @@ void PullThrough::local_manifest(const Route& r, const std::string& reference, b
       return done(ManifestResult{std::move(h->info), *h->bytes, false, std::nullopt});
     });
   }
-  store::Store* st = store_;
   std::string repo = r.local_repo;
-  uv::run_in_pool<Result<ManifestResult>>(
-      loop_,
-      [st, repo, reference]() -> Result<ManifestResult> {
-        auto info = st->resolve_manifest(repo, reference);
+  store_->run<ManifestResult>(
+      [repo, reference](store::Store& st) -> Result<ManifestResult> {
+        auto info = st.resolve_manifest(repo, reference);
         if (!info) return std::move(info).error();
-        auto bytes = st->read_manifest(repo, info->digest);
+        auto bytes = st.read_manifest(repo, info->digest);
         if (!bytes) return std::move(bytes).error();
         return ManifestResult{std::move(*info), std::move(*bytes), false, std::nullopt};
       },
@@ -307,10 +306,9 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
         m.annotations = parsed->annotations;
         if (!looks_like_digest(reference)) m.tag = reference;
         m.origin = store::Origin::Cached;
-        store::Store* st2 = store_;
         auto body = std::make_shared<std::string>(std::move(got->body));
-        uv::run_in_pool<Result<store::ManifestInfo>>(
-            loop_, [st2, m, body]() { return st2->put_manifest(m, *body); },
+        store_->run<store::ManifestInfo>(
+            [m, body](store::Store& st) { return st.put_manifest(m, *body); },
             [this, r, reference, body, finish](Result<store::ManifestInfo> info) {
               if (!info) return finish(info.error());
               if (!looks_like_digest(reference)) {
@@ -355,7 +353,7 @@ void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr&
     return ex->respond_error(offline_miss(r.upstream));
   }
   stats_.fills_started++;
-  auto fill = std::make_shared<Fill>(loop_, store_, r, d, [this](Fill* f) {
+  auto fill = std::make_shared<Fill>(store_, r, d, [this](Fill* f) {
     if (f->state() == Fill::State::Done) stats_.fills_committed++;
     else stats_.fills_failed++;
     fills_.erase(f->digest().str());

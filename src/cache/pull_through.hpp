@@ -23,7 +23,7 @@
 #include "store/types.hpp"
 #include "upstream/registry_client.hpp"
 
-namespace outpost::store { class Store; }
+namespace outpost::storesvc { class StoreService; }
 
 namespace outpost::cache {
 
@@ -59,7 +59,8 @@ struct PullStats {
 
 class PullThrough {
  public:
-  PullThrough(uv_loop_t* loop, store::Store* store, PullOptions opts);
+  /// `store` and `loop` must outlive this object.
+  PullThrough(uv_loop_t* loop, storesvc::StoreService* store, PullOptions opts);
   ~PullThrough();
 
   /// The parent serves every repository not claimed by a named upstream.
@@ -114,7 +115,7 @@ class PullThrough {
   std::unordered_set<Timer*> timers_;
 
   uv_loop_t* loop_;
-  store::Store* store_;
+  storesvc::StoreService* store_;
   PullOptions opts_;
   std::unique_ptr<upstream::RegistryClient> parent_;
   std::vector<std::unique_ptr<upstream::RegistryClient>> named_;

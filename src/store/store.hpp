@@ -1,7 +1,8 @@
 // Store: the content store facade the API, pull-through cache and sync use.
 // Owns the root directory (locked against a second process), MetaDb,
 // BlobStore and Uploads. No libuv anywhere below: every method is a plain
-// blocking call, safe from any thread.
+// blocking call, safe from any thread. The server never calls it on the event
+// loop: storesvc::StoreService owns it and runs every call as a pool job.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -34,11 +35,11 @@ struct StoreOptions {
   uint64_t max_manifest_bytes = 4 * 1024 * 1024;
 };
 
-/// Cost classes, for the caller deciding what may run on the event loop:
-///   [meta]  one SQLite read or a stat/open: fine on the loop thread.
-///   [sync]  fsyncs and/or a SQLite commit (synchronous=FULL): milliseconds;
-///           run on the work pool when latency matters.
-///   [bulk]  proportional to data size or store size: always the work pool.
+/// Cost classes (every one blocks, so in the server all of them run on the
+/// work pool, inside storesvc::StoreService jobs; issue #14):
+///   [meta]  one SQLite read or a stat/open: sub-millisecond when cached.
+///   [sync]  fsyncs and/or a SQLite commit (synchronous=FULL): milliseconds.
+///   [bulk]  proportional to data size or store size.
 /// Every write returns only after it is durable (DESIGN.md invariant 2).
 class Store {
  public:

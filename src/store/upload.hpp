@@ -1,8 +1,10 @@
 // Uploads: blob upload sessions (distribution-spec "Pushing Blobs": POST,
 // PATCH, PUT, GET status, DELETE). Owns uploads/<id>/data and the in-memory
 // incremental SHA-256 of each open session; publishes through BlobStore and
-// records through MetaDb. No libuv: callable from any one thread at a time
-// per session (the loop thread for cheap calls, a pool thread for fsyncs).
+// records through MetaDb. No libuv: callable from any thread; a session's
+// mutex serialises its calls. The server calls it only from pool threads
+// (storesvc::StoreService jobs, one session's calls in order under its key),
+// so a commit holding the mutex across fsyncs never stalls the event loop.
 #pragma once
 #include <atomic>
 #include <cstdint>

@@ -11,6 +11,7 @@
 
 #include "cache/hot_manifests.hpp"
 #include "store/store.hpp"
+#include "storesvc/store_service.hpp"
 #include "unit/store/store_fixture.hpp"
 
 using namespace outpost;
@@ -32,11 +33,13 @@ class MemoEnv {
     uv_loop_init(&loop_);
     auto s = store::Store::open(box_.root(), store::test::options(clock_));
     REQUIRE(s);
-    store_ = std::move(*s);
-    memo_.emplace(&loop_, store_.get(), max_bytes);
+    store_ = s->get();  // the test thread writes directly; the loop goes through svc_
+    svc_.emplace(&loop_, std::move(*s));
+    memo_.emplace(&*svc_, max_bytes);
   }
   ~MemoEnv() {
     memo_.reset();
+    svc_.reset();
     uv_run(&loop_, UV_RUN_DEFAULT);
     uv_loop_close(&loop_);
   }
@@ -75,7 +78,8 @@ class MemoEnv {
   store::test::Sandbox box_;
   store::test::TestClock clock_;
   uv_loop_t loop_{};
-  std::unique_ptr<store::Store> store_;
+  store::Store* store_ = nullptr;  ///< owned by svc_
+  std::optional<storesvc::StoreService> svc_;
   std::optional<HotManifests> memo_;
 };
 

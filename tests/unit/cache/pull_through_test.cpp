@@ -25,6 +25,7 @@
 #include "cache/pull_through.hpp"
 #include "http/client.hpp"
 #include "store/store.hpp"
+#include "storesvc/store_service.hpp"
 #include "support/http_test_server.hpp"
 #include "support/loop_fixture.hpp"
 #include "unit/store/store_fixture.hpp"
@@ -84,13 +85,14 @@ class CacheEnv {
       : upstream(std::move(upstream_script)) {
     auto st = store::Store::open(box.root());
     REQUIRE(st.ok());
-    store = std::move(*st);
+    store = st->get();  // the test thread reads it directly; the cache goes through svc
     server = std::make_unique<ServerFixture>(http::ServerLimits{}, [this](ServerFixture&, const http::ExchangePtr& ex) {
       handle(ex);
     });
     fx().call([&] {
       http = std::make_unique<http::HttpClient>(fx().loop(), nullptr);
-      pull = std::make_unique<PullThrough>(fx().loop(), store.get(), popts);
+      svc = std::make_unique<storesvc::StoreService>(fx().loop(), std::move(*st));
+      pull = std::make_unique<PullThrough>(fx().loop(), svc.get(), popts);
       upstream::UpstreamOptions o;
       o.name = "parent";
       o.url = *http::Url::parse(upstream.url());
@@ -177,7 +179,10 @@ class CacheEnv {
       http.reset();
     }));
     CHECK(eventually([&] { return fx().call([] { return uv::pending_work() == 0; }); }));
-    CHECK(fx().call_quietly([&] { pull.reset(); }));
+    CHECK(fx().call_quietly([&] {
+      pull.reset();
+      svc.reset();  // nothing pending: drain() returns at once
+    }));
     // PullThrough's revalidation timers are not owned by it: let them run out.
     bool quiet = eventually([&] {
       return fx().call([&] {
@@ -194,7 +199,8 @@ class CacheEnv {
   }
 
   store::test::Sandbox box;
-  std::unique_ptr<store::Store> store;
+  store::Store* store = nullptr;  ///< owned by svc
+  std::unique_ptr<storesvc::StoreService> svc;  // loop thread only
   HttpTestServer upstream;
   std::unique_ptr<ServerFixture> server;
   std::unique_ptr<http::HttpClient> http;  // loop thread only
@@ -826,7 +832,7 @@ TEST_CASE("cache: routes: parent, ?ns= and path-prefix named upstreams, library/
   CHECK(unknown_ns.upstream->options().name == "parent");
 
   auto none = env.fx().call([&] {
-    PullThrough bare(env.fx().loop(), env.store.get(), {});
+    PullThrough bare(env.fx().loop(), env.svc.get(), {});
     return std::make_pair(bare.enabled(), bare.route("a", std::nullopt).has_value());
   });
   CHECK_FALSE(none.first);
