@@ -214,7 +214,7 @@ Result<uint64_t> Uploads::append(std::string_view repo, std::string_view id, uin
   // the offset are overwritten by the next append or cut at commit/resume.
   OUTPOST_TRY(fs::pwrite_all(s.fd.get(), bytes, s.offset, layout_.upload_data(s.id)));
   // Never re-hash here: append runs once per body chunk (on the pool, through
-  // the request's SerialQueue) while holding the session mutex, and a session
+  // the session's serial queue in storesvc) while holding the session mutex, and a session
   // that is not in memory (restart, eviction) would mean re-reading the whole
   // file per chunk. Without a hash the bytes are only written; prepare() or
   // commit() rebuild the hash from the file once.

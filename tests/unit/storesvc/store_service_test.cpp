@@ -135,6 +135,32 @@ TEST_CASE("storesvc: jobs of different keys run in parallel", "[storesvc]") {
   CHECK(env.svc->serial_queues() == 0);
 }
 
+TEST_CASE("storesvc: a job queued behind a key's slow job waits on the pool while the loop goes on", "[storesvc]") {
+  // The GET /uploads/<id> case (issue #14): a status read queued behind a
+  // commit of the same session is answered after it, and the loop keeps
+  // delivering other results meanwhile instead of waiting for the session.
+  SvcEnv env;
+  std::atomic<bool> release{false};
+  std::vector<std::string> order;
+  env.svc->run_serial<int>(
+      "upload/k",
+      [&](store::Store&) -> Result<int> {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (!release && std::chrono::steady_clock::now() < deadline)
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        return 1;
+      },
+      [&](Result<int>) { order.push_back("commit"); });
+  env.svc->run_serial<int>("upload/k", [](store::Store&) -> Result<int> { return 2; },
+                           [&](Result<int>) { order.push_back("status"); });
+  env.svc->run<int>([](store::Store&) -> Result<int> { return 3; }, [&](Result<int>) { order.push_back("other"); });
+  REQUIRE(env.run_until([&] { return !order.empty(); }));
+  CHECK(order == std::vector<std::string>{"other"});
+  release = true;
+  REQUIRE(env.run_until([&] { return order.size() == 3; }));
+  CHECK(order == std::vector<std::string>{"other", "commit", "status"});
+}
+
 TEST_CASE("storesvc: destruction drains every job, follow-ups included, before the store closes", "[storesvc]") {
   store::test::Sandbox box;
   uv::Loop loop;
