@@ -14,6 +14,7 @@ StoreService::~StoreService() {
 }
 
 void StoreService::drain() {
+  check_loop_thread();
   while (pending_ > 0) uv_run(loop_, UV_RUN_ONCE);
 }
 

@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -31,8 +30,8 @@ namespace outpost::storesvc {
 /// Store& or Store*, so loop code cannot call a blocking store method; what
 /// the loop may read directly (an atomic, fixed paths) has its own accessor.
 ///
-/// Every member is loop-thread only (debug builds assert it: the thread of
-/// the first run()/run_serial() call is taken as the loop thread).
+/// Every member is loop-thread only: the thread that constructs the service
+/// must be the one that runs `loop` (debug builds assert it on every job).
 class StoreService {
  public:
   template <typename T>
@@ -40,7 +39,8 @@ class StoreService {
   template <typename T>
   using Done = std::function<void(Result<T>)>;  ///< loop thread, exactly once
 
-  /// `store` must be open; `loop` must outlive the service.
+  /// `store` must be open; `loop` must outlive the service. Construct it on
+  /// the loop thread.
   StoreService(uv_loop_t* loop, std::unique_ptr<store::Store> store);
   /// Drains (drain()) and then closes the store: no job ever sees a closed
   /// store and no done callback is lost. Loop thread, loop not running.
@@ -103,20 +103,15 @@ class StoreService {
 
  private:
   void drop_if_idle(const std::string& key);
-  void check_loop_thread() {
-#ifndef NDEBUG
-    if (!loop_thread_) loop_thread_ = std::this_thread::get_id();
-    assert(*loop_thread_ == std::this_thread::get_id() && "StoreService is loop-thread only");
-#endif
+  void check_loop_thread() const {
+    assert(loop_thread_ == std::this_thread::get_id() && "StoreService is loop-thread only");
   }
 
   uv_loop_t* loop_;
   std::unique_ptr<store::Store> store_;
   size_t pending_ = 0;
   std::unordered_map<std::string, uv::SerialQueuePtr> queues_;
-#ifndef NDEBUG
-  std::optional<std::thread::id> loop_thread_;
-#endif
+  std::thread::id loop_thread_ = std::this_thread::get_id();  ///< checked by assert()
 };
 
 /// The serial key of upload session `id` (client pushes and pull-through
