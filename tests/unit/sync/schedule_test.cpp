@@ -173,3 +173,46 @@ TEST_CASE("schedule: the system clock is the default", "[sync][schedule]") {
   REQUIRE(r.ok());
   CHECK(r->now() >= a);
 }
+
+// is_open and current_window against the definition, minute by minute: open
+// at `now` iff some match s has now - window < s <= now, and the window
+// reported starts at the latest such s. Queried in a shuffled time order so
+// the cached latest start is exercised going forwards and backwards.
+TEST_CASE("schedule: is_open agrees with the definition", "[sync][schedule]") {
+  const char* exprs[] = {"0 2 * * *", "*/20 9-17 * * 1-5", "15 */3 * * *", "0 0 1,15 * *", "45 23 * * 0"};
+  const int64_t windows[] = {kHour, 3 * kHour, 26 * kHour};
+  uint32_t seed = 7;
+  int open_seen = 0, closed_seen = 0;
+  for (const char* e : exprs) {
+    auto c = outpost::sync::CronExpr::parse(e);
+    REQUIRE(c.ok());
+    for (int64_t w : windows) {
+      int64_t clock = 0;
+      SyncSchedule s = scheduled(e, w, &clock);
+      for (int i = 0; i < 60; ++i) {
+        seed = seed * 1'103'515'245u + 12'345u;
+        const int64_t now = utc(2026, 12, 1) + static_cast<int64_t>(seed % (40u * 86'400u)) * 1000 + (seed % 997);
+        std::optional<int64_t> latest;
+        for (int64_t m = (now / 60'000) * 60'000; m > now - w; m -= 60'000) {
+          std::time_t tt = static_cast<std::time_t>(m / 1000);
+          std::tm tm{};
+          gmtime_r(&tt, &tm);
+          if (c->matches(tm.tm_min, tm.tm_hour, tm.tm_mday, tm.tm_mon + 1, tm.tm_wday)) {
+            latest = m;
+            break;
+          }
+        }
+        INFO(e << " window " << w / kHour << "h at " << iso(now));
+        CHECK(s.is_open(now) == latest.has_value());
+        if (latest) {
+          ++open_seen;
+          CHECK(show(s.current_window(now)) == show(Window{*latest, *latest + w, false}));
+        } else {
+          ++closed_seen;
+        }
+      }
+    }
+  }
+  CHECK(open_seen > 50);
+  CHECK(closed_seen > 50);
+}
