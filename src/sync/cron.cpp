@@ -55,13 +55,13 @@ std::string range_text(int lo, int hi) { return "(" + std::to_string(lo) + " .. 
 Result<int> parse_value(std::string_view s, const FieldSpec& f) {
   if (s.empty()) return field_error(f, "empty value");
   if (std::isdigit(static_cast<unsigned char>(s[0]))) {
-    int v = 0;
     for (char c : s) {
       if (!std::isdigit(static_cast<unsigned char>(c))) return field_error(f, quoted(s) + " is not a number");
-      v = v * 10 + (c - '0');
-      if (v > 1000) return field_error(f, s.size() > 6 ? quoted(s) + " is too large" : quoted(s) + " is out of range " + range_text(f.lo, f.hi));
     }
-    if (v < f.lo || v > f.hi) return field_error(f, std::to_string(v) + " is out of range " + range_text(f.lo, f.hi));
+    if (s.size() > 6) return field_error(f, quoted(s) + " is too large");  // and could overflow an int
+    int v = 0;
+    for (char c : s) v = v * 10 + (c - '0');
+    if (v < f.lo || v > f.hi) return field_error(f, std::string(s) + " is out of range " + range_text(f.lo, f.hi));
     return v;
   }
   if (f.names && s.size() == 3) {

@@ -64,6 +64,9 @@ TEST_CASE("cron: out-of-range values name the field and the range", "[sync][cron
   CHECK(bad("* * * 0 *") == "\"* * * 0 *\": month: 0 is out of range (1 .. 12)");
   CHECK(bad("* * * * 8") == "\"* * * * 8\": day-of-week: 8 is out of range (0 .. 7)");
   CHECK(bad("99999999999 * * * *").find("minute: \"99999999999\" is too large") != std::string::npos);
+  CHECK(bad("1000 * * * *") == "\"1000 * * * *\": minute: 1000 is out of range (0 .. 59)");
+  CHECK(bad("0 024 * * *") == "\"0 024 * * *\": hour: 024 is out of range (0 .. 23)");
+  CHECK(CronExpr::parse("00 02 01 01 00").ok());
   CHECK(bad("1,61 * * * *").find("minute: 61 is out of range") != std::string::npos);
   CHECK(bad("0 0-24 * * *").find("hour: 24 is out of range") != std::string::npos);
 }
