@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <initializer_list>
@@ -20,6 +21,7 @@
 #include <toml++/toml.h>
 
 #include "base/size.hpp"
+#include "sync/keep_pattern.hpp"
 
 namespace outpost::app {
 
@@ -55,6 +57,20 @@ struct Setting {
 
 constexpr std::string_view kLevelNames[] = {"debug", "info", "warn", "error"};
 constexpr std::string_view kModes[] = {"ReadWrite", "ReadOnly"};
+// In the order of the enums' values (Bind maps index <-> value).
+constexpr std::string_view kTimeZones[] = {"utc", "local"};
+constexpr std::string_view kPullThroughs[] = {"always", "in_window", "never"};
+
+template <typename E>
+struct EnumNames;
+template <>
+struct EnumNames<sync::TimeZone> {
+  static constexpr std::span<const std::string_view> names() { return kTimeZones; }
+};
+template <>
+struct EnumNames<sync::PullThrough> {
+  static constexpr std::span<const std::string_view> names() { return kPullThroughs; }
+};
 
 /// Reads and writes the field `Sec.*Mem` of a Config: the pointer-to-member
 /// setter of each row, typed once here instead of once per key.
@@ -67,6 +83,12 @@ struct Bind {
     if constexpr (std::is_same_v<Field, log::Level>) {
       bool ok = log::parse_level(std::get<std::string>(v), &f);
       (void)ok;  // the value was checked against kLevelNames already
+    } else if constexpr (std::is_enum_v<Field>) {
+      // Enum rows list their names in the enum's order (EnumNames below).
+      const auto names = EnumNames<Field>::names();
+      for (size_t i = 0; i < names.size(); ++i) {
+        if (names[i] == std::get<std::string>(v)) f = static_cast<Field>(i);
+      }
     } else if constexpr (std::is_same_v<Field, bool>) {
       f = std::get<uint64_t>(v) != 0;
     } else if constexpr (std::is_integral_v<Field>) {
@@ -80,6 +102,8 @@ struct Bind {
     const Field& f = c.*Sec.*Mem;
     if constexpr (std::is_same_v<Field, log::Level>) {
       return std::string(kLevelNames[static_cast<int>(f)]);
+    } else if constexpr (std::is_enum_v<Field>) {
+      return std::string(EnumNames<Field>::names()[static_cast<size_t>(f)]);
     } else if constexpr (std::is_integral_v<Field>) {
       return static_cast<uint64_t>(f);
     } else {
@@ -93,6 +117,14 @@ constexpr Setting str(std::string_view key, uint64_t min_len, std::string_view h
   using B = Bind<Sec, Mem>;
   static_assert(std::is_same_v<typename B::Field, std::string>);
   return {key, Kind::String, min_len, 0, {}, nullptr, &B::store, &B::load, help};
+}
+
+/// A string checked by `check` (which accepts or refuses the empty string).
+template <auto Sec, auto Mem>
+constexpr Setting checked_str(std::string_view key, Status (*check)(std::string_view), std::string_view help) {
+  using B = Bind<Sec, Mem>;
+  static_assert(std::is_same_v<typename B::Field, std::string>);
+  return {key, Kind::String, 0, 0, {}, check, &B::store, &B::load, help};
 }
 
 template <auto Sec, auto Mem>
@@ -132,16 +164,30 @@ Status check_listen(std::string_view s) {
   return {};
 }
 
+Status check_schedule(std::string_view s) {
+  if (s.find_first_not_of(" \t") == std::string_view::npos) return {};  // continuous sync
+  auto r = sync::CronExpr::parse(s);
+  if (!r) return std::move(r).error();
+  return {};
+}
+
+Status check_keep(std::string_view s) {
+  auto r = sync::KeepPattern::parse(s);
+  if (!r) return std::move(r).error();
+  return {};
+}
+
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = 1024 * kKiB;
 constexpr uint64_t kGiB = 1024 * kMiB;
 constexpr uint64_t kSecond = 1000;
+constexpr uint64_t kHour = 3'600 * kSecond;
 constexpr uint64_t kDay = 86'400 * kSecond;
 
 using S = ServerConfig;
 using U = UpstreamConfig;
 // [[upstream]] tables take the same keys as [parent] (rows "parent.*").
-// [sync] gets its rows when connected sync lands; until then it is unknown.
+using Y = SyncConfig;
 constexpr Setting kSettings[] = {
     list<&Config::server, &S::listen>("server.listen", 1, &check_listen,
         "addresses to listen on, \"host:port\" with a numeric IPv4 or [IPv6] host"),
@@ -193,6 +239,20 @@ constexpr Setting kSettings[] = {
         "a cached tag is checked against the parent at most this often"),
     num<&Config::cache, &CacheConfig::revalidate_wait_ms, 0, kDay>("cache.revalidate_wait", Kind::Duration,
         "longest a client waits on a tag check before the cached tag is served"),
+    checked_str<&Config::sync, &Y::schedule>("sync.schedule", &check_schedule,
+        "5-field cron (minute hour day-of-month month day-of-week) starting each sync window; empty: continuous sync"),
+    num<&Config::sync, &Y::window_ms, kHour, 7 * kDay>("sync.window", Kind::Duration,
+        "length of each sync window started by the schedule or by `outpost sync now` (1h .. 7d)"),
+    choice<&Config::sync, &Y::timezone>("sync.timezone", kTimeZones,
+        "clock the schedule is read on: \"utc\" or \"local\" (the host's TZ, DST included)"),
+    choice<&Config::sync, &Y::pull_through>("sync.pull_through", kPullThroughs,
+        "client misses fetched from the parent: \"always\", \"in_window\" or \"never\""),
+    num<&Config::sync, &Y::message_ttl_ms, kDay, 90 * kDay>("sync.message_ttl", Kind::Duration,
+        "a local write not replayed to the parent within this time is reported expired (1d .. 90d)"),
+    boolean<&Config::sync, &Y::replay_deletes>("sync.replay_deletes",
+        "replay manifest and tag deletes to the parent too"),
+    list<&Config::sync, &Y::keep>("sync.keep", 0, &check_keep,
+        "\"repo-glob[:tag-glob]\" patterns kept locally and refreshed in every window"),
     choice<&Config::log, &LogConfig::level>("log.level", kLevelNames,
         "least severe level written: debug, info, warn or error"),
 };
@@ -366,6 +426,9 @@ bool convert(const Setting& s, const toml::node& node, Value* out, std::vector<P
       const std::string& str = v->get();
       if (str.size() < s.lo) return fail(line, "must not be empty");
       if (auto why = control_char_complaint(str); !why.empty()) return fail(line, std::string(why));
+      if (s.check) {
+        if (Status st = s.check(str); !st) return fail(line, st.error().detail);
+      }
       *out = str;
       return true;
     }
@@ -452,6 +515,22 @@ std::string where(std::string_view source, uint32_t line) {
   }
   out += ": ";
   return out;
+}
+
+/// Test knob, deliberately left out of the operator docs: the environment
+/// variable OUTPOST_TEST_MESSAGE_TTL (a duration such as "2s") replaces
+/// sync.message_ttl, below its 1d minimum, so an e2e test can watch a replay
+/// entry expire (issue #15). A warning is logged whenever it is in force.
+Status apply_test_knobs(Config* c) {
+  const char* ttl = std::getenv("OUTPOST_TEST_MESSAGE_TTL");
+  if (!ttl || !*ttl) return {};
+  auto ms = parse_duration_ms(ttl);
+  if (!ms) return Error(Errc::ConfigInvalid, cat({"OUTPOST_TEST_MESSAGE_TTL: ", ms.error().detail}));
+  if (*ms == 0) return Error(Errc::ConfigInvalid, "OUTPOST_TEST_MESSAGE_TTL: must be above 0");
+  c->sync.message_ttl_ms = *ms;
+  log::warn("test knob in force: sync.message_ttl overridden",
+            cat({" OUTPOST_TEST_MESSAGE_TTL=", log::quote(ttl)}));
+  return {};
 }
 
 }  // namespace
@@ -565,7 +644,10 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
     }
   }
 
-  if (problems.empty()) return c;
+  if (problems.empty()) {
+    if (Status st = apply_test_knobs(&c); !st) return std::move(st).error();
+    return c;
+  }
   std::stable_sort(problems.begin(), problems.end(),
                    [](const Problem& a, const Problem& b) { return a.line < b.line; });
   // One line per problem, so an operator fixes them all in one pass.
@@ -597,6 +679,10 @@ Result<Config> load_config_file(const std::string& path) {
   std::fclose(f);
   if (failed) return Error(Errc::ConfigInvalid, cat({"cannot read ", path, ": ", std::strerror(err)}));
   return parse_config(text, path);
+}
+
+Result<sync::SyncSchedule> make_sync_schedule(const Config& c, sync::WallClock clock) {
+  return sync::SyncSchedule::create(c.sync.schedule, c.sync.window_ms, c.sync.timezone, std::move(clock));
 }
 
 std::string dump_config(const Config& c) {

@@ -9,6 +9,8 @@
 
 #include "base/log.hpp"
 #include "base/result.hpp"
+#include "sync/cron.hpp"
+#include "sync/schedule.hpp"
 
 namespace outpost::app {
 
@@ -64,6 +66,22 @@ struct CacheConfig {
   bool operator==(const CacheConfig&) const = default;
 };
 
+/// [sync]: when background work may reach the parent, and what is kept.
+/// Every string here was validated at load: `schedule` parses with
+/// sync::CronExpr::parse (or is empty) and each `keep` entry with
+/// sync::KeepPattern::parse, so consumers may treat a failure as a bug.
+struct SyncConfig {
+  std::string schedule;                     ///< 5-field cron; empty: continuous sync
+  uint64_t window_ms = 3'600'000;           ///< window length after each schedule match (1h .. 7d)
+  sync::TimeZone timezone = sync::TimeZone::Utc;  ///< clock the schedule is read on
+  sync::PullThrough pull_through = sync::PullThrough::Always;  ///< client misses outside a window
+  uint64_t message_ttl_ms = 7 * 86'400'000ull;  ///< replay entry lifetime (1d .. 90d; see OUTPOST_TEST_MESSAGE_TTL)
+  bool replay_deletes = false;              ///< also replay manifest/tag deletes to the parent
+  std::vector<std::string> keep;            ///< "repo-glob[:tag-glob]" patterns kept and prefetched
+
+  bool operator==(const SyncConfig&) const = default;
+};
+
 struct LogConfig {
   log::Level level = log::Level::Info;
 
@@ -77,6 +95,7 @@ struct Config {
   UpstreamConfig parent;
   std::vector<UpstreamConfig> upstreams;
   CacheConfig cache;
+  SyncConfig sync;
   LogConfig log;
   std::string source;  ///< file name it came from, or "<embedded default>"
 
@@ -105,6 +124,11 @@ Result<Config> parse_config(std::string_view text, std::string_view source);
 
 /// Reads and parses a file.
 Result<Config> load_config_file(const std::string& path);
+
+/// sync.schedule, sync.window and sync.timezone as a schedule on `clock`
+/// (cannot fail for a Config that parse_config returned).
+Result<sync::SyncSchedule> make_sync_schedule(const Config& c,
+                                              sync::WallClock clock = &sync::system_wall_clock_ms);
 
 /// Every key with its current value, as TOML (for `outpost config`).
 std::string dump_config(const Config& c);

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "app/config.hpp"
+#include "sync/keep_pattern.hpp"
 #include "fuzz_check.hpp"
 
 using namespace outpost;
@@ -24,6 +25,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(!c->server.listen.empty());
   for (const auto& l : c->server.listen) FUZZ_CHECK(app::parse_listen_address(l).ok());
   for (const auto& u : c->upstreams) FUZZ_CHECK(!u.name.empty() && !u.url.empty());
+  // [sync] (issue #15): what loaded is usable: the schedule builds and
+  // answers, every keep pattern parses.
+  auto sched = app::make_sync_schedule(*c, [] { return int64_t{1'780'000'000'000}; });
+  FUZZ_CHECK(sched.ok());
+  if (!sched->is_continuous()) {
+    FUZZ_CHECK(sched->next_window(sched->now()).has_value());
+    (void)sched->is_open();
+  }
+  for (const auto& k : c->sync.keep) FUZZ_CHECK(sync::KeepPattern::parse(k).ok());
   const std::string dumped = app::dump_config(*c);
   auto back = app::parse_config(dumped, "fuzz.toml");
   if (!back) std::fprintf(stderr, "dump does not parse back:\n%s\n%s\n", dumped.c_str(), back.error().detail.c_str());

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <unistd.h>
 
@@ -102,9 +103,9 @@ TEST_CASE("sizes as integers, levels and modes", "[config]") {
 
 TEST_CASE("unknown keys and tables name the line", "[config]") {
   CHECK(parse_bad("[server]\nmax_connections = 5\nfoo = 1\n") == "t.toml:3: unknown key 'server.foo'");
-  CHECK(parse_bad("\n\n[sync]\nschedule = \"x\"\n") == "t.toml:3: unknown table 'sync'");
+  CHECK(parse_bad("\n\n[synk]\nschedule = \"x\"\n") == "t.toml:3: unknown table 'synk'");
   CHECK(parse_bad("[parent]\nurl = \"https://x\"\nbogus = 1\n") == "t.toml:3: unknown key 'parent.bogus'");
-  CHECK(parse_bad("[sync]\n") == "t.toml:1: unknown table 'sync'");
+  CHECK(parse_bad("[sync]\nrepositories = []\n") == "t.toml:2: unknown key 'sync.repositories'");
   CHECK(parse_bad("# x\n[[upstream]]\nname = \"docker.io\"\n") == "t.toml:2: [[upstream]] needs both name and url");
   CHECK(parse_bad("listen = [\"127.0.0.1:1\"]\n") == "t.toml:1: unknown key 'listen'");
   CHECK(parse_bad("[server.tls]\ncert = \"x\"\n") == "t.toml:1: unknown table 'server.tls'");
@@ -247,7 +248,7 @@ TEST_CASE("embedded default parses and equals the built-in defaults", "[config]"
       ++keys;
     }
   }
-  CHECK(keys == 26);
+  CHECK(keys == 33);
 }
 
 TEST_CASE("dump_config round-trips", "[config]") {
@@ -386,4 +387,149 @@ TEST_CASE("dump_config without upstreams says so and re-parses to none", "[confi
   REQUIRE(back.ok());
   CHECK(back->upstreams.empty());
   CHECK(*back == d);
+}
+
+// ---------------------------------------------------------------------------
+// [sync] (issue #15)
+// ---------------------------------------------------------------------------
+
+TEST_CASE("[sync]: every key is parsed", "[config][sync]") {
+  Config c = parse_ok(R"([sync]
+schedule = "30 22 * * fri"
+window = "2d"
+timezone = "local"
+pull_through = "in_window"
+message_ttl = "30d"
+replay_deletes = true
+keep = ["factory/*:v*", "base/alpine:3.*", "site/**"]
+)");
+  CHECK(c.sync.schedule == "30 22 * * fri");
+  CHECK(c.sync.window_ms == 2 * 86'400'000ull);
+  CHECK(c.sync.timezone == outpost::sync::TimeZone::Local);
+  CHECK(c.sync.pull_through == outpost::sync::PullThrough::InWindow);
+  CHECK(c.sync.message_ttl_ms == 30 * 86'400'000ull);
+  CHECK(c.sync.replay_deletes);
+  CHECK(c.sync.keep == std::vector<std::string>{"factory/*:v*", "base/alpine:3.*", "site/**"});
+  CHECK(parse_ok(one("sync", "pull_through = \"never\"")).sync.pull_through == outpost::sync::PullThrough::Never);
+  CHECK(parse_ok(one("sync", "timezone = \"utc\"")).sync.timezone == outpost::sync::TimeZone::Utc);
+}
+
+TEST_CASE("[sync]: defaults are continuous sync, 1h windows, 7d TTL", "[config][sync]") {
+  Config d;
+  CHECK(d.sync.schedule.empty());
+  CHECK(d.sync.window_ms == 3'600'000);
+  CHECK(d.sync.timezone == outpost::sync::TimeZone::Utc);
+  CHECK(d.sync.pull_through == outpost::sync::PullThrough::Always);
+  CHECK(d.sync.message_ttl_ms == 7 * 86'400'000ull);
+  CHECK_FALSE(d.sync.replay_deletes);
+  CHECK(d.sync.keep.empty());
+  auto s = make_sync_schedule(d);
+  REQUIRE(s.ok());
+  CHECK(s->is_continuous());
+
+  Config c = parse_ok(one("sync", "schedule = \"0 2 * * *\"\nwindow = \"4h\""));
+  int64_t now = 0;
+  auto sched = make_sync_schedule(c, [&] { return now; });
+  REQUIRE(sched.ok());
+  CHECK_FALSE(sched->is_continuous());
+  CHECK(sched->window_ms() == 4 * 3'600'000ull);
+  now = 2 * 3'600'000;  // 1970-01-01 02:00 UTC
+  CHECK(sched->is_open());
+}
+
+TEST_CASE("[sync]: bad schedules are refused with file:line, the key and the reason", "[config][sync]") {
+  CHECK(parse_bad(one("sync", "schedule = \"0 2 * *\"")) ==
+        "t.toml:2: sync.schedule: \"0 2 * *\" has 4 fields; a schedule has 5: minute hour day-of-month month "
+        "day-of-week (e.g. \"0 2 * * *\")");
+  CHECK(parse_bad(one("sync", "schedule = \"0 0 2 * * *\"")).rfind("t.toml:2: sync.schedule: \"0 0 2 * * *\" has 6 fields", 0) == 0);
+  CHECK(parse_bad(one("sync", "schedule = \"60 2 * * *\"")) ==
+        "t.toml:2: sync.schedule: \"60 2 * * *\": minute: 60 is out of range (0 .. 59)");
+  CHECK(parse_bad(one("sync", "schedule = \"0 24 * * *\"")) ==
+        "t.toml:2: sync.schedule: \"0 24 * * *\": hour: 24 is out of range (0 .. 23)");
+  CHECK(parse_bad(one("sync", "schedule = \"0 2 0 * *\"")) ==
+        "t.toml:2: sync.schedule: \"0 2 0 * *\": day-of-month: 0 is out of range (1 .. 31)");
+  CHECK(parse_bad(one("sync", "schedule = \"0 2 32 * *\"")) ==
+        "t.toml:2: sync.schedule: \"0 2 32 * *\": day-of-month: 32 is out of range (1 .. 31)");
+  CHECK(parse_bad(one("sync", "schedule = \"0 2 * 13 *\"")) ==
+        "t.toml:2: sync.schedule: \"0 2 * 13 *\": month: 13 is out of range (1 .. 12)");
+  CHECK(parse_bad(one("sync", "schedule = \"0 2 * * 8\"")) ==
+        "t.toml:2: sync.schedule: \"0 2 * * 8\": day-of-week: 8 is out of range (0 .. 7)");
+  CHECK(parse_bad(one("sync", "schedule = \"*/0 2 * * *\"")) ==
+        "t.toml:2: sync.schedule: \"*/0 2 * * *\": minute: step 0 is out of range (1 .. 60)");
+  CHECK(parse_bad(one("sync", "schedule = \"0 5-3 * * *\"")) ==
+        "t.toml:2: sync.schedule: \"0 5-3 * * *\": hour: range \"5-3\" is reversed (5 > 3)");
+  CHECK(parse_bad(one("sync", "schedule = 5")) == "t.toml:2: sync.schedule: expected a string, got an integer");
+  CHECK(parse_ok(one("sync", "schedule = \"\"")).sync.schedule.empty());
+}
+
+TEST_CASE("[sync]: window, TTL and enum bounds", "[config][sync]") {
+  CHECK(parse_bad(one("sync", "window = \"30m\"")) == "t.toml:2: sync.window: \"30m\" is out of range (1h .. 7d)");
+  CHECK(parse_bad(one("sync", "window = \"8d\"")) == "t.toml:2: sync.window: \"8d\" is out of range (1h .. 7d)");
+  CHECK(parse_ok(one("sync", "window = \"1h\"")).sync.window_ms == 3'600'000);
+  CHECK(parse_ok(one("sync", "window = \"7d\"")).sync.window_ms == 7 * 86'400'000ull);
+  CHECK(parse_bad(one("sync", "message_ttl = \"0d\"")) ==
+        "t.toml:2: sync.message_ttl: \"0d\" is out of range (1d .. 90d)");
+  CHECK(parse_bad(one("sync", "message_ttl = 0")) ==
+        "t.toml:2: sync.message_ttl: 0 is not a duration (e.g. \"30s\", \"5m\"): give a unit");
+  CHECK(parse_bad(one("sync", "message_ttl = \"91d\"")) ==
+        "t.toml:2: sync.message_ttl: \"91d\" is out of range (1d .. 90d)");
+  CHECK(parse_bad(one("sync", "message_ttl = \"23h\"")).find("out of range (1d .. 90d)") != std::string::npos);
+  CHECK(parse_ok(one("sync", "message_ttl = \"90d\"")).sync.message_ttl_ms == 90 * 86'400'000ull);
+  CHECK(parse_bad(one("sync", "timezone = \"Europe/Berlin\"")) ==
+        "t.toml:2: sync.timezone: \"Europe/Berlin\" is not one of \"utc\", \"local\"");
+  CHECK(parse_bad(one("sync", "pull_through = \"sometimes\"")) ==
+        "t.toml:2: sync.pull_through: \"sometimes\" is not one of \"always\", \"in_window\", \"never\"");
+  CHECK(parse_bad(one("sync", "replay_deletes = 1")) ==
+        "t.toml:2: sync.replay_deletes: expected true or false, got an integer");
+}
+
+TEST_CASE("[sync]: an invalid keep pattern names the key, the entry's line and the part", "[config][sync]") {
+  CHECK(parse_bad("[sync]\nkeep = [\n  \"factory/*:v*\",\n  \"Factory/*:v*\",\n]\n") ==
+        "t.toml:4: sync.keep: \"Factory/*:v*\": repository part \"Factory\" is not a valid name component "
+        "(lowercase letters and digits, separated by \".\", \"_\", \"__\" or \"-\"; globs \"*\", \"?\", \"**\")");
+  CHECK(parse_bad(one("sync", "keep = [\"factory/*:\"]")).rfind("t.toml:2: sync.keep: \"factory/*:\": the tag part", 0) == 0);
+  CHECK(parse_bad(one("sync", "keep = [\"a//b\"]")).find("sync.keep:") != std::string::npos);
+  CHECK(parse_bad(one("sync", "keep = [\"a\", \"a\"]")) == "t.toml:2: sync.keep: \"a\" is listed twice");
+  CHECK(parse_bad(one("sync", "keep = \"factory/*\"")) == "t.toml:2: sync.keep: expected an array of strings, got a string");
+  CHECK(parse_ok(one("sync", "keep = []")).sync.keep.empty());
+}
+
+TEST_CASE("[sync]: dump_config round-trips", "[config][sync]") {
+  Config c;
+  c.sync.schedule = "*/30 1-5 * jan-mar mon";
+  c.sync.window_ms = 36 * 3'600'000ull;
+  c.sync.timezone = outpost::sync::TimeZone::Local;
+  c.sync.pull_through = outpost::sync::PullThrough::Never;
+  c.sync.message_ttl_ms = 14 * 86'400'000ull;
+  c.sync.replay_deletes = true;
+  c.sync.keep = {"factory/*:v*", "base/alpine"};
+  c.source = "x.toml";
+  const std::string text = dump_config(c);
+  CHECK(text.find("\n[sync]\n") != std::string::npos);
+  CHECK(text.find("schedule = \"*/30 1-5 * jan-mar mon\"\n") != std::string::npos);
+  CHECK(text.find("window = \"36h\"\n") != std::string::npos);
+  CHECK(text.find("timezone = \"local\"\n") != std::string::npos);
+  CHECK(text.find("pull_through = \"never\"\n") != std::string::npos);
+  CHECK(text.find("message_ttl = \"14d\"\n") != std::string::npos);
+  CHECK(text.find("keep = [\"factory/*:v*\", \"base/alpine\"]\n") != std::string::npos);
+  auto back = parse_config(text, "x.toml");
+  REQUIRE(back.ok());
+  CHECK(*back == c);
+}
+
+// The hidden test knob: OUTPOST_TEST_MESSAGE_TTL shortens sync.message_ttl
+// below its bound so an e2e test can watch a replay entry expire.
+TEST_CASE("[sync]: OUTPOST_TEST_MESSAGE_TTL overrides the TTL", "[config][sync]") {
+  struct Unset {
+    ~Unset() { unsetenv("OUTPOST_TEST_MESSAGE_TTL"); }
+  } unset;
+  setenv("OUTPOST_TEST_MESSAGE_TTL", "2s", 1);
+  CHECK(parse_ok(one("sync", "message_ttl = \"30d\"")).sync.message_ttl_ms == 2000);
+  CHECK(parse_ok("").sync.message_ttl_ms == 2000);
+  setenv("OUTPOST_TEST_MESSAGE_TTL", "soon", 1);
+  CHECK(parse_bad("") == "OUTPOST_TEST_MESSAGE_TTL: \"soon\" is not a duration (e.g. \"30s\", \"5m\")");
+  setenv("OUTPOST_TEST_MESSAGE_TTL", "0s", 1);
+  CHECK(parse_bad("") == "OUTPOST_TEST_MESSAGE_TTL: must be above 0");
+  unsetenv("OUTPOST_TEST_MESSAGE_TTL");
+  CHECK(parse_ok("").sync.message_ttl_ms == 7 * 86'400'000ull);
 }
