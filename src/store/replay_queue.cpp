@@ -22,6 +22,8 @@ constexpr std::array<std::pair<ReplayKind, std::string_view>, 6> kKinds{{
     {ReplayKind::DeleteBlob, "delete_blob"},
 }};
 
+// Walked in id order ("+e.state" keeps SQLite off replay_by_state, whose
+// order would need a sort of every due entry before LIMIT applies).
 // Why an entry `e` must wait for another pending entry `p` of its repository.
 // Each clause is its own NOT EXISTS with plain equalities, so SQLite can use
 // replay_by_digest / replay_by_tag instead of scanning the queue per entry.
@@ -36,10 +38,10 @@ constexpr std::array<std::pair<ReplayKind, std::string_view>, 6> kKinds{{
 //    also waits for older manifest entries (and manifest deletes) that
 //    reference the blob, as the local unlink had to.
 constexpr std::string_view kReady =
-    " e.state = 'pending' AND e.next_attempt <= ?1"
-    " AND (e.kind != 'manifest' OR NOT EXISTS(SELECT 1 FROM replay_deps d JOIN replay_queue p"
-    "      ON p.digest = d.digest AND p.repo = e.repo"
-    "      WHERE d.entry_id = e.id AND p.state = 'pending' AND p.kind IN ('blob', 'manifest') AND p.id != e.id))"
+    " +e.state = 'pending' AND e.next_attempt <= ?1"
+    " AND (e.kind != 'manifest' OR NOT EXISTS(SELECT 1 FROM replay_deps d WHERE d.entry_id = e.id"
+    "      AND EXISTS(SELECT 1 FROM replay_queue p WHERE p.digest = d.digest AND p.repo = e.repo"
+    "                 AND p.state = 'pending' AND p.kind IN ('blob', 'manifest') AND p.id != e.id)))"
     " AND (e.kind != 'tag' OR NOT EXISTS(SELECT 1 FROM replay_queue p"
     "      WHERE p.digest = e.digest AND p.repo = e.repo AND p.state = 'pending' AND p.kind = 'manifest'"
     "        AND p.id < e.id))"
@@ -63,7 +65,7 @@ constexpr std::string_view kReady =
 // (same-key) dependencies are not fatal: they only order, the later entry
 // can still be sent.
 constexpr std::string_view kDeadDep =
-    " f.repo = e.repo AND f.state IN ('failed', 'expired') AND f.kind IN ('blob', 'manifest')"
+    " f.repo = e.repo AND +f.state IN ('failed', 'expired') AND f.kind IN ('blob', 'manifest')"
     " AND ((e.kind = 'manifest' AND f.digest IN (SELECT d.digest FROM replay_deps d WHERE d.entry_id = e.id))"
     "   OR (e.kind = 'tag' AND f.kind = 'manifest' AND f.digest = e.digest AND f.id < e.id))"
     " AND NOT EXISTS(SELECT 1 FROM replay_queue a WHERE a.digest = f.digest AND a.repo = f.repo"
