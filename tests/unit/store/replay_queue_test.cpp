@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <limits>
 
+#include "store/meta_schema.hpp"
+#include "store/sqlite.hpp"
 #include "store_fixture.hpp"
 
 using namespace outpost;
@@ -595,4 +597,34 @@ TEST_CASE("replay: mount sources come from replayed blobs, else the local mount"
     if (e.repo == "team/one") REQUIRE(*st.replay_done(e.id));
   CHECK(*st.replay_mount_source(b, "team/two") == std::optional<std::string>("team/one"));
   CHECK_FALSE(*st.replay_mount_source(b, "team/one"));
+}
+
+TEST_CASE("replay: a store made before the queue existed upgrades in place", "[store][replay]") {
+  test::Sandbox sb;
+  test::TestClock clock;
+  Digest old_blob;
+  {
+    // A round-1 store: schema v1 only, with content.
+    auto s = open_store(sb.root(), test::options(clock));
+    old_blob = push_blob(*s, "app", "round 1 layer");
+  }
+  {
+    auto db = sql::Db::open(sb.root() + "/meta.db");
+    REQUIRE(db.ok());
+    REQUIRE(db->exec("DROP TABLE replay_counters; DROP TABLE replay_sent; DROP TABLE replay_deps;"
+                     " DROP TABLE replay_queue; PRAGMA user_version = 1;")
+                .ok());
+  }
+  auto s = open_store(sb.root(), replay_options(clock));
+  auto db_version = [&] {
+    auto db = sql::Db::open(sb.root() + "/meta.db");
+    REQUIRE(db.ok());
+    return *db->user_version();
+  };
+  CHECK(db_version() == static_cast<int64_t>(meta_migrations().size()));
+  CHECK(s->stat_blob("app", old_blob).ok());
+  // Content from before the upgrade is not owed (there was no queue); new pushes are.
+  CHECK(s->replay_stats()->pending == 0);
+  const Digest b = push_blob(*s, "app", "round 2 layer");
+  CHECK(describe(all_entries(*s)) == std::vector<std::string>{"blob app " + short_of(b)});
 }
