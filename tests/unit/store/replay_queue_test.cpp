@@ -556,10 +556,14 @@ TEST_CASE("replay: GC keeps every blob and manifest a pending entry needs", "[st
   auto s = open_store(sb.root(), replay_options(clock));
   auto& st = *s;
   const Digest b = push_blob(st, "app", "layer owed to the parent");
-  const Digest m = push_manifest(st, "app", "manifest owed", {b}, "v1");
+  // A base layer that came from the parent (no entry of its own) but that a
+  // pending pushed manifest references.
+  const Digest base = push_blob(st, "app", "cached base layer", Origin::Cached);
+  const Digest m = push_manifest(st, "app", "manifest owed", {b, base}, "v1");
   // Deleted locally (deletes are not replayed): still owed to the parent.
   REQUIRE(st.delete_manifest("app", m).ok());
   REQUIRE(st.delete_blob("app", b).ok());
+  REQUIRE(st.delete_blob("app", base).ok());
   clock.advance_ms(60 * kMinute);
   GcOptions o;
   o.grace_ms = 10 * kMinute;
@@ -567,6 +571,7 @@ TEST_CASE("replay: GC keeps every blob and manifest a pending entry needs", "[st
   REQUIRE(g.ok());
   CHECK(g->blobs_removed == 0);
   CHECK(st.blobs().contains(b));
+  CHECK(st.blobs().contains(base));
   CHECK(st.blobs().contains(m));
 
   // Sent: nothing holds them any more.
@@ -574,8 +579,9 @@ TEST_CASE("replay: GC keeps every blob and manifest a pending entry needs", "[st
   CHECK(st.replay_stats()->pending == 0);
   g = st.gc(o);
   REQUIRE(g.ok());
-  CHECK(g->blobs_removed == 2);
+  CHECK(g->blobs_removed == 3);
   CHECK_FALSE(st.blobs().contains(b));
+  CHECK_FALSE(st.blobs().contains(base));
   CHECK_FALSE(st.blobs().contains(m));
 }
 
