@@ -123,6 +123,9 @@ Result<GcReport> collect_garbage(const GcTargets& t, const GcOptions& opts) {
   STORE_ASSIGN(rep.upload_dirs_removed, t.uploads.sweep_orphans(cutoff));
   // After the expiries: a repository whose only content was a dead session.
   STORE_ASSIGN(rep.repos_removed, t.meta.delete_empty_repos());
+  // Mount sources of blobs that are gone here (a few rows; result unused).
+  STORE_ASSIGN(size_t sent_pruned, t.meta.prune_replay_sent());
+  (void)sent_pruned;
   {
     // Exclusive: one-shot writers hold the lock shared from creating their
     // temp file to its rename, so nothing found here is mid-write. tmp/ only

@@ -19,10 +19,10 @@ Result<Digest> digest_from_db(const std::string& s) {
   return d;
 }
 
-Result<std::unique_ptr<MetaDb>> MetaDb::open(const std::string& path, Clock clock) {
+Result<std::unique_ptr<MetaDb>> MetaDb::open(const std::string& path, Clock clock, ReplayPolicy replay) {
   STORE_ASSIGN(auto db, sql::Db::open(path));
   OUTPOST_TRY(db.migrate(meta_migrations()));
-  return std::unique_ptr<MetaDb>(new MetaDb(std::move(db), std::move(clock)));
+  return std::unique_ptr<MetaDb>(new MetaDb(std::move(db), std::move(clock), replay));
 }
 
 // ---- helpers (mu_ held) -------------------------------------------------------
@@ -68,6 +68,14 @@ Status MetaDb::link_locked(int64_t repo_id, const Digest& d, Origin origin, int6
   STORE_ASSIGN(auto touch, db_.prepare("UPDATE blobs SET touched = ?2 WHERE digest = ?1"));
   touch.bind(1, d.str()).bind(2, now);
   return touch.run();
+}
+
+Result<std::optional<Origin>> MetaDb::origin_locked(std::string_view sql, int64_t repo_id, std::string_view key) {
+  STORE_ASSIGN(auto st, db_.prepare(sql));
+  st.bind(1, repo_id).bind(2, key);
+  STORE_ASSIGN(bool row, st.step());
+  if (!row) return std::optional<Origin>();
+  return std::optional<Origin>(origin_from(st.col_text(0)));
 }
 
 Result<std::optional<Digest>> MetaDb::referencing_manifest_locked(int64_t repo_id, const Digest& d) {
@@ -158,6 +166,7 @@ Status MetaDb::record_blob(std::string_view repo, const Descriptor& blob, Origin
   if (!repo.empty()) {
     STORE_ASSIGN(int64_t repo_id, ensure_repo_locked(repo));
     OUTPOST_TRY(link_locked(repo_id, blob.digest, origin, now));
+    if (replaying(origin)) OUTPOST_TRY(enqueue_blob_locked(repo, blob.digest, blob.size, std::nullopt, now));
   }
   if (finished_upload) {
     STORE_ASSIGN(auto del, db_.prepare("DELETE FROM uploads WHERE uuid = ?1"));
@@ -171,12 +180,15 @@ Status MetaDb::link_blob(std::string_view repo, const Digest& d, Origin origin) 
   OUTPOST_TRY(check_repo_name(repo));
   std::lock_guard lk(mu_);
   STORE_ASSIGN(auto txn, sql::Txn::begin(db_));
-  STORE_ASSIGN(auto st, db_.prepare("SELECT 1 FROM blobs WHERE digest = ?1"));
+  STORE_ASSIGN(auto st, db_.prepare("SELECT size FROM blobs WHERE digest = ?1"));
   st.bind(1, d.str());
   STORE_ASSIGN(bool row, st.step());
   if (!row) return Error(Errc::BlobUnknown, d.str());
+  const auto size = static_cast<uint64_t>(st.col_int(0));
+  const int64_t now = clock_();
   STORE_ASSIGN(int64_t repo_id, ensure_repo_locked(repo));
-  OUTPOST_TRY(link_locked(repo_id, d, origin, clock_()));
+  OUTPOST_TRY(link_locked(repo_id, d, origin, now));
+  if (replaying(origin)) OUTPOST_TRY(enqueue_blob_locked(repo, d, size, std::nullopt, now));
   return txn.commit();
 }
 
@@ -194,8 +206,11 @@ Result<uint64_t> MetaDb::mount_blob(std::string_view from, std::string_view to, 
   STORE_ASSIGN(bool row, st.step());
   if (!row) return Error(Errc::BlobUnknown, d.str());
   const auto size = static_cast<uint64_t>(st.col_int(0));
+  const int64_t now = clock_();
   STORE_ASSIGN(int64_t to_id, ensure_repo_locked(to));
-  OUTPOST_TRY(link_locked(to_id, d, origin, clock_()));
+  OUTPOST_TRY(link_locked(to_id, d, origin, now));
+  // The source is a hint for the replayer: the parent may hold `d` in `from`.
+  if (replaying(origin)) OUTPOST_TRY(enqueue_blob_locked(to, d, size, std::string(from), now));
   OUTPOST_TRY(txn.commit());
   return size;
 }
@@ -214,10 +229,17 @@ Status MetaDb::unlink_blob(std::string_view repo, const Digest& d) {
   if (user)
     return Error(Errc::Unsupported, "blob " + d.str() + " is still referenced by manifest " + user->str() +
                                         ": delete the manifest first");
+  STORE_ASSIGN(auto origin, origin_locked("SELECT origin FROM repo_blobs WHERE repo_id = ?1 AND digest = ?2",
+                                          *repo_id, d.str()));
+  if (!origin) return Error(Errc::BlobUnknown, d.str());
   STORE_ASSIGN(auto del, db_.prepare("DELETE FROM repo_blobs WHERE repo_id = ?1 AND digest = ?2"));
   del.bind(1, *repo_id).bind(2, d.str());
   OUTPOST_TRY(del.run());
   if (db_.changes() == 0) return Error(Errc::BlobUnknown, d.str());
+  // Only deletes of pushed content are owed to the parent: deleting a cached
+  // copy locally must never delete the parent's original.
+  if (replaying_deletes() && *origin == Origin::Pushed)
+    OUTPOST_TRY(enqueue_delete_locked(ReplayKind::DeleteBlob, repo, d, std::nullopt, clock_()));
   return txn.commit();
 }
 
@@ -293,7 +315,14 @@ namespace {
 constexpr std::string_view kUnreferenced =
     "     NOT EXISTS(SELECT 1 FROM repo_blobs x WHERE x.digest = b.digest)"
     " AND NOT EXISTS(SELECT 1 FROM manifests m WHERE m.digest = b.digest)"
-    " AND NOT EXISTS(SELECT 1 FROM manifest_refs f WHERE f.digest = b.digest)";
+    " AND NOT EXISTS(SELECT 1 FROM manifest_refs f WHERE f.digest = b.digest)"
+    // Owed to the parent: bytes a pending replay entry will send (a blob, a
+    // manifest, the manifest a tag names) or that a pending manifest entry
+    // references, even after the local rows naming them were deleted.
+    " AND NOT EXISTS(SELECT 1 FROM replay_queue q WHERE q.digest = b.digest AND q.state = 'pending'"
+    "                AND q.kind IN ('blob', 'manifest', 'tag'))"
+    " AND NOT EXISTS(SELECT 1 FROM replay_deps rd JOIN replay_queue q ON q.id = rd.entry_id"
+    "                WHERE rd.digest = b.digest AND q.state = 'pending' AND q.kind = 'manifest')";
 }  // namespace
 
 Result<std::vector<Descriptor>> MetaDb::gc_candidates(int64_t cutoff_ms, const std::string& after, size_t limit) {
@@ -311,6 +340,14 @@ Result<std::vector<Descriptor>> MetaDb::gc_candidates(int64_t cutoff_ms, const s
     out.push_back(Descriptor{std::move(d), static_cast<uint64_t>(st.col_int(1))});
   }
   return out;
+}
+
+Result<size_t> MetaDb::prune_replay_sent() {
+  std::lock_guard lk(mu_);
+  STORE_ASSIGN(auto st, db_.prepare(
+      "DELETE FROM replay_sent AS s WHERE NOT EXISTS(SELECT 1 FROM blobs b WHERE b.digest = s.digest)"));
+  OUTPOST_TRY(st.run());
+  return static_cast<size_t>(db_.changes());
 }
 
 Result<bool> MetaDb::gc_delete_blob(const Digest& d, int64_t cutoff_ms) {

@@ -11,6 +11,7 @@
 #include "base/digest.hpp"
 #include "base/result.hpp"
 #include "store/layout.hpp"
+#include "store/replay_queue.hpp"
 #include "store/sqlite.hpp"
 #include "store/types.hpp"
 
@@ -31,7 +32,8 @@ struct UploadRow {
 /// callers may pass raw request values.
 class MetaDb {
  public:
-  static Result<std::unique_ptr<MetaDb>> open(const std::string& path, Clock clock);
+  /// `replay` decides which writes enqueue replay entries (replay_queue.hpp).
+  static Result<std::unique_ptr<MetaDb>> open(const std::string& path, Clock clock, ReplayPolicy replay = {});
 
   // ---- repositories -----------------------------------------------------
   /// Whether the repository holds something (a blob link or a manifest). A
@@ -109,10 +111,45 @@ class MetaDb {
   /// statement; true when it was deleted (the file may then be unlinked).
   Result<bool> gc_delete_blob(const Digest& d, int64_t cutoff_ms);
 
+  /// Deletes replay_sent rows whose blob is gone (called by GC).
+  Result<size_t> prune_replay_sent();
+
+  // ---- replay queue (replay_queue.cpp) -----------------------------------
+  // Entries are inserted by the writes above (pushed origin, policy enabled)
+  // inside their own transaction; these read and advance them.
+  /// Pending entries due at `now_ms` whose dependencies are all done, oldest
+  /// first, at most `limit` (rules in README.md "Replay queue").
+  Result<std::vector<ReplayEntry>> replay_next(int64_t now_ms, size_t limit);
+  /// Any entry by id (nullopt once done or superseded).
+  Result<std::optional<ReplayEntry>> replay_get(int64_t id);
+  /// The parent acknowledged the entry: deletes it, remembers a blob's or
+  /// manifest's (repo, digest) as a mount source, counts it. False when the
+  /// entry no longer exists (superseded while in flight).
+  Result<bool> replay_done(int64_t id);
+  /// A transient failure: attempts++, not ready before `next_attempt_ms`.
+  /// False unless the entry is pending.
+  Result<bool> replay_retry(int64_t id, int64_t next_attempt_ms, std::string_view error);
+  /// A permanent failure: the entry and (transitively) pending entries that
+  /// need it become failed. False unless the entry was pending.
+  Result<bool> replay_failed(int64_t id, std::string_view error);
+  /// Pending entries created more than `ttl_ms` before `now_ms` become
+  /// expired (their dependents failed). Returns how many expired.
+  Result<size_t> replay_expire(int64_t now_ms, int64_t ttl_ms);
+  /// Remembers the parent's upload session of a blob entry. False unless pending.
+  Result<bool> replay_set_upload(int64_t id, std::string_view upload_url, uint64_t offset);
+  Result<ReplayStats> replay_stats();
+  /// Failed and expired entries, most recent first, at most `limit`.
+  Result<std::vector<ReplayEntry>> replay_problems(size_t limit);
+  /// A repository other than `exclude` where the parent holds `d` (a replayed
+  /// blob/manifest), else the source of a local mount of `d`, else nullopt.
+  Result<std::optional<std::string>> replay_mount_source(const Digest& d, std::string_view exclude = {});
+
+  const ReplayPolicy& replay_policy() const { return replay_; }
   int64_t now_ms() const { return clock_(); }
 
  private:
-  MetaDb(sql::Db db, Clock clock) : db_(std::move(db)), clock_(std::move(clock)) {}
+  MetaDb(sql::Db db, Clock clock, ReplayPolicy replay)
+      : db_(std::move(db)), clock_(std::move(clock)), replay_(replay) {}
   // Helpers that expect mu_ held (and, for writes, a transaction open).
   Result<int64_t> ensure_repo_locked(std::string_view repo);
   Result<std::optional<int64_t>> repo_id_locked(std::string_view repo);
@@ -121,10 +158,28 @@ class MetaDb {
   Result<bool> readable_locked(int64_t repo_id, const Digest& d);
   Status link_locked(int64_t repo_id, const Digest& d, Origin origin, int64_t now);
   Result<std::optional<Digest>> referencing_manifest_locked(int64_t repo_id, const Digest& d);
+  /// The link's/manifest's/tag's origin, nullopt when absent.
+  Result<std::optional<Origin>> origin_locked(std::string_view sql, int64_t repo_id, std::string_view key);
+
+  // Replay enqueueing (replay_queue.cpp): mu_ held, inside the write's
+  // transaction; callers check the policy and origin first.
+  bool replaying(Origin o) const { return replay_.enabled && o == Origin::Pushed; }
+  bool replaying_deletes() const { return replay_.enabled && replay_.deletes; }
+  Status enqueue_blob_locked(std::string_view repo, const Digest& d, uint64_t size,
+                             const std::optional<std::string>& mount_from, int64_t now);
+  Status enqueue_manifest_locked(const ManifestPut& m, uint64_t size, int64_t now);
+  Status enqueue_tag_locked(std::string_view repo, std::string_view tag, const Digest& d, int64_t now);
+  /// DeleteManifest/DeleteBlob (digest) or DeleteTag (tag, digest it named).
+  Status enqueue_delete_locked(ReplayKind kind, std::string_view repo, const Digest& d,
+                               const std::optional<std::string>& tag, int64_t now);
+  /// Fails pending entries that need a failed/expired one (transitively),
+  /// only in `repo` when given (dependencies never cross repositories).
+  Status cascade_failures_locked(int64_t now, const std::optional<std::string>& repo = std::nullopt);
 
   std::mutex mu_;
   sql::Db db_;
   Clock clock_;
+  ReplayPolicy replay_;
 };
 
 /// NameInvalid unless `repo` matches the distribution-spec <name> grammar.

@@ -136,6 +136,11 @@ Result<ManifestInfo> MetaDb::put_manifest(const ManifestPut& m, uint64_t size) {
     tag.bind(1, repo_id).bind(2, *m.tag).bind(3, m.digest.str()).bind(4, origin_name(m.origin)).bind(5, now);
     OUTPOST_TRY(tag.run());
   }
+  if (replaying(m.origin)) {
+    OUTPOST_TRY(enqueue_manifest_locked(m, size, now));
+    if (m.tag) OUTPOST_TRY(enqueue_tag_locked(m.repo, *m.tag, m.digest, now));
+    OUTPOST_TRY(cascade_failures_locked(now, m.repo));
+  }
   OUTPOST_TRY(txn.commit());
   return out;
 }
@@ -166,6 +171,13 @@ Status MetaDb::delete_manifest(std::string_view repo, const Digest& d) {
   if (user)
     return Error(Errc::Unsupported, "manifest " + d.str() + " is still referenced by index " + user->str() +
                                         ": delete the index first");
+  STORE_ASSIGN(auto origin, origin_locked("SELECT origin FROM manifests WHERE repo_id = ?1 AND digest = ?2",
+                                          *repo_id, d.str()));
+  if (!origin) return Error(Errc::ManifestUnknown, d.str());
+  // Only pushed content: a local delete of a cached copy never reaches the
+  // parent. Enqueued before the rows go: the entry copies the manifest's refs.
+  if (replaying_deletes() && *origin == Origin::Pushed)
+    OUTPOST_TRY(enqueue_delete_locked(ReplayKind::DeleteManifest, repo, d, std::nullopt, clock_()));
   // Tags and refs go with it through ON DELETE CASCADE.
   STORE_ASSIGN(auto del, db_.prepare("DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2"));
   del.bind(1, *repo_id).bind(2, d.str());
@@ -191,8 +203,13 @@ Status MetaDb::put_tag(std::string_view repo, std::string_view tag, const Digest
       "INSERT INTO tags(repo_id, name, digest, origin, updated) VALUES(?1, ?2, ?3, ?4, ?5)"
       " ON CONFLICT(repo_id, name) DO UPDATE SET digest = excluded.digest,"
       "   origin = excluded.origin, updated = excluded.updated"));
-  st.bind(1, *repo_id).bind(2, tag).bind(3, d.str()).bind(4, origin_name(origin)).bind(5, clock_());
+  const int64_t now = clock_();
+  st.bind(1, *repo_id).bind(2, tag).bind(3, d.str()).bind(4, origin_name(origin)).bind(5, now);
   OUTPOST_TRY(st.run());
+  if (replaying(origin)) {
+    OUTPOST_TRY(enqueue_tag_locked(repo, tag, d, now));
+    OUTPOST_TRY(cascade_failures_locked(now, std::string(repo)));
+  }
   return txn.commit();
 }
 
@@ -212,12 +229,20 @@ Status MetaDb::delete_tag(std::string_view repo, std::string_view tag) {
   OUTPOST_TRY(check_repo_name(repo));
   OUTPOST_TRY(check_tag(tag));
   std::lock_guard lk(mu_);
-  STORE_ASSIGN(auto st, db_.prepare(
-      "DELETE FROM tags WHERE repo_id = (SELECT id FROM repositories WHERE name = ?1) AND name = ?2"));
-  st.bind(1, repo).bind(2, tag);
-  OUTPOST_TRY(st.run());
-  if (db_.changes() == 0) return Error(Errc::ManifestUnknown, "tag " + std::string(tag) + " not found");
-  return {};
+  STORE_ASSIGN(auto txn, sql::Txn::begin(db_));
+  STORE_ASSIGN(auto old, db_.prepare(
+      "DELETE FROM tags WHERE repo_id = (SELECT id FROM repositories WHERE name = ?1) AND name = ?2"
+      " RETURNING digest, origin"));
+  old.bind(1, repo).bind(2, tag);
+  STORE_ASSIGN(bool row, old.step());
+  if (!row) return Error(Errc::ManifestUnknown, "tag " + std::string(tag) + " not found");
+  STORE_ASSIGN(auto named, digest_from_db(old.col_text(0)));
+  const Origin origin = origin_from(old.col_text(1));
+  OUTPOST_TRY(old.run());  // finish the statement before the next write
+  // Only pushed tags: a local delete of a cached tag never reaches the parent.
+  if (replaying_deletes() && origin == Origin::Pushed)
+    OUTPOST_TRY(enqueue_delete_locked(ReplayKind::DeleteTag, repo, named, std::string(tag), clock_()));
+  return txn.commit();
 }
 
 // ---- listings ---------------------------------------------------------------------

@@ -90,7 +90,65 @@ CREATE TABLE uploads (
 CREATE INDEX uploads_by_updated ON uploads(updated);
 )sql";
 
-constexpr std::string_view kSteps[] = {kV1};
+// v2. The replay queue (replay_queue.hpp): local pushed writes owed to the
+// parent, inserted in the transaction that makes the write visible.
+// Repositories are named by text, not by id: an entry outlives the local
+// rows it describes (a pushed manifest deleted before it was sent is still
+// owed; GC deletes empty repository rows).
+// kind: blob | manifest | tag | delete_manifest | delete_tag | delete_blob.
+// state: pending | failed | expired (done entries are deleted; replay_sent
+// and the 'done' counter remember them).
+constexpr std::string_view kV2 = R"sql(
+CREATE TABLE replay_queue (
+  id            INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind          TEXT    NOT NULL CHECK (kind IN ('blob', 'manifest', 'tag',
+                                                 'delete_manifest', 'delete_tag', 'delete_blob')),
+  repo          TEXT    NOT NULL,
+  digest        TEXT,
+  tag           TEXT,
+  size          INTEGER NOT NULL DEFAULT 0 CHECK (size >= 0),
+  media_type    TEXT,
+  mount_from    TEXT,
+  state         TEXT    NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'failed', 'expired')),
+  attempts      INTEGER NOT NULL DEFAULT 0,
+  next_attempt  INTEGER NOT NULL,
+  created       INTEGER NOT NULL,
+  updated       INTEGER NOT NULL,
+  error         TEXT,
+  upload_url    TEXT,
+  upload_offset INTEGER NOT NULL DEFAULT 0 CHECK (upload_offset >= 0)
+);
+CREATE INDEX replay_by_state ON replay_queue(state, next_attempt);
+CREATE INDEX replay_by_digest ON replay_queue(digest, repo);
+CREATE INDEX replay_by_tag ON replay_queue(repo, tag) WHERE tag IS NOT NULL;
+
+-- What a manifest entry needs at the parent first (its refs and subject),
+-- copied when it is enqueued: the local manifest rows may be deleted before
+-- the entry is sent.
+CREATE TABLE replay_deps (
+  entry_id INTEGER NOT NULL REFERENCES replay_queue(id) ON DELETE CASCADE,
+  digest   TEXT    NOT NULL,
+  PRIMARY KEY (entry_id, digest)
+) WITHOUT ROWID;
+CREATE INDEX replay_deps_by_digest ON replay_deps(digest);
+
+-- (repository, digest) pairs the parent acknowledged: mount sources for
+-- later blob entries of the same digest.
+CREATE TABLE replay_sent (
+  digest TEXT    NOT NULL,
+  repo   TEXT    NOT NULL,
+  sent   INTEGER NOT NULL,
+  PRIMARY KEY (digest, repo)
+) WITHOUT ROWID;
+
+-- Monotonic counters ('done': entries the parent acknowledged).
+CREATE TABLE replay_counters (
+  name  TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+) WITHOUT ROWID;
+)sql";
+
+constexpr std::string_view kSteps[] = {kV1, kV2};
 
 }  // namespace
 

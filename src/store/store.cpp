@@ -69,7 +69,8 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& root, StoreOptions
     log::info("store root created", " root=" + log::quote(layout.root()));
   }
 
-  STORE_ASSIGN(auto meta, MetaDb::open(layout.db_file(), opts.clock));
+  STORE_ASSIGN(auto meta, MetaDb::open(layout.db_file(), opts.clock,
+                                       ReplayPolicy{opts.replay, opts.replay && opts.replay_deletes}));
   auto store = std::unique_ptr<Store>(new Store(layout, std::move(opts), std::move(lock), std::move(meta)));
 
   // Crash recovery. We hold the lock, so nothing is in flight: every temp
@@ -235,6 +236,27 @@ Result<Page> Store::catalog(const PageRequest& page) { return meta_->catalog(pag
 Result<ReferrerPage> Store::referrers(std::string_view repo, const Digest& subject,
                                       const std::optional<std::string>& artifact_type, const PageRequest& page) {
   return meta_->referrers(repo, subject, artifact_type, page);
+}
+
+// ---- replay queue -----------------------------------------------------------------------
+
+Result<std::vector<ReplayEntry>> Store::replay_next(int64_t now_ms, size_t limit) {
+  return meta_->replay_next(now_ms, limit);
+}
+Result<std::optional<ReplayEntry>> Store::replay_get(int64_t id) { return meta_->replay_get(id); }
+Result<bool> Store::replay_done(int64_t id) { return meta_->replay_done(id); }
+Result<bool> Store::replay_retry(int64_t id, int64_t next_attempt_ms, std::string_view error) {
+  return meta_->replay_retry(id, next_attempt_ms, error);
+}
+Result<bool> Store::replay_failed(int64_t id, std::string_view error) { return meta_->replay_failed(id, error); }
+Result<size_t> Store::replay_expire(int64_t now_ms, int64_t ttl_ms) { return meta_->replay_expire(now_ms, ttl_ms); }
+Result<bool> Store::replay_set_upload(int64_t id, std::string_view upload_url, uint64_t offset) {
+  return meta_->replay_set_upload(id, upload_url, offset);
+}
+Result<ReplayStats> Store::replay_stats() { return meta_->replay_stats(); }
+Result<std::vector<ReplayEntry>> Store::replay_problems(size_t limit) { return meta_->replay_problems(limit); }
+Result<std::optional<std::string>> Store::replay_mount_source(const Digest& d, std::string_view exclude) {
+  return meta_->replay_mount_source(d, exclude);
 }
 
 // ---- maintenance ------------------------------------------------------------------------

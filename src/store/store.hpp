@@ -11,6 +11,7 @@
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/digest.hpp"
 #include "base/result.hpp"
@@ -19,6 +20,7 @@
 #include "store/gc.hpp"
 #include "store/layout.hpp"
 #include "store/meta_db.hpp"
+#include "store/replay_queue.hpp"
 #include "store/types.hpp"
 #include "store/upload.hpp"
 
@@ -33,6 +35,12 @@ struct StoreOptions {
   size_t max_open_uploads = 256;
   /// read_manifest refuses larger blobs (distribution's default limit is 4 MiB).
   uint64_t max_manifest_bytes = 4 * 1024 * 1024;
+  /// Enqueue replay entries for pushed writes (the app sets it when a parent
+  /// is configured and the mode is ReadWrite). Cached writes never enqueue.
+  bool replay = false;
+  /// Also enqueue deletes of pushed manifests, tags and blob links
+  /// (sync.replay_deletes; only with `replay`).
+  bool replay_deletes = false;
 };
 
 /// Cost classes (every one blocks, so in the server all of them run on the
@@ -119,6 +127,33 @@ class Store {
   Result<ReferrerPage> referrers(std::string_view repo, const Digest& subject,
                                  const std::optional<std::string>& artifact_type = std::nullopt,
                                  const PageRequest& page = {});            ///< [meta]
+
+  // ---- replay queue (replay_queue.hpp, README.md "Replay queue") --------
+  // Entries are added by the writes above, in their transaction. The
+  // replayer drains them with these. A false result means the entry is no
+  // longer in the state the call expects (done, superseded, failed/expired).
+  /// [meta] Ready entries (due, every entry they depend on done), oldest first.
+  Result<std::vector<ReplayEntry>> replay_next(int64_t now_ms, size_t limit);
+  /// [meta] One entry by id; nullopt once done or superseded.
+  Result<std::optional<ReplayEntry>> replay_get(int64_t id);
+  /// [sync] The parent has it: delete the entry, remember a mount source, count it.
+  Result<bool> replay_done(int64_t id);
+  /// [sync] Transient failure: attempts++, not ready before `next_attempt_ms`.
+  Result<bool> replay_retry(int64_t id, int64_t next_attempt_ms, std::string_view error);
+  /// [sync] Permanent failure (DENIED, UNSUPPORTED, NAME_INVALID): the entry
+  /// and pending entries that need it (transitively) become failed.
+  Result<bool> replay_failed(int64_t id, std::string_view error);
+  /// [sync] Pending entries created more than `ttl_ms` before `now_ms` expire
+  /// (their dependents fail); local content stays. Returns how many expired.
+  Result<size_t> replay_expire(int64_t now_ms, int64_t ttl_ms);
+  /// [sync] Persist the parent's upload session of a blob entry, to resume
+  /// after a restart (an empty url forgets it). Read back in ReplayEntry.
+  Result<bool> replay_set_upload(int64_t id, std::string_view upload_url, uint64_t offset);
+  Result<ReplayStats> replay_stats();                                   ///< [meta] a few counts over the queue
+  Result<std::vector<ReplayEntry>> replay_problems(size_t limit);       ///< [meta] failed/expired, newest first
+  /// [meta] A repository other than `exclude` the parent holds `d` in (a
+  /// replayed blob/manifest), else a recorded mount source; nullopt if none.
+  Result<std::optional<std::string>> replay_mount_source(const Digest& d, std::string_view exclude = {});
 
   // ---- maintenance ------------------------------------------------------
   /// [bulk] One GC pass (gc.hpp); safe while serving.
