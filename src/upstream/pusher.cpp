@@ -330,12 +330,15 @@ class Upload : public PushOp, public std::enable_shared_from_this<Upload> {
            if (rep->status == 400 && rep->body.find("BLOB_UPLOAD_INVALID") != std::string::npos)
              return me->restart("PATCH", *rep);
            if (rep->status != 202 && rep->status != 204) return me->fail_answer("PATCH", *rep);
-           me->adopt_location(*rep);
            if (auto range = rep->headers.get("Range")) {
-             if (*range != "0-" + std::to_string(end - 1)) return me->query_status();  // resync
+             if (*range != "0-" + std::to_string(end - 1)) {  // the parent holds something else: ask
+               me->adopt_location(*rep);
+               return me->query_status();
+             }
            }
            me->offset_ = end;
-           me->confirmed_ = end;
+           me->confirmed_ = end;  // before on_location: the saved location stands for these bytes
+           me->adopt_location(*rep);
            me->send_more();
          });
   }
@@ -411,17 +414,22 @@ PushOpPtr Pusher::put_manifest(const std::string& repo, const std::string& refer
   return op;
 }
 
-PushOpPtr Pusher::remove(const std::string& what, const std::string& repo, std::string path, Done<DeleteOutcome> done) {
+PushOpPtr Pusher::remove(const std::string& what, const std::string& repo, std::string path, bool by_tag,
+                         Done<DeleteOutcome> done) {
   auto op = std::make_shared<PushOp>();
   RequestOptions o;
   o.actions = "delete";
   o.retry_if_stale = true;  // DELETE is idempotent
   send(rc_, op, http::Method::Delete, std::move(path), repo, {}, std::move(o),
-       [what, done = std::move(done)](Result<Reply> rep) {
+       [what, by_tag, done = std::move(done)](Result<Reply> rep) {
          if (!rep) return done(classify_failure(what, rep.error()));
          if (is_success(rep->status)) return done(DeleteOutcome::Deleted);
          if (rep->status == 404) return done(DeleteOutcome::AlreadyGone);
          if (rep->status == 405) return done(DeleteOutcome::Unsupported);
+         // distribution 2.8 parses the reference of a DELETE as a digest
+         // only and answers a tag with 400 DIGEST_INVALID: it cannot delete tags.
+         if (by_tag && rep->status == 400 && rep->body.find("DIGEST_INVALID") != std::string::npos)
+           return done(DeleteOutcome::Unsupported);
          done(classify_answer(what, rep->status, rep->headers, rep->body));
        });
   return op;
@@ -429,17 +437,18 @@ PushOpPtr Pusher::remove(const std::string& what, const std::string& repo, std::
 
 PushOpPtr Pusher::delete_manifest(const std::string& repo, const std::string& digest, Done<DeleteOutcome> done) {
   const std::string r = rc_.upstream_repo(repo);
-  return remove("DELETE manifest " + repo + "@" + digest, r, "/v2/" + r + "/manifests/" + digest, std::move(done));
+  return remove("DELETE manifest " + repo + "@" + digest, r, "/v2/" + r + "/manifests/" + digest, false,
+                std::move(done));
 }
 
 PushOpPtr Pusher::delete_tag(const std::string& repo, const std::string& tag, Done<DeleteOutcome> done) {
   const std::string r = rc_.upstream_repo(repo);
-  return remove("DELETE tag " + repo + ":" + tag, r, "/v2/" + r + "/manifests/" + tag, std::move(done));
+  return remove("DELETE tag " + repo + ":" + tag, r, "/v2/" + r + "/manifests/" + tag, true, std::move(done));
 }
 
 PushOpPtr Pusher::delete_blob(const std::string& repo, const std::string& digest, Done<DeleteOutcome> done) {
   const std::string r = rc_.upstream_repo(repo);
-  return remove("DELETE blob " + repo + "@" + digest, r, "/v2/" + r + "/blobs/" + digest, std::move(done));
+  return remove("DELETE blob " + repo + "@" + digest, r, "/v2/" + r + "/blobs/" + digest, false, std::move(done));
 }
 
 }  // namespace outpost::upstream

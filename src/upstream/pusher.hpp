@@ -101,7 +101,7 @@ struct UploadResult {
 enum class DeleteOutcome {
   Deleted,      ///< 202 (or 200/204)
   AlreadyGone,  ///< 404: the parent does not have it; nothing to do
-  Unsupported,  ///< 405: the parent refuses this delete (deletes disabled, or tag deletes unsupported)
+  Unsupported,  ///< 405, or 400 DIGEST_INVALID for a tag (distribution 2.8): the parent cannot do this delete
 };
 
 /// Handle of one push operation. cancel(): no callback fires after.
@@ -154,7 +154,8 @@ class Pusher {
   RegistryClient& registry() { return rc_; }
 
  private:
-  PushOpPtr remove(const std::string& what, const std::string& repo, std::string path, Done<DeleteOutcome> done);
+  PushOpPtr remove(const std::string& what, const std::string& repo, std::string path, bool by_tag,
+                   Done<DeleteOutcome> done);
   RegistryClient& rc_;
 };
 

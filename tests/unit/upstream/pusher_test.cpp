@@ -290,7 +290,7 @@ TEST_CASE("pusher: an upload stopped after a chunk resumes from the saved locati
   o.chunk_size = 2 * 1024 * 1024;
   o.on_location = [&](const std::string& l) {
     saved = l;
-    if (op && op->bytes_sent() >= o.chunk_size) op->cancel();
+    if (op && op->bytes_sent() >= 2 * 1024 * 1024) op->cancel();
   };
   op = env.pusher->upload_blob("site/resume", f.digest(), f.fd(), f.size(), o,
                                [&](PushResult<upstream::UploadResult>) { fired = true; });
@@ -495,8 +495,10 @@ TEST_CASE("pusher: retryable errors: a stopped parent, and the breaker open (fai
     CHECK(r.error().retryable());
     CHECK(r.error().status == 0);
     CHECK_FALSE(r.error().message.empty());
-    // The parent comes back: the same call now succeeds.
+    // The parent comes back: once the breaker's probe has seen it, the
+    // same call succeeds.
     REQUIRE(reg.start());
+    REQUIRE(env.fx.run_until([&] { return !env.pusher->registry().offline(); }, milliseconds(15'000)));
     auto again = upload(env, "site/down", f);
     INFO((again.ok() ? std::string() : again.error().message));
     CHECK(again.ok());
