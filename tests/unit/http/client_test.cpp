@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <memory>
@@ -1251,4 +1252,56 @@ TEST_CASE("client: cancel() while a file body is being read and sent: no callbac
   env.until([] { return false; }, milliseconds(100));
   CHECK(o.dones == 0);
   env.end();
+}
+
+TEST_CASE("client: an answer that comes before the file body is sent ends the call; the connection is dropped",
+          "[http][client][body]") {
+  // A parent refusing a big upload up front (401/413) and draining the rest
+  // of the body before it closes, as Go's net/http does.
+  int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(lfd, 4) == 0);
+  socklen_t len = sizeof a;
+  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
+  std::atomic<size_t> drained{0};
+  std::thread server([lfd, &drained] {
+    int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) return;
+    std::string in;
+    char buf[65536];
+    while (in.find("\r\n\r\n") == std::string::npos) {
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      in.append(buf, static_cast<size_t>(n));
+    }
+    const std::string r = "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!";
+    (void)!::send(fd, r.data(), r.size(), MSG_NOSIGNAL);
+    while (true) {  // drain until the client closes
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      drained += static_cast<size_t>(n);
+    }
+    ::close(fd);
+  });
+  const std::string data = pattern(64 * 1024 * 1024);
+  TempFile f(data);
+  {
+    ClientEnv env;
+    auto req = make_req(Method::Patch, "http://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/u");
+    req.file_body = http::FileBody{f.fd(), 0, data.size()};
+    Outcome o;
+    auto call = env.send(req, o);
+    env.wait_done(o);
+    CHECK(o.ok());
+    CHECK(o.status == 413);
+    CHECK(o.body == "big!");
+    CHECK(call->body_bytes_sent() < data.size());
+    CHECK(env.client->idle_connections() == 0);
+    env.end();
+  }
+  server.join();
+  ::close(lfd);
 }
