@@ -14,11 +14,14 @@
 
 #include <catch2/catch.hpp>
 #include <memory>
+#include <mutex>
+#include <vector>
 #include <optional>
 #include <string>
 
 #include "base/digest.hpp"
 #include "http/client.hpp"
+#include "support/http_test_server.hpp"
 #include "support/loop_fixture.hpp"
 #include "docker_registry.hpp"
 #include "upstream/pusher.hpp"
@@ -540,4 +543,63 @@ TEST_CASE("pusher: classify_answer maps statuses and OCI codes", "[upstream][pus
   CHECK(e.retry_after_ms == 7000);
   CHECK(e.oci_code == "TOOMANYREQUESTS");
   CHECK(e.message == R"(op: parent answered 429 TOOMANYREQUESTS: m ({"x":1}))");
+}
+
+TEST_CASE("pusher: relative Locations, the requests' framing, and a 416 that resyncs the offset",
+          "[upstream][pusher][classify]") {
+  // A registry that answers with relative Locations (allowed by the spec;
+  // distribution sends absolute ones) and refuses the first PATCH with 416
+  // because it already holds 1000 bytes.
+  const std::string data = pattern(5000, 41);
+  BlobFile f(data);
+  std::string held;
+  std::mutex mu;
+  HttpTestServer srv([&](ScriptConn& c, const SeenRequest& r) {
+    std::lock_guard<std::mutex> g(mu);
+    if (r.method == "POST") {
+      held = data.substr(0, 1000);
+      return (void)c.send(reply(202, "", {{"Location", "/v2/site/rel/blobs/uploads/u1?_state=a"}}));
+    }
+    if (r.method == "PATCH") {
+      auto range = r.header("Content-Range").value_or("");
+      if (range.rfind(std::to_string(held.size()) + "-", 0) != 0) return (void)c.send(reply(416));
+      held += r.body;
+      return (void)c.send(reply(202, "", {{"Location", "u1?_state=b"},
+                                          {"Range", "0-" + std::to_string(held.size() - 1)}}));
+    }
+    if (r.method == "GET")
+      return (void)c.send(reply(204, "", {{"Location", "/v2/site/rel/blobs/uploads/u1?_state=c"},
+                                          {"Range", "0-" + std::to_string(held.size() - 1)}}));
+    if (r.method == "PUT") {
+      bool good = Digest::sha256_of(held).str() == f.digest();
+      return (void)c.send(good ? reply(201, "", {{"Docker-Content-Digest", f.digest()}})
+                               : reply(400, R"({"errors":[{"code":"DIGEST_INVALID","message":"x"}]})"));
+    }
+    c.send(reply(404));
+  });
+  PushEnv env(srv.url());
+  std::vector<std::string> locations;
+  upstream::UploadOptions o;
+  o.on_location = [&](const std::string& l) { locations.push_back(l); };
+  auto r = upload(env, "site/rel", f, o);
+  INFO((r.ok() ? std::string() : r.error().message));
+  REQUIRE(r.ok());
+  auto seen = srv.requests();
+  REQUIRE(seen.size() == 5);  // POST, PATCH (416), GET, PATCH, PUT
+  CHECK(seen[0].target == "/v2/site/rel/blobs/uploads/");
+  CHECK(seen[1].method == "PATCH");
+  CHECK(seen[1].header("Content-Range") == std::optional<std::string>("0-4999"));
+  CHECK(seen[2].method == "GET");
+  CHECK(seen[2].target == "/v2/site/rel/blobs/uploads/u1?_state=a");
+  CHECK(seen[3].target == "/v2/site/rel/blobs/uploads/u1?_state=c");
+  CHECK(seen[3].header("Content-Range") == std::optional<std::string>("1000-4999"));
+  CHECK(seen[3].header("Content-Type") == std::optional<std::string>("application/octet-stream"));
+  CHECK(seen[3].body == data.substr(1000));
+  CHECK(seen[4].method == "PUT");
+  CHECK(seen[4].target == "/v2/site/rel/blobs/uploads/u1?_state=b&digest=" + f.digest());
+  CHECK(seen[4].header("Content-Length") == std::optional<std::string>("0"));
+  REQUIRE(locations.size() == 3);
+  CHECK(locations[0] == srv.url("/v2/site/rel/blobs/uploads/u1?_state=a"));
+  CHECK(locations[2] == srv.url("/v2/site/rel/blobs/uploads/u1?_state=b"));
+  env.end();
 }
