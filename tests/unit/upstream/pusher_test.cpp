@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <algorithm>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -601,5 +603,56 @@ TEST_CASE("pusher: relative Locations, the requests' framing, and a 416 that res
   REQUIRE(locations.size() == 3);
   CHECK(locations[0] == srv.url("/v2/site/rel/blobs/uploads/u1?_state=a"));
   CHECK(locations[2] == srv.url("/v2/site/rel/blobs/uploads/u1?_state=b"));
+  env.end();
+}
+
+namespace {
+/// Resident set size of this process, in bytes (/proc/self/statm).
+uint64_t rss_bytes() {
+  std::ifstream f("/proc/self/statm");
+  uint64_t size = 0, resident = 0;
+  f >> size >> resident;
+  return resident * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+}
+}  // namespace
+
+TEST_CASE("pusher: memory stays flat while a 96 MiB blob streams to the parent", "[upstream][pusher][registry]") {
+  NEED_REGISTRY();
+  DockerRegistry reg;
+  REQUIRE(reg.start());
+  PushEnv env(reg.url());
+  // The blob is written to the file piece by piece: the test holds no copy either.
+  char path[] = "/tmp/outpost-pusher-big-XXXXXX";
+  int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  ::unlink(path);
+  const uint64_t size = 96ull * 1024 * 1024;
+  Sha256 h;
+  {
+    const std::string piece = pattern(1024 * 1024, 99);
+    for (uint64_t off = 0; off < size; off += piece.size()) {
+      std::string p = piece;
+      p[0] = static_cast<char>(off >> 20);  // no two pieces alike
+      h.update(p);
+      REQUIRE(::write(fd, p.data(), p.size()) == static_cast<ssize_t>(p.size()));
+    }
+  }
+  const std::string digest = h.finish().str();
+  const uint64_t base = rss_bytes();
+  uint64_t peak = base;
+  std::optional<PushResult<upstream::UploadResult>> out;
+  auto op = env.pusher->upload_blob("site/big", digest, fd, size, {},
+                                    [&](PushResult<upstream::UploadResult> r) { out.emplace(std::move(r)); });
+  REQUIRE(env.fx.run_until(
+      [&] {
+        peak = std::max(peak, rss_bytes());
+        return out.has_value();
+      },
+      milliseconds(120'000)));
+  REQUIRE(out->ok());
+  CHECK(reg.blob_file_size(digest) == static_cast<long long>(size));
+  INFO("rss grew by " << (peak - base) / 1024 << " KiB");
+  CHECK(peak - base < 16ull * 1024 * 1024);
+  ::close(fd);
   env.end();
 }
