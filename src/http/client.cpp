@@ -45,6 +45,10 @@ class ClientConn {
   void begin_request();
   void do_write();
   void do_read();
+  /// FileBody: reads the next chunk (out_ is drained) unless one is in flight.
+  void read_body_chunk();
+  static void on_body_read(uv_fs_t* req) noexcept;
+  bool body_pending() const;
   void feed(const char* p, size_t n);
   void message_done();
   void set_poll(int events);
@@ -82,6 +86,17 @@ class ClientConn {
 
   std::string out_;
   size_t out_off_ = 0;
+  // FileBody state of the current request. The read request and its buffer
+  // live in a heap object that a close() only detaches: the pool still
+  // writes into the buffer until on_body_read runs.
+  struct BodyRead {
+    uv_fs_t req;
+    ClientConn* conn;
+    std::string buf;
+  };
+  BodyRead* body_read_ = nullptr;
+  uint64_t body_pos_ = 0;  ///< bytes of the file body read so far
+  std::string spare_;      ///< the other chunk buffer, reused between reads
   llhttp_t parser_;
   llhttp_settings_t settings_;
   std::string field_, value_;
@@ -319,10 +334,17 @@ void ClientConn::begin_request() {
   for (const auto& h : r.headers.list()) {
     out_ += h.name; out_ += ": "; out_ += h.value; out_ += "\r\n";
   }
-  if (!r.body.empty() || r.method == Method::Put || r.method == Method::Post || r.method == Method::Patch)
-    out_ += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
-  out_ += "\r\n";
-  out_ += r.body;
+  if (r.file_body) {
+    out_ += "Content-Length: " + std::to_string(r.file_body->length) + "\r\n\r\n";
+  } else {
+    if (!r.body.empty() || r.method == Method::Put || r.method == Method::Post || r.method == Method::Patch)
+      out_ += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
+    out_ += "\r\n";
+    out_ += r.body;
+  }
+  body_pos_ = 0;
+  call_->body_read_ = 0;
+  call_->body_sent_ = 0;
   llhttp_init(&parser_, HTTP_RESPONSE, &settings_);
   parser_.data = this;
   resp_ = ClientResponse{};
@@ -335,35 +357,103 @@ void ClientConn::begin_request() {
   do_write();
 }
 
+bool ClientConn::body_pending() const {
+  return call_ && call_->req_.file_body && body_pos_ < call_->req_.file_body->length;
+}
+
 void ClientConn::do_write() {
+  // With a file body the socket is also watched for an early answer.
+  const int watch = call_ && call_->req_.file_body ? UV_READABLE : 0;
   while (out_off_ < out_.size()) {
     size_t n = 0;
     if (tls_) {
       auto io = tls_->write(out_.data() + out_off_, out_.size() - out_off_, &n);
       out_off_ += n;
-      if (io == net::TlsIo::WantWrite) return set_poll(UV_WRITABLE);
+      if (io == net::TlsIo::WantWrite) return set_poll(UV_WRITABLE | watch);
       if (io == net::TlsIo::WantRead) return set_poll(UV_READABLE);
       if (io != net::TlsIo::Done) return fail(Errc::UpstreamUnavailable, "write to " + origin_ + ": " + tls_->last_error());
     } else {
       ssize_t w = ::send(fd_, out_.data() + out_off_, out_.size() - out_off_, MSG_NOSIGNAL);
       if (w < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return set_poll(UV_WRITABLE);
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return set_poll(UV_WRITABLE | watch);
         if (errno == EPIPE || errno == ECONNRESET) return fail_closed("write to " + origin_ + ": " + strerror(errno));
         return fail(Errc::UpstreamUnavailable, "write to " + origin_ + ": " + strerror(errno));
       }
-      out_off_ += static_cast<size_t>(w);
+      n = static_cast<size_t>(w);
+      out_off_ += n;
+    }
+    if (watch && body_pos_ > 0 && n > 0) {
+      // Body bytes moved: the parent is reading; the deadline is progress.
+      call_->body_sent_ = std::min(call_->body_read_, call_->body_sent_ + n);
+      arm(call_->req_.timeouts.progress_ms);
     }
   }
   out_.clear();
   out_off_ = 0;
+  if (body_pending()) {
+    // Back-pressure: the next chunk is read only now that this one is in
+    // the socket; meanwhile only an early answer is of interest.
+    set_poll(UV_READABLE);
+    return read_body_chunk();
+  }
+  if (watch) {
+    call_->body_sent_ = call_->body_read_;
+    arm(call_->req_.timeouts.first_byte_ms);  // the parent may verify a digest now
+  }
   state_ = State::Reading;
   set_poll(UV_READABLE);
   if (tls_ && tls_->has_pending()) do_read();
 }
 
+void ClientConn::read_body_chunk() {
+  if (body_read_) return;
+  const FileBody& fb = *call_->req_.file_body;
+  const uint64_t left = fb.length - body_pos_;
+  auto* r = new BodyRead{};
+  r->conn = this;
+  r->req.data = r;
+  r->buf = std::move(spare_);
+  r->buf.resize(static_cast<size_t>(std::min<uint64_t>(left, kFileBodyChunk)));
+  body_read_ = r;
+  uv_buf_t b = uv_buf_init(r->buf.data(), static_cast<unsigned>(r->buf.size()));
+  int rc = uv_fs_read(client_->loop(), &r->req, fb.fd, &b, 1, static_cast<int64_t>(fb.offset + body_pos_), on_body_read);
+  if (rc < 0) {
+    body_read_ = nullptr;
+    delete r;
+    fail(Errc::Io, std::string("reading the request body: ") + uv_strerror(rc));
+  }
+}
+
+void ClientConn::on_body_read(uv_fs_t* req) noexcept {
+  auto* r = static_cast<BodyRead*>(req->data);
+  ClientConn* c = r->conn;
+  const ssize_t n = req->result;
+  uv_fs_req_cleanup(req);
+  if (!c) {  // the connection closed meanwhile
+    delete r;
+    return;
+  }
+  c->body_read_ = nullptr;
+  if (n <= 0) {
+    delete r;
+    return c->fail(Errc::Io, n < 0 ? std::string("reading the request body: ") + uv_strerror(static_cast<int>(n))
+                                   : std::string("request body file ended before its length"));
+  }
+  r->buf.resize(static_cast<size_t>(n));
+  c->out_.swap(r->buf);
+  c->spare_ = std::move(r->buf);  // the drained buffer, for the next read
+  delete r;
+  c->out_off_ = 0;
+  c->body_pos_ += static_cast<uint64_t>(n);
+  c->call_->body_read_ = c->body_pos_;
+  if (c->state_ == State::Writing) c->do_write();
+}
+
 void ClientConn::do_read() {
   char buf[64 * 1024];
-  for (int rounds = 0; rounds < 16 && state_ == State::Reading && !(call_ && call_->paused_); ++rounds) {
+  for (int rounds = 0; rounds < 16 && (state_ == State::Reading || state_ == State::Writing) &&
+                       !(call_ && call_->paused_);
+       ++rounds) {
     size_t got = 0;
     bool eof = false;
     if (tls_) {
@@ -391,7 +481,7 @@ void ClientConn::do_read() {
     }
     if (call_) call_->got_response_bytes_ = true;
     feed(buf, got);
-    if (state_ != State::Reading || !call_ || call_->paused_) return;
+    if ((state_ != State::Reading && state_ != State::Writing) || !call_ || call_->paused_) return;
     // Re-armed after parsing, so the chunk that carried the head already
     // counts against the body's progress deadline.
     arm(resp_.status ? call_->req_.timeouts.progress_ms : call_->req_.timeouts.first_byte_ms);
@@ -416,8 +506,12 @@ void ClientConn::feed(const char* p, size_t n) {
 
 void ClientConn::message_done() {
   ClientCallPtr call = std::move(call_);
-  bool reuse = llhttp_should_keep_alive(&parser_) && requests_ > 0;
+  // An answer that came before the whole body was sent (State::Writing)
+  // leaves the connection mid-request: never reuse it.
+  bool reuse = llhttp_should_keep_alive(&parser_) && requests_ > 0 && state_ == State::Reading;
   uv_timer_stop(&timer_);
+  if (spare_.capacity() > 0) std::string().swap(spare_);
+  if (out_.capacity() > 64 * 1024) std::string().swap(out_);
   if (reuse) {
     state_ = State::Idle;
     set_poll(UV_READABLE);  // notice the parent closing while idle
@@ -523,7 +617,13 @@ void ClientConn::on_poll(uv_poll_t* h, int status, int events) noexcept {
       return c->on_connected();
     }
     case State::Handshaking: return c->do_handshake();
-    case State::Writing: return c->do_write();
+    case State::Writing:
+      if ((events & UV_READABLE) && c->call_ && c->call_->req_.file_body) {  // an early answer
+        c->do_read();
+        if (c->state_ != State::Writing) return;
+      }
+      if (!c->body_read_) c->do_write();  // else on_body_read writes on
+      return;
     case State::Reading:
       if (events & UV_WRITABLE) c->set_poll(UV_READABLE);
       return c->do_read();
@@ -545,6 +645,9 @@ void ClientConn::on_timer(uv_timer_t* t) noexcept {
     case State::Handshaking:
       return c->fail(Errc::UpstreamUnavailable, "connecting to " + c->origin_ + " timed out");
     case State::Writing:
+      if (c->body_pos_ > 0)
+        return c->fail(Errc::UpstreamUnavailable, "sending the request body to " + c->origin_ + " stalled");
+      [[fallthrough]];
     case State::Reading:
       return c->fail(Errc::UpstreamUnavailable,
                      c->resp_.status ? "response body from " + c->origin_ + " stalled"
@@ -565,7 +668,8 @@ void ClientConn::fail_closed(std::string detail) {
   // would double the caller's wait (issue #13: 2 x parent.timeout).
   ClientCallPtr call = std::move(call_);
   const bool retry = call && !call->finished_ && !call->retried_ && reused() && !call->got_response_bytes_ &&
-                     (call->req_.method == Method::Get || call->req_.method == Method::Head);
+                     (call->req_.method == Method::Get || call->req_.method == Method::Head ||
+                      call->req_.retry_if_stale);
   close(Status());
   if (!call || call->finished_) return;
   if (retry) {
@@ -585,6 +689,10 @@ void ClientConn::close(Status why) {
   if (resolve_) {
     resolve_->conn = nullptr;  // on_resolved frees it
     resolve_ = nullptr;
+  }
+  if (body_read_) {
+    body_read_->conn = nullptr;  // on_body_read frees it
+    body_read_ = nullptr;
   }
   client_->on_conn_closed_(this);
   tls_.reset();

@@ -7,12 +7,22 @@
 //            -> write request -> on_head -> on_data* -> on_done (exactly once)
 // A call whose reused connection the parent closed (EOF, reset) before any
 // response byte is retried once on a new connection when the method is
-// idempotent. A deadline is never retried: the caller waits one timeout.
+// idempotent (or the caller says resending is harmless). A deadline is never
+// retried: the caller waits one timeout.
+//
+// Request bodies are a string (small: manifests, tokens) or a region of an
+// open file (blobs pushed to the parent, issue #15): read with uv_fs_read
+// into one kFileBodyChunk buffer on the loop's pool and written to the socket
+// before the next read starts, so a slow parent holds back the disk reads
+// and memory stays at one chunk per call whatever the blob size. While such a
+// body is being sent the socket is watched for an early answer (a 401 or 413
+// before the body is read): it ends the call and the connection is dropped.
 #pragma once
 #include <uv.h>
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -32,12 +42,32 @@ struct ClientTimeouts {
   uint64_t progress_ms = 30'000;     ///< longest pause inside a response body
 };
 
+/// A request body streamed from `length` bytes of `fd` starting at `offset`
+/// (positional reads: the fd's file position is not used, so one fd may
+/// serve several calls). The fd is not owned and must stay open until the
+/// call's on_done; the bytes must not change meanwhile. Restartable by
+/// construction: every attempt (a stale-connection retry, an auth retry by
+/// the caller) reads from `offset` again.
+struct FileBody {
+  int fd = -1;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+/// Size of the one buffer a FileBody is read into and sent from.
+inline constexpr size_t kFileBodyChunk = 256 * 1024;
+
 struct ClientRequest {
   Method method = Method::Get;
   Url url;
   Headers headers;     ///< Host, User-Agent and Content-Length are added
-  std::string body;
-  ClientTimeouts timeouts;
+  std::string body;    ///< small bodies; ignored when file_body is set
+  std::optional<FileBody> file_body;  ///< Content-Length = file_body->length
+  ClientTimeouts timeouts;            ///< progress_ms also bounds pauses while sending a body
+  /// Resend on a stale pooled connection (closed before any answer byte)
+  /// even though the method is not GET/HEAD: the caller knows a second copy
+  /// is harmless (a PUT by digest, a PATCH with Content-Range).
+  bool retry_if_stale = false;
 };
 
 struct ClientResponse {
@@ -66,6 +96,11 @@ class ClientCall {
   void pause();
   void resume();
   bool paused() const { return paused_; }
+  /// FileBody progress of the current attempt: bytes read from the file and
+  /// bytes handed to the socket (read - sent <= kFileBodyChunk). Reset when
+  /// the request is sent again on a new connection.
+  uint64_t body_bytes_read() const { return body_read_; }
+  uint64_t body_bytes_sent() const { return body_sent_; }
 
   // internals, for ClientConn / HttpClient
   ClientRequest req_;
@@ -78,6 +113,8 @@ class ClientCall {
   bool retried_ = false;
   bool got_response_bytes_ = false;
   bool paused_ = false;
+  uint64_t body_read_ = 0;
+  uint64_t body_sent_ = 0;
   void finish_(Status s);
 };
 using ClientCallPtr = std::shared_ptr<ClientCall>;

@@ -14,7 +14,12 @@ constexpr int kMaxRedirects = 5;
 
 uint64_t now_ms() { return uv_hrtime() / 1'000'000; }
 
-std::string scope_for(const std::string& repo) { return "repository:" + repo + ":pull"; }
+std::string scope_for(const std::string& repo, const RequestOptions& o = {}) {
+  std::string s = "repository:" + repo + ":" + o.actions;
+  for (const auto& from : o.also_pull)
+    if (from != repo) s += " repository:" + from + ":pull";
+  return s;
+}
 
 bool is_redirect(int s) { return s == 301 || s == 302 || s == 303 || s == 307 || s == 308; }
 }  // namespace
@@ -74,6 +79,13 @@ std::string RegistryClient::basic_header() const {
 UpstreamOpPtr RegistryClient::request(http::Method m, std::string path, std::string repo, http::Headers extra,
                                       http::ClientCall::OnHead on_head, http::ClientCall::OnData on_data,
                                       http::ClientCall::OnDone on_done) {
+  return request(m, std::move(path), std::move(repo), std::move(extra), RequestOptions{}, std::move(on_head),
+                 std::move(on_data), std::move(on_done));
+}
+
+UpstreamOpPtr RegistryClient::request(http::Method m, std::string path, std::string repo, http::Headers extra,
+                                      RequestOptions opts, http::ClientCall::OnHead on_head,
+                                      http::ClientCall::OnData on_data, http::ClientCall::OnDone on_done) {
   if (closing_) {
     if (on_done) on_done(Error(Errc::Cancelled, "shutting down"));
     return std::make_shared<UpstreamOp>();
@@ -88,13 +100,19 @@ UpstreamOpPtr RegistryClient::request(http::Method m, std::string path, std::str
   op->path = std::move(path);
   op->repo = std::move(repo);
   op->extra = std::move(extra);
+  op->scope = scope_for(op->repo, opts);
+  op->opts = std::move(opts);
   op->on_head = std::move(on_head);
   op->on_data = std::move(on_data);
   op->on_done = std::move(on_done);
-  op->url = opts_.url;
-  std::string base = opts_.url.target;
-  while (!base.empty() && base.back() == '/') base.pop_back();
-  op->url.target = base + op->path;
+  if (op->opts.url) {
+    op->url = *op->opts.url;
+  } else {
+    op->url = opts_.url;
+    std::string base = opts_.url.target;
+    while (!base.empty() && base.back() == '/') base.pop_back();
+    op->url.target = base + op->path;
+  }
   step(op);
   return op;
 }
@@ -111,6 +129,9 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
   req.url = op->url;
   req.headers = op->extra;
   req.timeouts = opts_.timeouts;
+  req.body = op->opts.body;
+  req.file_body = op->opts.file_body;
+  req.retry_if_stale = op->opts.retry_if_stale;
   if (op->trial) {
     // The breaker's trial must not hold a client longer than a probe would.
     req.timeouts.connect_ms = std::min(req.timeouts.connect_ms, link_->probe_timeout_ms());
@@ -119,7 +140,7 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
   // Credentials go only to the registry's own origin, never to a storage
   // host it redirects to (those URLs carry their own signature).
   if (op->url.origin() == opts_.url.origin()) {
-    auto it = tokens_.find(scope_for(op->repo));
+    auto it = tokens_.find(op->scope);
     if (it != tokens_.end() && it->second.expires_ms > now_ms()) req.headers.set("Authorization", "Bearer " + it->second.value);
     else if (basic_mode_ && !opts_.username.empty()) req.headers.set("Authorization", basic_header());
   }
@@ -195,8 +216,10 @@ void RegistryClient::after_intercept(const UpstreamOpPtr& op) {
   }
   if (ch && ch->scheme == "bearer" && !ch->param("realm").empty()) {
     basic_mode_ = false;
+    // A write needs its own scope (pull,push; a mount's source too): the
+    // challenge names what this request lacks, which may be less.
     std::string scope = ch->param("scope");
-    if (scope.empty()) scope = scope_for(op->repo);
+    if (scope.empty() || op->opts.actions != "pull" || !op->opts.also_pull.empty()) scope = op->scope;
     return fetch_token(op, ch->param("realm"), ch->param("service"), scope);
   }
   auto done = std::move(op->on_done);
@@ -213,7 +236,14 @@ void RegistryClient::fetch_token(const UpstreamOpPtr& op, const std::string& rea
   }
   std::string q = url->target.find('?') == std::string::npos ? "?" : "&";
   if (!service.empty()) q += "service=" + http::percent_encode(service) + "&";
-  q += "scope=" + http::percent_encode(scope);
+  // Several resources: one scope parameter each (docker token spec).
+  for (size_t start = 0; start < scope.size();) {
+    size_t sp = scope.find(' ', start);
+    if (sp == std::string::npos) sp = scope.size();
+    if (sp > start) q += (q.size() > 1 && q.back() != '&' ? "&" : "") + std::string("scope=") +
+                         http::percent_encode(scope.substr(start, sp - start));
+    start = sp + 1;
+  }
   url->target += q;
   http::ClientRequest req;
   req.url = *url;
@@ -241,8 +271,8 @@ void RegistryClient::fetch_token(const UpstreamOpPtr& op, const std::string& rea
         if (*status != 200) return fail("status " + std::to_string(*status));
         auto grant = parse_token_response(*body);
         if (!grant) return fail(grant.error().detail);
-        tokens_[scope_for(op->repo)] = Token{std::move(grant->token), now_ms() + grant->lifetime_ms};
-        if (scope != scope_for(op->repo)) tokens_[scope] = tokens_[scope_for(op->repo)];
+        tokens_[op->scope] = Token{std::move(grant->token), now_ms() + grant->lifetime_ms};
+        if (scope != op->scope) tokens_[scope] = tokens_[op->scope];
         step(op);
       });
 }

@@ -7,7 +7,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "http/client.hpp"
 #include "http/url.hpp"
@@ -31,6 +33,21 @@ struct UpstreamOptions {
 
 class RegistryClient;
 
+/// What a write needs beyond a pull (issue #15, pushing to the parent).
+struct RequestOptions {
+  /// Token scope actions on the request's repository: "pull" or "pull,push".
+  std::string actions = "pull";
+  /// Further repositories to ask `pull` on in the same token (a mount's `from`).
+  std::vector<std::string> also_pull;
+  std::string body;                          ///< small bodies (manifests)
+  std::optional<http::FileBody> file_body;   ///< blobs, streamed from disk
+  bool retry_if_stale = false;               ///< see http::ClientRequest
+  /// An absolute URL the parent gave (an upload Location) to send to
+  /// instead of the base URL + path. Credentials still go only to the
+  /// parent's own origin.
+  std::optional<http::Url> url;
+};
+
 /// One logical request (possibly several HTTP exchanges). cancel() stops it;
 /// no callback fires after.
 class UpstreamOp {
@@ -44,6 +61,8 @@ class UpstreamOp {
   std::string path;   ///< "/v2/<repo>/..."
   std::string repo;   ///< upstream repository name, for the auth scope
   http::Headers extra;
+  RequestOptions opts;
+  std::string scope;  ///< token scope, "repository:<repo>:<actions>[ repository:<from>:pull]"
   http::ClientCall::OnHead on_head;
   http::ClientCall::OnData on_data;
   http::ClientCall::OnDone on_done;
@@ -95,6 +114,11 @@ class RegistryClient {
   /// runs before this returns.
   UpstreamOpPtr request(http::Method m, std::string path, std::string repo, http::Headers extra,
                         http::ClientCall::OnHead on_head, http::ClientCall::OnData on_data,
+                        http::ClientCall::OnDone on_done);
+  /// As above, with a body and the token scope a write needs. A body (file
+  /// or string) is sent again from its start on an auth retry or a redirect.
+  UpstreamOpPtr request(http::Method m, std::string path, std::string repo, http::Headers extra,
+                        RequestOptions opts, http::ClientCall::OnHead on_head, http::ClientCall::OnData on_data,
                         http::ClientCall::OnDone on_done);
 
  private:

@@ -4,6 +4,7 @@
 // request framing, keep-alive pooling per origin, the pool's idle timeout,
 // the one retry of an idempotent request on a stale pooled connection,
 // HEAD, chunked / Content-Length / read-until-EOF bodies, broken framing,
+// request bodies streamed from a file (back-pressure, restart, deadline),
 // interim responses, on_head returning false, cancel(), the connect /
 // first-byte / progress deadlines and tearing the client down mid-call.
 //
@@ -15,13 +16,16 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <stdlib.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "http/client.hpp"
@@ -1004,4 +1008,300 @@ TEST_CASE("client: https without a TLS configuration fails at once", "[http][cli
   CHECK(o.message().find("TLS") != std::string::npos);
   CHECK(o.dones == 1);
   env.end();
+}
+
+// ---------------------------------------------------------------------------
+// File bodies (issue #15): streamed from a file region, one chunk at a time
+
+namespace {
+
+/// A temp file holding `bytes`, removed at scope end.
+class TempFile {
+ public:
+  explicit TempFile(const std::string& bytes) {
+    char path[] = "/tmp/outpost-client-body-XXXXXX";
+    fd_ = ::mkstemp(path);
+    if (fd_ < 0) FAIL("mkstemp failed");
+    path_ = path;
+    size_t off = 0;
+    while (off < bytes.size()) {
+      ssize_t n = ::write(fd_, bytes.data() + off, bytes.size() - off);
+      if (n <= 0) FAIL("write failed");
+      off += static_cast<size_t>(n);
+    }
+  }
+  ~TempFile() {
+    ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+  std::string path_;
+};
+
+/// A listener the test drives by hand: nothing is read until drain() (so a
+/// client writing to it fills the socket buffers and must stop).
+class SilentServer {
+ public:
+  SilentServer() {
+    lfd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int small = 16 * 1024;  // inherited by the accepted socket: a small window
+    ::setsockopt(lfd_, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(lfd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::listen(lfd_, 4);
+    socklen_t len = sizeof a;
+    ::getsockname(lfd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+  }
+  ~SilentServer() {
+    if (thread_.joinable()) thread_.join();
+    if (cfd_ >= 0) ::close(cfd_);
+    ::close(lfd_);
+  }
+  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+  /// On a thread: accepts, reads head + `body_len` bytes, answers 201.
+  void drain(size_t body_len) {
+    thread_ = std::thread([this, body_len] {
+      cfd_ = ::accept4(lfd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (cfd_ < 0) return;
+      std::string in;
+      char buf[65536];
+      size_t head_end = std::string::npos;
+      while (true) {
+        ssize_t n = ::recv(cfd_, buf, sizeof buf, 0);
+        if (n <= 0) return;
+        in.append(buf, static_cast<size_t>(n));
+        if (head_end == std::string::npos) head_end = in.find("\r\n\r\n");
+        if (head_end != std::string::npos && in.size() >= head_end + 4 + body_len) break;
+      }
+      body = in.substr(head_end + 4);
+      const std::string r = "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n";
+      (void)!::send(cfd_, r.data(), r.size(), MSG_NOSIGNAL);
+    });
+  }
+  void join() {
+    if (thread_.joinable()) thread_.join();
+  }
+  std::string body;
+
+ private:
+  int lfd_ = -1, cfd_ = -1, port_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace
+
+TEST_CASE("client: a file body larger than the chunk buffer arrives intact, from its offset",
+          "[http][client][body]") {
+  HttpTestServer srv([](ScriptConn& c, const SeenRequest& r) {
+    c.send(reply(201, std::to_string(r.body.size())));
+  });
+  const std::string data = pattern(3 * http::kFileBodyChunk + 12345);
+  TempFile f(data);
+  ClientEnv env;
+  auto req = make_req(Method::Patch, srv.url("/v2/x/blobs/uploads/1"));
+  req.headers.set("Content-Type", "application/octet-stream");
+  req.file_body = http::FileBody{f.fd(), 100, data.size() - 100};
+  Outcome o;
+  auto call = env.send(req, o);
+  env.wait_done(o);
+  CHECK(o.ok());
+  CHECK(o.status == 201);
+  CHECK(call->body_bytes_read() == data.size() - 100);
+  CHECK(call->body_bytes_sent() == data.size() - 100);
+  auto seen = srv.requests();
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0].header("Content-Length") == std::optional<std::string>(std::to_string(data.size() - 100)));
+  CHECK(seen[0].body == data.substr(100));
+  // The connection is pooled after a file body, like after any other.
+  CHECK(env.client->idle_connections() == 1);
+  env.end();
+}
+
+TEST_CASE("client: an empty file body sends Content-Length: 0", "[http][client][body]") {
+  HttpTestServer srv([](ScriptConn& c, const SeenRequest&) { c.send(reply(202)); });
+  TempFile f("");
+  ClientEnv env;
+  auto req = make_req(Method::Patch, srv.url("/u"));
+  req.file_body = http::FileBody{f.fd(), 0, 0};
+  Outcome o = env.fetch(req);
+  CHECK(o.ok());
+  auto seen = srv.requests();
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0].header("Content-Length") == std::optional<std::string>("0"));
+  env.end();
+}
+
+TEST_CASE("client: a file body is read only as fast as the parent takes it (back-pressure)",
+          "[http][client][body]") {
+  const std::string data = pattern(32 * 1024 * 1024);
+  TempFile f(data);
+  SilentServer srv;
+  ClientEnv env;
+  auto req = make_req(Method::Patch, srv.url("/u"));
+  req.file_body = http::FileBody{f.fd(), 0, data.size()};
+  Outcome o;
+  auto call = env.send(req, o);
+  // Nobody reads: once the socket buffers are full the client must stop
+  // reading the file, holding at most one chunk beyond what it sent. The
+  // stall is measured over a bounded time (the thing tested is an absence).
+  env.until([&] { return o.done(); }, milliseconds(800));
+  CHECK_FALSE(o.done());
+  CHECK(call->body_bytes_read() < data.size() / 2);
+  CHECK(call->body_bytes_read() - call->body_bytes_sent() <= http::kFileBodyChunk);
+  srv.drain(data.size());
+  env.wait_done(o, milliseconds(30'000));
+  srv.join();
+  CHECK(o.ok());
+  CHECK(o.status == 201);
+  CHECK(srv.body.size() == data.size());
+  CHECK(srv.body == data);
+  env.end();
+}
+
+TEST_CASE("client: a file body that stops moving fails after progress_ms", "[http][client][body][deadline]") {
+  const std::string data = pattern(16 * 1024 * 1024);
+  TempFile f(data);
+  SilentServer srv;
+  ClientEnv env;
+  http::ClientTimeouts t;
+  t.progress_ms = 300;
+  auto req = make_req(Method::Patch, srv.url("/u"), t);
+  req.file_body = http::FileBody{f.fd(), 0, data.size()};
+  auto start = std::chrono::steady_clock::now();
+  Outcome o = env.fetch(req);
+  auto took = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - start);
+  CHECK_FALSE(o.ok());
+  CHECK(o.code() == Errc::UpstreamUnavailable);
+  CHECK(o.message().find("stalled") != std::string::npos);
+  CHECK(took < milliseconds(5'000));
+  env.end();
+}
+
+TEST_CASE("client: a file body on a stale pooled connection is sent again from its start when allowed",
+          "[http][client][body][retry]") {
+  HttpTestServer srv(stale_after_first());
+  const std::string data = pattern(2 * http::kFileBodyChunk + 7);
+  TempFile f(data);
+  ClientEnv env;
+  CHECK(env.fetch(make_req(Method::Get, srv.url("/warm"))).ok());
+  REQUIRE(env.client->idle_connections() == 1);
+  auto put = make_req(Method::Put, srv.url("/v2/x/blobs/uploads/1?digest=sha256:0"));
+  put.file_body = http::FileBody{f.fd(), 0, data.size()};
+  put.retry_if_stale = true;
+  Outcome o = env.fetch(put);
+  CHECK(o.ok());
+  CHECK(o.status == 200);
+  auto seen = srv.requests();
+  REQUIRE(seen.size() == 3);
+  CHECK(seen[2].conn == 1);
+  CHECK(seen[2].method == "PUT");
+  CHECK(seen[2].body == data);
+  env.end();
+}
+
+TEST_CASE("client: a file body PATCH on a stale connection is not resent unless the caller allows it",
+          "[http][client][body][retry]") {
+  HttpTestServer srv(stale_after_first());
+  const std::string data = pattern(1000);
+  TempFile f(data);
+  ClientEnv env;
+  CHECK(env.fetch(make_req(Method::Get, srv.url("/warm"))).ok());
+  auto patch = make_req(Method::Patch, srv.url("/u"));
+  patch.file_body = http::FileBody{f.fd(), 0, data.size()};
+  Outcome o = env.fetch(patch);
+  CHECK_FALSE(o.ok());
+  CHECK(o.code() == Errc::UpstreamUnavailable);
+  CHECK(srv.count_path("/u") == 1);
+  env.end();
+}
+
+TEST_CASE("client: a file body shorter than its length fails the call (Io) and drops the connection",
+          "[http][client][body]") {
+  HttpTestServer srv([](ScriptConn& c, const SeenRequest&) { c.send(reply(201)); });
+  const std::string data = pattern(1000);
+  TempFile f(data);
+  ClientEnv env;
+  auto req = make_req(Method::Patch, srv.url("/u"));
+  req.file_body = http::FileBody{f.fd(), 0, 5000};
+  Outcome o = env.fetch(req);
+  CHECK_FALSE(o.ok());
+  CHECK(o.code() == Errc::Io);
+  CHECK(o.dones == 1);
+  CHECK(env.client->idle_connections() == 0);
+  env.end();
+}
+
+TEST_CASE("client: cancel() while a file body is being read and sent: no callback, clean close",
+          "[http][client][body][cancel]") {
+  const std::string data = pattern(8 * 1024 * 1024);
+  TempFile f(data);
+  SilentServer srv;
+  ClientEnv env;
+  auto req = make_req(Method::Patch, srv.url("/u"));
+  req.file_body = http::FileBody{f.fd(), 0, data.size()};
+  Outcome o;
+  auto call = env.send(req, o);
+  CHECK(env.until([&] { return call->body_bytes_sent() > 0; }));
+  call->cancel();
+  env.until([] { return false; }, milliseconds(100));
+  CHECK(o.dones == 0);
+  env.end();
+}
+
+TEST_CASE("client: an answer that comes before the file body is sent ends the call; the connection is dropped",
+          "[http][client][body]") {
+  // A parent refusing a big upload up front (401/413) and draining the rest
+  // of the body before it closes, as Go's net/http does.
+  int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(lfd, 4) == 0);
+  socklen_t len = sizeof a;
+  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
+  std::atomic<size_t> drained{0};
+  std::thread server([lfd, &drained] {
+    int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) return;
+    std::string in;
+    char buf[65536];
+    while (in.find("\r\n\r\n") == std::string::npos) {
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      in.append(buf, static_cast<size_t>(n));
+    }
+    const std::string r = "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!";
+    (void)!::send(fd, r.data(), r.size(), MSG_NOSIGNAL);
+    while (true) {  // drain until the client closes
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      drained += static_cast<size_t>(n);
+    }
+    ::close(fd);
+  });
+  const std::string data = pattern(64 * 1024 * 1024);
+  TempFile f(data);
+  {
+    ClientEnv env;
+    auto req = make_req(Method::Patch, "http://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/u");
+    req.file_body = http::FileBody{f.fd(), 0, data.size()};
+    Outcome o;
+    auto call = env.send(req, o);
+    env.wait_done(o);
+    CHECK(o.ok());
+    CHECK(o.status == 413);
+    CHECK(o.body == "big!");
+    CHECK(call->body_bytes_sent() < data.size());
+    CHECK(env.client->idle_connections() == 0);
+    env.end();
+  }
+  server.join();
+  ::close(lfd);
 }

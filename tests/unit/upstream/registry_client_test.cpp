@@ -10,6 +10,9 @@
 //
 // Callers only ever see the final response: on_head once, body bytes of the
 // final response only, on_done once.
+#include <stdlib.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <atomic>
 #include <memory>
@@ -823,5 +826,61 @@ TEST_CASE("registry client: while offline, a miss is let through as a trial that
   CHECK(second.code() == Errc::UpstreamUnavailable);
   REQUIRE(env.until([&] { return first.done(); }));
   CHECK(srv.count_path("/v2/a/manifests/z") - before <= 1);
+  env.end();
+}
+
+// ---------------------------------------------------------------------------
+// Writes (issue #15): push scopes and bodies sent again after the auth dance
+
+TEST_CASE("registry client: a write asks pull,push (and pull on a mount's source); its file body is sent again",
+          "[upstream][registry][bearer][push]") {
+  HttpTestServer tokens([](ScriptConn& c, const SeenRequest& r) {
+    c.send(reply(200, R"({"token":"PUSHTOKEN","expires_in":300})", {{"Content-Type", "application/json"}}));
+    (void)r;
+  });
+  const std::string realm = tokens.url("/token");
+  HttpTestServer srv([realm](ScriptConn& c, const SeenRequest& r) {
+    if (r.header("Authorization") == std::optional<std::string>("Bearer PUSHTOKEN"))
+      return (void)c.send(reply(202, "got " + std::to_string(r.body.size())));
+    // The challenge names only what this request lacks (pull), as some registries do.
+    c.send(unauthorized(R"(Bearer realm=")" + realm + R"(",service="reg.test",scope="repository:site/app:pull")"));
+  });
+  char path[] = "/tmp/outpost-rc-body-XXXXXX";
+  int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  ::unlink(path);
+  const std::string data(700 * 1024, 'z');
+  REQUIRE(::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
+
+  RegEnv env(options_for(srv.url()));
+  upstream::RequestOptions ro;
+  ro.actions = "pull,push";
+  ro.also_pull = {"base/alpine"};
+  ro.file_body = http::FileBody{fd, 0, data.size()};
+  Outcome o;
+  env.reg->request(
+      Method::Patch, "/v2/site/app/blobs/uploads/u1", "site/app", {}, ro,
+      [&o](const http::ClientResponse& r) {
+        o.status = r.status;
+        return true;
+      },
+      [&o](std::string_view c) { o.body.append(c); },
+      [&o](Status s) {
+        ++o.dones;
+        o.st = std::move(s);
+      });
+  REQUIRE(env.until([&] { return o.done(); }));
+  CHECK(o.ok());
+  CHECK(o.status == 202);
+  CHECK(o.body == "got " + std::to_string(data.size()));
+  auto t = tokens.requests();
+  REQUIRE(t.size() == 1);
+  CHECK(t[0].target.find("scope=repository:site/app:pull%2Cpush") != std::string::npos);
+  CHECK(t[0].target.find("scope=repository:base/alpine:pull") != std::string::npos);
+  auto seen = srv.requests();
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0].body == data);
+  CHECK(seen[1].body == data);
+  ::close(fd);
   env.end();
 }
