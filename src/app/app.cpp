@@ -82,9 +82,16 @@ namespace {
 // its parent, so a parent announcing ReadOnly makes the configuration wrong.
 // One probe (GET /v2/) before serving, bounded by the probe timeout: an
 // unreachable parent does not hold the start (the replayer checks the mode
-// again before each run). Returns the reason to refuse the start, or "".
+// again before each run). A ReadOnly one probes too, without waiting, so
+// status shows the parent's mode from the start. Returns the reason to
+// refuse the start, or "".
 std::string check_parent_mode_at_start(uv_loop_t* loop, upstream::RegistryClient& parent, bool read_only) {
-  if (read_only || parent.options().offline) return {};
+  if (parent.options().offline) return {};
+  if (read_only) {
+    // Nothing to refuse, so nothing to wait for; status shows the mode soon.
+    parent.mutable_link().probe_now([](bool) {});
+    return {};
+  }
   bool done = false;
   parent.mutable_link().probe_now([&done](bool) { done = true; });
   if (!done) {
