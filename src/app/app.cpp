@@ -92,17 +92,20 @@ std::string check_parent_mode_at_start(uv_loop_t* loop, upstream::RegistryClient
     parent.mutable_link().probe_now([](bool) {});
     return {};
   }
-  bool done = false;
-  parent.mutable_link().probe_now([&done](bool) { done = true; });
-  if (!done) {
+  // Shared: when the deadline ends the wait first, the probe still answers
+  // later (a resolver that does not answer), after this frame is gone.
+  auto answered = std::make_shared<bool>(false);
+  parent.mutable_link().probe_now([answered](bool) { *answered = true; });
+  if (!*answered) {
     // A ref'd deadline keeps uv_run blocking (the probe timer is unref'd)
     // and bounds the wait even when the resolver does not answer.
+    bool expired = false;
     auto* deadline = new uv_timer_t;
     uv_timer_init(loop, deadline);
-    deadline->data = &done;
+    deadline->data = &expired;
     uv_timer_start(deadline, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; },
                    parent.options().probe_timeout_ms + 250, 0);
-    while (!done) uv_run(loop, UV_RUN_ONCE);
+    while (!*answered && !expired) uv_run(loop, UV_RUN_ONCE);
     uv_close(reinterpret_cast<uv_handle_t*>(deadline), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
   }
   return upstream::hierarchy_conflict(read_only, parent.parent_mode(), parent.options().url.str());
