@@ -108,7 +108,7 @@ std::string check_parent_mode_at_start(uv_loop_t* loop, upstream::RegistryClient
     while (!*answered && !expired) uv_run(loop, UV_RUN_ONCE);
     uv_close(reinterpret_cast<uv_handle_t*>(deadline), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
   }
-  return upstream::hierarchy_conflict(read_only, parent.parent_mode(), parent.options().url.str());
+  return parent.replay_blocked_reason(read_only);
 }
 }  // namespace
 

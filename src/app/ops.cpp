@@ -128,8 +128,7 @@ std::string status_json(const OpsSources& s) {
 std::string replay_blocked_reason(const OpsSources& s) {
   const auto* parent = s.pull ? s.pull->parent() : nullptr;
   if (!parent) return {};
-  return upstream::hierarchy_conflict(s.config->registry.mode == "ReadOnly", parent->parent_mode(),
-                                      parent->options().url.str());
+  return parent->replay_blocked_reason(s.config->registry.mode == "ReadOnly");
 }
 
 bool is_loopback_peer(std::string_view peer) {

@@ -1250,3 +1250,27 @@ TEST_CASE("cache: the window switch reaches every upstream's link", "[cache][win
   env.fx().call([&] { env.pull->set_background_allowed(true); });
   env.end();
 }
+
+TEST_CASE("cache: ReadOnly, outside a window with in_window: a blob HEAD miss asks the parent nothing",
+          "[cache][window]") {
+  const std::string bytes = pattern(1000, 4);
+  const Digest d = Digest::sha256_of(bytes);
+  auto open = std::make_shared<std::atomic<bool>>(false);
+  auto popts = window_popts(cache::PullPolicy::InWindow, open);
+  popts.read_only = true;
+  CacheEnv env(blob_upstream(bytes), popts);
+  TestClient a(env.port());
+  REQUIRE(a.send(get_request(blob_path("r", d), {}, "HEAD")));
+  auto r = a.read_response(kWait, /*head_only=*/true);
+  CHECK(status_of(r) == 404);
+  CHECK(env.upstream.request_count() == 0);
+  // In a window the same HEAD is the parent's to answer (size, no body).
+  open->store(true);
+  REQUIRE(a.send(get_request(blob_path("r", d), {}, "HEAD")));
+  auto in = a.read_response(kWait, true);
+  REQUIRE(in);
+  CHECK(in->status == 200);
+  CHECK(in->header("Content-Length") == std::to_string(bytes.size()));
+  CHECK(env.upstream.count_path(blob_path("r", d)) == 1);
+  env.end();
+}

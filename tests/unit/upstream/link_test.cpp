@@ -194,6 +194,8 @@ TEST_CASE("link: answers to real requests carry the mode too", "[upstream][mode]
   REQUIRE(fx.run_until([&] { return done; }));
   CHECK(rc->parent_mode() == ParentMode::ReadOnly);
   CHECK(reg.probes() == 0);  // learnt from the answer, not from a probe
+  CHECK(rc->replay_blocked_reason(false).rfind("parent " + reg.srv.url("/") + " is ReadOnly: ", 0) == 0);
+  CHECK(rc->replay_blocked_reason(true).empty());
   rc->shutdown();
   rc.reset();
   http.reset();
