@@ -8,7 +8,9 @@
 
 #include "app/app.hpp"
 #include "app/config.hpp"
+#include "app/sync_cli.hpp"
 #include "base/log.hpp"
+#include "base/size.hpp"
 #include "http/server.hpp"
 #include "outpost_version.h"
 
@@ -21,6 +23,10 @@ int usage(FILE* out) {
           "commands:\n"
           "  serve     run the registry (default config: a local registry on 127.0.0.1:5000)\n"
           "  config    print the effective configuration and exit\n"
+          "  sync now [--wait] [--timeout DUR]\n"
+          "            open a sync window on the running outpost now (POST /outpost/sync\n"
+          "            to the first server.listen address); --wait prints progress until\n"
+          "            the replay queue is empty or the window ends (at most --timeout, 1h)\n"
           "  version   print the version and exit\n"
           "\n"
           "options:\n"
@@ -33,7 +39,9 @@ int usage(FILE* out) {
 
 int main(int argc, char** argv) {
   using namespace outpost;
-  std::string cmd, config_path;
+  std::string cmd, sub, config_path;
+  app::SyncNowOptions sync_opts;
+  bool sync_flags = false;  // --wait / --timeout: only with "sync now"
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     if (a == "--config" || a == "-c") {
@@ -41,10 +49,30 @@ int main(int argc, char** argv) {
       config_path = argv[++i];
     } else if (a.rfind("--config=", 0) == 0) {
       config_path = std::string(a.substr(9));
+    } else if (a == "--wait") {
+      sync_opts.wait = sync_flags = true;
+    } else if (a == "--timeout" || a.rfind("--timeout=", 0) == 0) {
+      std::string_view v;
+      if (a == "--timeout") {
+        if (i + 1 >= argc) { fprintf(stderr, "outpost: --timeout needs a duration (e.g. 30m)\n"); return 2; }
+        v = argv[++i];
+      } else {
+        v = a.substr(10);
+      }
+      auto ms = parse_duration_ms(v);
+      if (!ms || *ms == 0) {
+        fprintf(stderr, "outpost: --timeout: \"%.*s\" is not a duration (e.g. \"30m\", \"2h\")\n",
+                static_cast<int>(v.size()), v.data());
+        return 2;
+      }
+      sync_opts.timeout_ms = *ms;
+      sync_flags = true;
     } else if (a == "-h" || a == "--help" || a == "help") {
       return usage(stdout);
     } else if (cmd.empty() && !a.empty() && a[0] != '-') {
       cmd = a;
+    } else if (cmd == "sync" && sub.empty() && !a.empty() && a[0] != '-') {
+      sub = a;
     } else {
       fprintf(stderr, "outpost: unexpected argument '%s'\n", argv[i]);
       return usage(stderr);
@@ -54,7 +82,15 @@ int main(int argc, char** argv) {
     printf("outpost %s\n", OUTPOST_VERSION);
     return 0;
   }
-  if (cmd != "serve" && cmd != "config") return usage(stderr);
+  if (cmd == "sync" && sub != "now") {
+    fprintf(stderr, "outpost: sync: expected \"now\" (outpost sync now [--wait] [--timeout DUR])\n");
+    return 2;
+  }
+  if (sync_flags && cmd != "sync") {
+    fprintf(stderr, "outpost: --wait and --timeout go with \"sync now\"\n");
+    return 2;
+  }
+  if (cmd != "serve" && cmd != "config" && cmd != "sync") return usage(stderr);
 
   auto cfg = config_path.empty() ? app::parse_config(app::default_config_text(), "<embedded default>")
                                  : app::load_config_file(config_path);
@@ -66,6 +102,7 @@ int main(int argc, char** argv) {
     fputs(app::dump_config(*cfg).c_str(), stdout);
     return 0;
   }
+  if (cmd == "sync") return app::sync_now(*cfg, sync_opts, stdout, stderr);
   log::set_level(cfg->log.level);
   // Every connection is a descriptor: take what the service may have
   // (LimitNOFILE), and size the connection limit from it unless configured.

@@ -22,6 +22,10 @@
 
 namespace outpost::app {
 
+/// Exit status of a start refused by the hierarchy rule (sysexits.h EX_CONFIG:
+/// the configuration is wrong; systemd's RestartPreventExitStatus= names it).
+constexpr int kExitConfig = 78;
+
 struct App::Impl {
   Config cfg;
   uv::Loop loop;
@@ -72,6 +76,41 @@ Status read_credentials(const std::string& path, std::string* user, std::string*
   *user = s.substr(0, colon);
   *pass = s.substr(colon + 1);
   return {};
+}
+}  // namespace
+
+namespace {
+// Issue #15, the hierarchy rule: a ReadWrite Outpost replays its pushes to
+// its parent, so a parent announcing ReadOnly makes the configuration wrong.
+// One probe (GET /v2/) before serving, bounded by the probe timeout: an
+// unreachable parent does not hold the start (the replayer checks the mode
+// again before each run). A ReadOnly one probes too, without waiting, so
+// status shows the parent's mode from the start. Returns the reason to
+// refuse the start, or "".
+std::string check_parent_mode_at_start(uv_loop_t* loop, upstream::RegistryClient& parent, bool read_only) {
+  if (parent.options().offline) return {};
+  if (read_only) {
+    // Nothing to refuse, so nothing to wait for; status shows the mode soon.
+    parent.mutable_link().probe_now([](bool) {});
+    return {};
+  }
+  // Shared: when the deadline ends the wait first, the probe still answers
+  // later (a resolver that does not answer), after this frame is gone.
+  auto answered = std::make_shared<bool>(false);
+  parent.mutable_link().probe_now([answered](bool) { *answered = true; });
+  if (!*answered) {
+    // A ref'd deadline keeps uv_run blocking (the probe timer is unref'd)
+    // and bounds the wait even when the resolver does not answer.
+    bool expired = false;
+    auto* deadline = new uv_timer_t;
+    uv_timer_init(loop, deadline);
+    deadline->data = &expired;
+    uv_timer_start(deadline, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; },
+                   parent.options().probe_timeout_ms + 250, 0);
+    while (!*answered && !expired) uv_run(loop, UV_RUN_ONCE);
+    uv_close(reinterpret_cast<uv_handle_t*>(deadline), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  }
+  return parent.replay_blocked_reason(read_only);
 }
 }  // namespace
 
@@ -148,6 +187,13 @@ int App::run() {
       m.pull->add_upstream(std::move(*p));
     }
     m.api.pull = m.pull.get();
+    if (auto* parent = m.pull->mutable_parent()) {
+      const std::string conflict = check_parent_mode_at_start(m.loop.get(), *parent, c.registry.mode == "ReadOnly");
+      if (!conflict.empty()) {
+        log::error("cannot start", " reason=" + log::quote(conflict));
+        return kExitConfig;
+      }
+    }
   }
   m.api.options.read_only = c.registry.mode == "ReadOnly";
   m.api.options.max_manifest_bytes = c.registry.max_manifest_bytes;
@@ -186,6 +232,9 @@ int App::run() {
     (*match.handler)(ex);
   });
   m.server->add_default_header("Docker-Distribution-API-Version", "registry/2.0");
+  // Children read it to apply the hierarchy rule (issue #15); on every
+  // answer, so a 401 or an error carries it as well as GET /v2/.
+  m.server->add_default_header("Outpost-Mode", c.registry.mode);
   m.ops.server = m.server.get();
 
   for (const auto& addr : c.server.listen) {

@@ -75,6 +75,32 @@ ManifestResult PullThrough::offline_answer(const Route& r, const std::string& ta
   return local;
 }
 
+bool PullThrough::may_fetch_miss() const {
+  switch (opts_.pull_policy) {
+    case PullPolicy::Always: return true;
+    case PullPolicy::InWindow: return in_window();
+    case PullPolicy::Never: return false;
+  }
+  return true;
+}
+
+void PullThrough::set_background_allowed(bool allowed) {
+  if (parent_) parent_->set_background_allowed(allowed);
+  for (auto& u : named_) u->set_background_allowed(allowed);
+}
+
+Error PullThrough::window_miss(const std::string& what) const {
+  // Answered like an offline miss (503, a reason phrase that Go clients
+  // print), since to the client it is one: the parent will not be asked now.
+  const bool never = opts_.pull_policy == PullPolicy::Never;
+  Error e(Errc::UpstreamUnavailable,
+          what + " is not cached here, and " +
+              (never ? std::string("sync.pull_through = \"never\": only kept repositories are fetched, in sync windows")
+                     : std::string("sync.pull_through = \"in_window\": the parent is asked only while a sync window is open")));
+  e.reason = never ? "Not Cached, Pull-Through Off" : "Not Cached, Outside Sync Window";
+  return e;
+}
+
 void PullThrough::shutdown() {
   if (parent_) parent_->shutdown();
   for (auto& u : named_) u->shutdown();
@@ -157,10 +183,24 @@ void PullThrough::manifest(const Route& r, const std::string& reference, bool wa
       if (looks_like_digest(reference)) return done(std::move(local));  // immutable: never revalidated
       auto it = tag_checked_.find(tag_key(r, reference));
       if (it != tag_checked_.end() && uv_now(loop_) - it->second < opts_.tag_ttl_ms) return done(std::move(local));
+      // Outside a sync window no background request reaches the parent, and
+      // a tag check is one (issue #15): the cached tag answers as it is.
+      if (!in_window()) {
+        stats_.revalidations_skipped++;
+        return done(std::move(local));
+      }
       return revalidate(r, reference, std::move(*local), want_bytes, std::move(done));
     }
     Errc c = local.error().code;
     if (c != Errc::ManifestUnknown && c != Errc::NameUnknown) return done(std::move(local));
+    if (!may_fetch_miss()) {
+      stats_.window_misses++;
+      // A HEAD in ReadWrite mode is a pushing client's "is it here?" (as
+      // for an offline miss, api/manifests.cpp): "no", so the push goes on.
+      if (!want_bytes && !opts_.read_only)
+        return done(Error(Errc::ManifestUnknown, "manifest unknown: " + reference + " (not cached here)"));
+      return done(window_miss("manifest " + reference));
+    }
     // Offline: refused at once, but for the breaker's trial every few seconds.
     if (!r.upstream->admit()) {
       stats_.offline_misses++;
@@ -328,7 +368,7 @@ void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr&
     // being pulled from there anyway.
     if (it != fills_.end()) {
       if (it->second->total()) return it->second->subscribe(ex, r.local_repo);
-      if (!r.upstream->offline()) return head_blob(r, d, ex);
+      if (!r.upstream->offline() && may_fetch_miss()) return head_blob(r, d, ex);
     }
     // In ReadWrite mode a HEAD is how pushing clients ask "do you have it?":
     // the answer is about this store, and the parent is asked nothing (a 200
@@ -343,11 +383,19 @@ void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr&
                                                                  ? " (parent offline, not cached here)"
                                                                  : " (not held here)"));
     }
+    if (!may_fetch_miss()) {
+      stats_.window_misses++;
+      return ex->respond_error(Errc::BlobUnknown, d.str() + " (not cached here; the parent is not asked now)");
+    }
     // ReadOnly: nobody pushes; the parent gives size and digest, no body.
     return head_blob(r, d, ex);
   }
   auto it = fills_.find(d.str());
   if (it != fills_.end()) return it->second->subscribe(ex, r.local_repo);
+  if (!may_fetch_miss()) {
+    stats_.window_misses++;
+    return ex->respond_error(window_miss("blob " + d.str()));
+  }
   if (!r.upstream->admit()) {
     stats_.offline_misses++;
     return ex->respond_error(offline_miss(r.upstream));
@@ -390,6 +438,7 @@ void PullThrough::head_blob(const Route& r, const Digest& d, const http::Exchang
 
 void PullThrough::referrers(const Route& r, const Digest& subject, const std::string& query,
                             std::function<void(Result<std::string>)> done) {
+  if (!may_fetch_miss()) return done(window_miss("the referrers of " + subject.str()));
   auto status = std::make_shared<int>(0);
   auto body = std::make_shared<std::string>();
   r.upstream->request(

@@ -27,6 +27,16 @@ namespace outpost::storesvc { class StoreService; }
 
 namespace outpost::cache {
 
+/// sync.pull_through (issue #15): may a client's miss (content not held
+/// here) be fetched from the parent?
+///   Always    yes, in a sync window or not (the default)
+///   InWindow  only while a sync window is open; outside one the miss is
+///             answered as an offline miss is
+///   Never     never on demand (only what the sync window keeps arrives)
+/// Whatever the policy, outside a window no cached tag is revalidated: it is
+/// served as it is.
+enum class PullPolicy { Always, InWindow, Never };
+
 struct PullOptions {
   uint64_t tag_ttl_ms = 60'000;  ///< a tag is revalidated with HEAD at most this often
   uint64_t revalidate_wait_ms = 1'000;  ///< then served from cache; the check goes on
@@ -35,6 +45,10 @@ struct PullOptions {
   /// ask the parent. In ReadWrite mode a HEAD is a pushing client's "do you
   /// have it?", answered from the store alone.
   bool read_only = false;
+  PullPolicy pull_policy = PullPolicy::Always;
+  /// Whether a sync window is open now (called on the loop thread, on
+  /// misses and expired tags only). Null: sync is continuous, always open.
+  std::function<bool()> in_window;
 };
 
 struct ManifestResult {
@@ -55,6 +69,8 @@ struct PullStats {
   uint64_t fills_failed = 0;
   uint64_t manifest_fetches = 0;
   uint64_t revalidations = 0;
+  uint64_t window_misses = 0;           ///< misses refused by sync.pull_through outside a window (or "never")
+  uint64_t revalidations_skipped = 0;   ///< expired tags served unchecked because no window was open
 };
 
 class PullThrough {
@@ -76,6 +92,19 @@ class PullThrough {
   /// Process shutdown: no new upstream requests from here on.
   void shutdown();
 
+  // ---- sync windows (issue #15); loop thread -------------------------------
+  /// Replaces PullOptions::in_window / pull_policy (the scheduler is built
+  /// after the cache).
+  void set_in_window(std::function<bool()> fn) { opts_.in_window = std::move(fn); }
+  void set_pull_policy(PullPolicy p) { opts_.pull_policy = p; }
+  /// True when no window gate is set or the gate says a window is open.
+  bool in_window() const { return !opts_.in_window || opts_.in_window(); }
+  /// Whether a client's miss may be fetched now (pull_policy and in_window()).
+  bool may_fetch_miss() const;
+  /// Upstream::Link::set_background_allowed on every upstream: no probe
+  /// while false.
+  void set_background_allowed(bool allowed);
+
   /// Route for a request's repository name and optional ?ns= value.
   std::optional<Route> route(const std::string& name, const std::optional<std::string>& ns) const;
 
@@ -93,6 +122,9 @@ class PullThrough {
   size_t fills_in_flight() const { return fills_.size(); }
   const PullStats& stats() const { return stats_; }
   PullStats& mutable_stats() { return stats_; }
+  /// The [parent] (null when only named upstreams are configured).
+  const upstream::RegistryClient* parent() const { return parent_.get(); }
+  upstream::RegistryClient* mutable_parent() { return parent_.get(); }
   /// Every configured upstream (parent first), for metrics and status.
   std::vector<const upstream::RegistryClient*> upstreams() const;
 
@@ -105,6 +137,8 @@ class PullThrough {
   void share_link(upstream::RegistryClient& c);
   std::string tag_key(const Route& r, const std::string& tag) const { return r.local_repo + ":" + tag; }
   ManifestResult offline_answer(const Route& r, const std::string& tag, ManifestResult local);
+  /// The error of a miss that sync.pull_through keeps from the parent.
+  Error window_miss(const std::string& what) const;
   /// One-shot timer; closed by the destructor if still pending.
   void after_ms(uint64_t ms, std::function<void()> fn);
   struct Timer {

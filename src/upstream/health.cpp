@@ -13,6 +13,33 @@ std::string_view connectivity_name(Connectivity c) {
   return "unknown";
 }
 
+std::string_view parent_mode_name(ParentMode m) {
+  switch (m) {
+    case ParentMode::Unknown: return "Unknown";
+    case ParentMode::ReadWrite: return "ReadWrite";
+    case ParentMode::ReadOnly: return "ReadOnly";
+    case ParentMode::NotOutpost: return "NotOutpost";
+  }
+  return "Unknown";
+}
+
+ParentMode parent_mode_from_header(std::optional<std::string_view> value) {
+  if (!value) return ParentMode::NotOutpost;
+  std::string_view v = *value;
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  if (v == "ReadOnly") return ParentMode::ReadOnly;
+  if (v == "ReadWrite") return ParentMode::ReadWrite;
+  return ParentMode::NotOutpost;
+}
+
+std::string hierarchy_conflict(bool self_read_only, ParentMode parent, const std::string& parent_url) {
+  if (self_read_only || parent != ParentMode::ReadOnly) return {};
+  return "parent " + parent_url +
+         " is ReadOnly: a ReadWrite outpost cannot replay pushes to it; set registry.mode = \"ReadOnly\" "
+         "or point [parent] at a ReadWrite registry";
+}
+
 Health::Health(bool forced_offline) : forced_(forced_offline) {
   if (forced_) state_ = Connectivity::Offline;
 }

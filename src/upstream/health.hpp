@@ -15,12 +15,33 @@
 #pragma once
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace outpost::upstream {
 
 enum class Connectivity { Online, Degraded, Offline };
 std::string_view connectivity_name(Connectivity c);
+
+/// What the parent says it is, from the `Outpost-Mode` header of its answers
+/// (issue #15, "Modes and the hierarchy rule"):
+///   Unknown     never answered yet
+///   ReadWrite   an Outpost that accepts pushes (so replayed ones too)
+///   ReadOnly    an Outpost that refuses every write: a ReadWrite child
+///               cannot replay to it
+///   NotOutpost  answered without the header (distribution, Harbor, a cloud
+///               registry): treated as writable
+enum class ParentMode { Unknown, ReadWrite, ReadOnly, NotOutpost };
+std::string_view parent_mode_name(ParentMode m);
+/// The mode an answer's `Outpost-Mode` header value announces (absent:
+/// NotOutpost; a value that is neither mode is read as NotOutpost too, so
+/// an unknown future mode never blocks replay by accident).
+ParentMode parent_mode_from_header(std::optional<std::string_view> value);
+/// The hierarchy rule (DESIGN.md "mode": a ReadOnly parent accepts only
+/// ReadOnly children): why a registry in mode `self_read_only` cannot replay
+/// pushes to a parent at `parent_url` announcing `parent`, as one line an
+/// operator can act on; empty when it can (or the parent's mode is unknown).
+std::string hierarchy_conflict(bool self_read_only, ParentMode parent, const std::string& parent_url);
 
 class Health {
  public:

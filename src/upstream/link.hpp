@@ -3,11 +3,16 @@
 // breaker's trial gate. Every RegistryClient aimed at the same origin shares
 // one Link (issue #13: `[parent]` and an `[[upstream]]` with the same URL
 // were marked offline separately), so one outage is learnt once.
+// It also keeps what the origin says it is (ParentMode, from the
+// `Outpost-Mode` header of the probe and of every answer; issue #15), and
+// the sync-window switch that stops background probes outside a window.
 // Knows nothing of repositories, auth or the store.
 #pragma once
 #include <uv.h>
 
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "http/client.hpp"
 #include "http/url.hpp"
@@ -41,8 +46,36 @@ class Link {
   void record(bool answered, const std::string& reason);
   /// Something took suspiciously long: probe now rather than at the next tick.
   void suspect();
-  /// Process shutdown: stop probing.
+  /// Process shutdown: stop probing. Pending probe_now() callbacks run
+  /// (with false) before this returns.
   void shutdown();
+
+  // ---- the parent's mode (issue #15) -----------------------------------------
+  /// As last announced by the origin; Unknown until it first answers.
+  ParentMode parent_mode() const { return mode_; }
+  /// An answer from the origin (status below 500, not 429: a proxy's error
+  /// page says nothing about the registry behind it) carried this
+  /// `Outpost-Mode` value (nullopt: no header). A change is logged once and
+  /// reported to every on_mode_change listener.
+  void note_mode(std::optional<std::string_view> header_value);
+  /// `fn(new_mode)` runs on the loop thread after each change of mode, for
+  /// as long as the Link lives (the replayer stops when it turns ReadOnly).
+  void on_mode_change(std::function<void(ParentMode)> fn) { mode_listeners_.push_back(std::move(fn)); }
+  /// Sends a probe now, whatever the background switch says (the one check
+  /// at start, issue #15), unless the Link is forced offline or shutting
+  /// down. `done(answered)` runs exactly once on the loop thread when the
+  /// probe ends (bounded by probe_timeout_ms), or at once (false) when no
+  /// probe can go. Joins a probe already in flight.
+  void probe_now(std::function<void(bool answered)> done);
+
+  // ---- sync windows (issue #15) --------------------------------------------
+  /// While false no probe is sent: no periodic one, no "suspect" one, none
+  /// after a failed request (outside a sync window no background request
+  /// reaches the parent). Health stays as last known; real client requests
+  /// still go out as the caller's policy decides. Set back to true, a probe
+  /// goes out at once. Default true.
+  void set_background_allowed(bool allowed);
+  bool background_allowed() const { return background_allowed_; }
 
  private:
   void schedule_probe(uint64_t delay_ms);
@@ -59,6 +92,10 @@ class Link {
   uv_timer_t* probe_timer_ = nullptr;
   http::ClientCallPtr probe_call_;
   bool closing_ = false;
+  bool background_allowed_ = true;
+  ParentMode mode_ = ParentMode::Unknown;
+  std::vector<std::function<void(ParentMode)>> mode_listeners_;
+  std::vector<std::function<void(bool)>> probe_waiters_;  ///< probe_now() callers of the probe in flight
 };
 
 }  // namespace outpost::upstream

@@ -152,6 +152,10 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
       [this, op](const http::ClientResponse& r) {
         if (op->cancelled) return false;
         op->status = r.status;
+        // Every answer from the registry's own origin says what it is (issue
+        // #15); a redirect target (a storage host) says nothing about it.
+        if (op->url.origin() == opts_.url.origin() && r.status > 0 && r.status < 500 && r.status != 429)
+          link_->note_mode(r.headers.get("Outpost-Mode"));
         if (r.status == 401 && !op->auth_retried) {
           if (auto h = r.headers.get("WWW-Authenticate")) {
             op->intercept = true;

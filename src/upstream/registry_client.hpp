@@ -101,6 +101,19 @@ class RegistryClient {
   const Link& link() const { return *link_; }
   /// Something took suspiciously long: probe now rather than at the next tick.
   void suspect();
+  /// What the registry announced itself as (Link::parent_mode): learnt from
+  /// the probe and from every answer of its origin (issue #15).
+  ParentMode parent_mode() const { return link_->parent_mode(); }
+  /// upstream::hierarchy_conflict() for this registry as last seen: why a
+  /// registry in mode `self_read_only` cannot replay pushes to it, "" when
+  /// it can. The replayer asks before each run.
+  std::string replay_blocked_reason(bool self_read_only) const {
+    return hierarchy_conflict(self_read_only, parent_mode(), opts_.url.str());
+  }
+  /// See Link::set_background_allowed: no probe while false (outside a sync
+  /// window). Applies to the shared Link, so to every upstream of the origin.
+  void set_background_allowed(bool allowed) { link_->set_background_allowed(allowed); }
+  Link& mutable_link() { return *link_; }
   /// Process shutdown: stop probing; from now on request() answers Cancelled
   /// at once (the HTTP client is about to go away).
   void shutdown();

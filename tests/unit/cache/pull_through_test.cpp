@@ -15,6 +15,7 @@
 // The cache objects live on the loop thread: the test creates, calls and
 // destroys them through fx.call()/post(); results cross back under fx.mu.
 #include <catch2/catch.hpp>
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -1088,5 +1089,194 @@ TEST_CASE("cache: an unreachable parent's miss says so in the status line", "[ca
   REQUIRE(r);
   CHECK(r->status == 503);
   CHECK((r->reason == "Parent Unreachable And Not Cached" || r->reason == "Parent Offline And Not Cached"));
+  env.end();
+}
+
+// ---------------------------------------------------------------------------
+// Issue #15: sync windows. Outside a window no tag revalidation reaches the
+// parent (whatever sync.pull_through says); a miss follows the policy.
+
+namespace {
+/// A manifest upstream for tag "t" of "r" (and a blob under any digest).
+Script window_upstream(const std::string& manifest, const std::string& blob) {
+  return [manifest, blob](ScriptConn& c, const SeenRequest& r) {
+    if (probe(c, r)) return;
+    if (r.path().find("/manifests/") != std::string::npos) return (void)c.send(manifest_reply(r, manifest));
+    c.send(for_method(r, reply(200, blob, {{"Content-Type", "application/octet-stream"}})));
+  };
+}
+
+cache::PullOptions window_popts(cache::PullPolicy policy, std::shared_ptr<std::atomic<bool>> open) {
+  auto p = CacheEnv::default_popts();
+  p.tag_ttl_ms = 0;  // every cached tag is due for a check
+  p.pull_policy = policy;
+  p.in_window = [open] { return open->load(); };
+  return p;
+}
+
+void seed_tag(CacheEnv& env, const std::string& bytes) {
+  store::ManifestPut m;
+  m.repo = "r";
+  m.digest = Digest::sha256_of(bytes);
+  m.media_type = kOciManifestType;
+  m.tag = "t";
+  m.origin = store::Origin::Cached;
+  REQUIRE(env.store->put_manifest(m, bytes).ok());
+}
+
+size_t manifest_requests(CacheEnv& env) {
+  size_t n = 0;
+  for (const auto& r : env.upstream.requests())
+    if (r.path().find("/manifests/") != std::string::npos) ++n;
+  return n;
+}
+}  // namespace
+
+TEST_CASE("cache: outside a sync window a cached tag is served as it is; no check reaches the parent",
+          "[cache][window]") {
+  const std::string old_m = manifest_json("old"), new_m = manifest_json("new");
+  for (auto policy : {cache::PullPolicy::Always, cache::PullPolicy::InWindow, cache::PullPolicy::Never}) {
+    auto open = std::make_shared<std::atomic<bool>>(false);
+    CacheEnv env(window_upstream(new_m, "b"), window_popts(policy, open));
+    seed_tag(env, old_m);
+    Route route = env.route("r");
+    auto got = env.manifest_now(route, "t");
+    REQUIRE(got.ok());
+    CHECK(got->bytes == old_m);  // the tag moved upstream, but nobody asked
+    CHECK_FALSE(got->offline);
+    CHECK(manifest_requests(env) == 0);
+    CHECK(env.stats().revalidations_skipped == 1);
+    CHECK(env.stats().revalidations == 0);
+
+    // The window opens: the next request checks the tag and follows the move.
+    open->store(true);
+    auto fresh = env.manifest_now(route, "t");
+    REQUIRE(fresh.ok());
+    CHECK(fresh->bytes == new_m);
+    CHECK(env.stats().revalidations == 1);
+    env.end();
+  }
+}
+
+TEST_CASE("cache: sync.pull_through = in_window: outside a window a miss is refused at once, inside it is fetched",
+          "[cache][window]") {
+  const std::string m1 = manifest_json("miss");
+  const std::string bytes = pattern(3000, 5);
+  const Digest d = Digest::sha256_of(bytes);
+  auto open = std::make_shared<std::atomic<bool>>(false);
+  CacheEnv env(window_upstream(m1, bytes), window_popts(cache::PullPolicy::InWindow, open));
+  Route route = env.route("r");
+
+  auto miss = env.manifest_now(route, "t");
+  REQUIRE_FALSE(miss.ok());
+  CHECK(miss.error().code == Errc::UpstreamUnavailable);
+  CHECK(miss.error().reason == "Not Cached, Outside Sync Window");
+  // A manifest HEAD in ReadWrite mode is a pushing client's "is it here?": "no".
+  ManifestCall head;
+  env.fx().post([&] {
+    env.pull->manifest(route, "t", /*want_bytes=*/false, [&](Result<ManifestResult> r) {
+      env.fx().update([&] {
+        head.result.emplace(std::move(r));
+        head.done = true;
+      });
+    });
+  });
+  REQUIRE(env.fx().wait([&] { return head.done; }));
+  {
+    std::lock_guard<std::mutex> g(env.fx().mu);
+    REQUIRE_FALSE(head.result->ok());
+    CHECK(head.result->error().code == Errc::ManifestUnknown);
+  }
+
+  TestClient a(env.port());
+  REQUIRE(a.send(get_request(blob_path("r", d))));
+  auto r = a.read_response();
+  REQUIRE(r);
+  CHECK(r->status == 503);
+  CHECK(r->reason == "Not Cached, Outside Sync Window");
+  CHECK(r->body.find("in_window") != std::string::npos);
+  CHECK(env.upstream.request_count() == 0);
+  CHECK(env.stats().window_misses == 3);
+
+  open->store(true);
+  REQUIRE(a.send(get_request(blob_path("r", d))));
+  auto ok = a.read_response();
+  REQUIRE(ok);
+  CHECK(ok->status == 200);
+  CHECK(store::test::same_bytes(ok->body, bytes));
+  auto m = env.manifest_now(route, "t");
+  REQUIRE(m.ok());
+  CHECK(m->bytes == m1);
+  env.end();
+}
+
+TEST_CASE("cache: sync.pull_through = always fetches a miss outside a window; never refuses one inside",
+          "[cache][window]") {
+  const std::string m1 = manifest_json("always");
+  const std::string bytes = pattern(2000, 9);
+  const Digest d = Digest::sha256_of(bytes);
+  {
+    auto open = std::make_shared<std::atomic<bool>>(false);
+    CacheEnv env(window_upstream(m1, bytes), window_popts(cache::PullPolicy::Always, open));
+    auto m = env.manifest_now(env.route("r"), "t");
+    REQUIRE(m.ok());
+    CHECK(m->bytes == m1);
+    TestClient a(env.port());
+    REQUIRE(a.send(get_request(blob_path("r", d))));
+    auto r = a.read_response();
+    CHECK(status_of(r) == 200);
+    CHECK(env.stats().window_misses == 0);
+    env.end();
+  }
+  {
+    auto open = std::make_shared<std::atomic<bool>>(true);
+    CacheEnv env(window_upstream(m1, bytes), window_popts(cache::PullPolicy::Never, open));
+    auto m = env.manifest_now(env.route("r"), "t");
+    REQUIRE_FALSE(m.ok());
+    CHECK(m.error().reason == "Not Cached, Pull-Through Off");
+    TestClient a(env.port());
+    REQUIRE(a.send(get_request(blob_path("r", d))));
+    auto r = a.read_response();
+    CHECK(status_of(r) == 503);
+    CHECK(env.upstream.request_count() == 0);
+    env.end();
+  }
+}
+
+TEST_CASE("cache: the window switch reaches every upstream's link", "[cache][window]") {
+  CacheEnv env(blob_upstream("x"));
+  env.add_named("docker.io", "http://127.0.0.1:" + std::to_string(pick_free_port()) + "/");
+  env.fx().call([&] { env.pull->set_background_allowed(false); });
+  auto allowed = env.fx().call([&] {
+    std::vector<bool> out;
+    for (const auto* u : env.pull->upstreams()) out.push_back(u->link().background_allowed());
+    return out;
+  });
+  CHECK(allowed == std::vector<bool>{false, false});
+  env.fx().call([&] { env.pull->set_background_allowed(true); });
+  env.end();
+}
+
+TEST_CASE("cache: ReadOnly, outside a window with in_window: a blob HEAD miss asks the parent nothing",
+          "[cache][window]") {
+  const std::string bytes = pattern(1000, 4);
+  const Digest d = Digest::sha256_of(bytes);
+  auto open = std::make_shared<std::atomic<bool>>(false);
+  auto popts = window_popts(cache::PullPolicy::InWindow, open);
+  popts.read_only = true;
+  CacheEnv env(blob_upstream(bytes), popts);
+  TestClient a(env.port());
+  REQUIRE(a.send(get_request(blob_path("r", d), {}, "HEAD")));
+  auto r = a.read_response(kWait, /*head_only=*/true);
+  CHECK(status_of(r) == 404);
+  CHECK(env.upstream.request_count() == 0);
+  // In a window the same HEAD is the parent's to answer (size, no body).
+  open->store(true);
+  REQUIRE(a.send(get_request(blob_path("r", d), {}, "HEAD")));
+  auto in = a.read_response(kWait, true);
+  REQUIRE(in);
+  CHECK(in->status == 200);
+  CHECK(in->header("Content-Length") == std::to_string(bytes.size()));
+  CHECK(env.upstream.count_path(blob_path("r", d)) == 1);
   env.end();
 }

@@ -1,0 +1,225 @@
+#include "app/sync_cli.hpp"
+
+#include <uv.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "http/client.hpp"
+#include "http/url.hpp"
+#include "uv/loop.hpp"
+
+namespace outpost::app {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr size_t kMaxBody = 1 << 20;  // progress and error bodies are small
+
+struct Answer {
+  int status = 0;
+  std::string body;
+  Status st;
+};
+
+/// Drives `loop` until `*flag` is set or `ms` pass (a ref'd timer keeps
+/// uv_run blocking rather than spinning, and bounds every wait).
+void run_until(uv_loop_t* loop, const bool* flag, uint64_t ms) {
+  struct Guard {
+    uv_timer_t t;
+    bool fired = false;
+  };
+  auto* g = new Guard;
+  uv_timer_init(loop, &g->t);
+  g->t.data = g;
+  uv_timer_start(&g->t, [](uv_timer_t* t) { static_cast<Guard*>(t->data)->fired = true; }, ms, 0);
+  while (!(flag && *flag) && !g->fired) uv_run(loop, UV_RUN_ONCE);
+  uv_close(reinterpret_cast<uv_handle_t*>(&g->t), [](uv_handle_t* h) { delete static_cast<Guard*>(h->data); });
+}
+
+/// One request to the daemon, run to its end (its own deadlines bound it).
+Answer call(uv_loop_t* loop, http::HttpClient& client, http::Method m, const http::Url& url) {
+  auto a = std::make_shared<Answer>();
+  auto done = std::make_shared<bool>(false);
+  http::ClientRequest req;
+  req.method = m;
+  req.url = url;
+  req.timeouts.connect_ms = 5'000;
+  req.timeouts.first_byte_ms = 10'000;
+  req.timeouts.progress_ms = 10'000;
+  auto c = client.send(
+      std::move(req),
+      [a](const http::ClientResponse& r) {
+        a->status = r.status;
+        return true;
+      },
+      [a](std::string_view chunk) {
+        if (a->body.size() + chunk.size() <= kMaxBody) a->body.append(chunk);
+      },
+      [a, done](Status st) {
+        a->st = std::move(st);
+        *done = true;
+      });
+  run_until(loop, done.get(), 60'000);
+  if (!*done) {
+    c->cancel();
+    a->st = Error(Errc::RequestTimeout, "no answer");
+  }
+  return *a;
+}
+
+/// The OCI error's detail (or message) from an error body, else the body.
+std::string error_text(const Answer& a) {
+  auto j = json::parse(a.body, nullptr, false);
+  if (j.is_object() && j.contains("errors") && j["errors"].is_array() && !j["errors"].empty()) {
+    const auto& e = j["errors"][0];
+    std::string out = e.value("code", std::string("ERROR"));
+    if (e.contains("detail") && e["detail"].is_string()) return out + ": " + e["detail"].get<std::string>();
+    if (e.contains("message") && e["message"].is_string()) return out + ": " + e["message"].get<std::string>();
+    return out;
+  }
+  std::string b = a.body.substr(0, 200);
+  while (!b.empty() && (b.back() == '\n' || b.back() == '\r')) b.pop_back();
+  return b;
+}
+
+std::string human_bytes(uint64_t n) {
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  if (u == 0) snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(n));
+  else snprintf(buf, sizeof buf, "%.1f %s", v, kUnits[u]);
+  return buf;
+}
+
+uint64_t num(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
+}
+
+std::optional<std::string> str(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_string()) return std::nullopt;
+  return it->get<std::string>();
+}
+
+bool flag(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_boolean() && it->get<bool>();
+}
+
+/// One progress line from the keys app/sync_control.hpp documents.
+std::string progress_line(const json& j) {
+  std::string s = flag(j, "window_open") ? "window open" : "window closed";
+  s += ": " + std::to_string(num(j, "queue_depth")) + " pending";
+  if (j.contains("bytes_pending")) s += " (" + human_bytes(num(j, "bytes_pending")) + ")";
+  s += ", " + std::to_string(num(j, "sent")) + " sent";
+  if (j.contains("bytes_sent")) s += " (" + human_bytes(num(j, "bytes_sent")) + ")";
+  s += ", " + std::to_string(num(j, "failed")) + " failed, " + std::to_string(num(j, "expired")) + " expired";
+  if (auto e = str(j, "last_error")) s += "; last error: " + *e;
+  return s;
+}
+
+}  // namespace
+
+std::string admin_base_url(const Config& cfg) {
+  std::string host = "127.0.0.1";
+  std::string port = "5000";
+  if (!cfg.server.listen.empty()) {
+    if (auto a = parse_listen_address(cfg.server.listen.front())) {
+      port = std::to_string(a->port);
+      if (a->ipv6) host = (a->host == "::" || a->host == "::0") ? "[::1]" : "[" + a->host + "]";
+      else host = a->host == "0.0.0.0" ? "127.0.0.1" : a->host;
+    }
+  }
+  return "http://" + host + ":" + port;
+}
+
+int sync_now(const Config& cfg, const SyncNowOptions& o, FILE* out, FILE* err) {
+  const std::string base = admin_base_url(cfg);
+  auto url = http::Url::parse(base + "/outpost/sync");
+  if (!url) {
+    fprintf(err, "outpost: bad admin address %s: %s\n", base.c_str(), url.error().message().c_str());
+    return 1;
+  }
+  int rc = 1;
+  {
+    uv::Loop loop;
+    http::HttpClient client(loop.get(), nullptr);
+    Answer a = call(loop.get(), client, http::Method::Post, *url);
+    if (!a.st.ok()) {
+      fprintf(err, "outpost: cannot reach the outpost at %s: %s\n", base.c_str(), a.st.error().message().c_str());
+      return 1;
+    }
+    if (a.status != 200 && a.status != 202) {
+      fprintf(err, "outpost: %s answered %d: %s\n", base.c_str(), a.status, error_text(a).c_str());
+      return 1;
+    }
+    auto j = json::parse(a.body, nullptr, false);
+    fprintf(out, "%s\n", a.status == 202 ? "sync window opened" : "a sync window is already open");
+    if (!o.wait) {
+      if (j.is_object()) fprintf(out, "%s\n", progress_line(j).c_str());
+      fflush(out);
+      return 0;
+    }
+    const uint64_t start = uv_now(loop.get());
+    std::string last;
+    for (;;) {
+      a = call(loop.get(), client, http::Method::Get, *url);
+      if (!a.st.ok() || a.status != 200) {
+        fprintf(err, "outpost: following progress at %s failed: %s\n", base.c_str(),
+                a.st.ok() ? (std::to_string(a.status) + " " + error_text(a)).c_str() : a.st.error().message().c_str());
+        break;
+      }
+      j = json::parse(a.body, nullptr, false);
+      if (!j.is_object()) {
+        fprintf(err, "outpost: progress is not a JSON object: %s\n", a.body.substr(0, 200).c_str());
+        break;
+      }
+      std::string line = progress_line(j);
+      if (line != last) {
+        fprintf(out, "%s\n", line.c_str());
+        fflush(out);
+        last = line;
+      }
+      if (auto why = str(j, "blocked_reason")) {
+        fprintf(err, "outpost: sync blocked: %s\n", why->c_str());
+        break;
+      }
+      const uint64_t depth = num(j, "queue_depth");
+      if (!flag(j, "window_open")) {
+        if (depth == 0) {
+          fprintf(out, "done: the queue is empty\n");
+          rc = 0;
+        } else {
+          fprintf(err, "outpost: the window closed with %llu entries pending\n", static_cast<unsigned long long>(depth));
+        }
+        break;
+      }
+      if (!flag(j, "busy") && depth == 0) {
+        fprintf(out, "done: the queue is empty\n");
+        rc = 0;
+        break;
+      }
+      uint64_t now = uv_now(loop.get());
+      if (now - start >= o.timeout_ms) {
+        fprintf(err, "outpost: gave up waiting after %llu s (--timeout)\n",
+                static_cast<unsigned long long>(o.timeout_ms / 1000));
+        break;
+      }
+      run_until(loop.get(), nullptr, std::min(o.poll_ms, o.timeout_ms - (now - start)));
+      uv_update_time(loop.get());
+    }
+  }
+  fflush(out);
+  return rc;
+}
+
+}  // namespace outpost::app
