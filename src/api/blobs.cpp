@@ -1,10 +1,12 @@
-// GET/HEAD/DELETE /v2/<name>/blobs/<digest>: bytes straight from the store
-// file with sendfile; Range gives 206/416 (distribution-spec "Pulling Blobs").
+// GET/HEAD/DELETE /v2/<name>/blobs/<digest>: the store's file when held,
+// else the pull-through cache; either way the response is built by
+// cache::respond_blob (headers, Range 206/416, HEAD; distribution-spec
+// "Pulling Blobs").
 #include "api/common.hpp"
 #include "api/handlers.hpp"
+#include "cache/blob_response.hpp"
 #include "cache/pull_through.hpp"
 #include "upstream/registry_client.hpp"
-#include "http/range.hpp"
 
 namespace outpost::api {
 
@@ -29,26 +31,8 @@ void handle_blob_get(ApiContext& ctx, const http::ExchangePtr& ex) {
         if (!r) return ex->respond_error(r.error().code == Errc::BlobUnknown
                                              ? Error(Errc::BlobUnknown, d.str())
                                              : r.error());
-        const uint64_t size = r->size;
-        if (route && route->upstream->offline()) ex->add_header("Outpost-Cache", "offline");
-        ex->add_header("Docker-Content-Digest", d.str());
-        ex->add_header("ETag", "\"" + d.str() + "\"");
-        ex->add_header("Accept-Ranges", "bytes");
-        ex->add_header("Cache-Control", "max-age=31536000");  // content by digest never changes
-        auto range = http::evaluate_range(ex->req().headers.get("Range"), size);
-        if (range.verdict == http::RangeVerdict::Unsatisfiable) {
-          ex->add_header("Content-Range", "bytes */" + std::to_string(size));
-          return ex->respond_error(Errc::RangeInvalid, "range not satisfiable for a blob of " +
-                                                           std::to_string(size) + " bytes");
-        }
-        ex->add_header("Content-Type", "application/octet-stream");
-        if (range.verdict == http::RangeVerdict::Partial) {
-          const auto& br = range.range;
-          ex->add_header("Content-Range", "bytes " + std::to_string(br.offset) + "-" +
-                                              std::to_string(br.offset + br.length - 1) + "/" + std::to_string(size));
-          return ex->respond_file(206, r->fd.release(), br.offset, br.length);
-        }
-        ex->respond_file(200, r->fd.release(), 0, size);
+        const bool offline = route && route->upstream->offline();
+        cache::respond_blob(ex, cache::BlobSource::file(d, std::move(r->fd), r->size, offline));
       });
 }
 
