@@ -128,7 +128,9 @@ Status Store::link_blob(std::string_view repo, const Digest& d, Origin origin) {
   return meta_->link_blob(repo, d, origin);
 }
 
-Status Store::delete_blob(std::string_view repo, const Digest& d) { return meta_->unlink_blob(repo, d); }
+Status Store::delete_blob(std::string_view repo, const Digest& d) {
+  return bump_blobs(meta_->unlink_blob(repo, d));
+}
 
 // ---- uploads --------------------------------------------------------------------------
 
@@ -212,7 +214,7 @@ Result<std::string> Store::read_manifest(std::string_view repo, const Digest& d)
 }
 
 Status Store::delete_manifest(std::string_view repo, const Digest& d) {
-  return bump_manifests(meta_->delete_manifest(repo, d));
+  return bump_blobs(bump_manifests(meta_->delete_manifest(repo, d)));
 }
 
 // ---- tags and listings ------------------------------------------------------------------
@@ -263,7 +265,8 @@ Result<std::optional<std::string>> Store::replay_mount_source(const Digest& d, s
 
 Result<GcReport> Store::gc(const GcOptions& opts) {
   // GC removes repository rows (delete_empty_repos): bump, to be safe.
-  return bump_manifests(collect_garbage(GcTargets{layout_, *meta_, blobs_, *uploads_, publish_mu_}, opts));
+  // It removes blob rows and files too.
+  return bump_blobs(bump_manifests(collect_garbage(GcTargets{layout_, *meta_, blobs_, *uploads_, publish_mu_}, opts)));
 }
 
 }  // namespace outpost::store
