@@ -207,11 +207,22 @@ BlobSource BlobSource::growing(Digest d, std::shared_ptr<Fill> fill) {
   return s;
 }
 
-BlobSource BlobSource::head_only(Digest d, uint64_t size) {
+BlobSource BlobSource::head_only(Digest d, uint64_t size, bool offline) {
   BlobSource s;
   s.kind = Kind::HeadOnly;
   s.digest = std::move(d);
   s.size = size;
+  s.offline = offline;
+  return s;
+}
+
+BlobSource BlobSource::memory(Digest d, std::shared_ptr<const std::string> bytes, bool offline) {
+  BlobSource s;
+  s.kind = Kind::Memory;
+  s.digest = std::move(d);
+  s.size = bytes->size();
+  s.bytes = std::move(bytes);
+  s.offline = offline;
   return s;
 }
 
@@ -227,6 +238,12 @@ void respond_blob(const http::ExchangePtr& ex, BlobSource src) {
       auto plan = plan_response(ex, src.digest, src.size, src.offline);
       if (!plan) return;
       return ex->respond_head_only(plan->status, plan->length);
+    }
+    case BlobSource::Kind::Memory: {
+      auto plan = plan_response(ex, src.digest, src.size, src.offline);
+      if (!plan) return;
+      // Head and body leave in one write (respond drops the body for HEAD).
+      return ex->respond(plan->status, src.bytes->substr(plan->offset, plan->length));
     }
     case BlobSource::Kind::Fill: {
       if (src.fill->state() == Fill::State::Failed) return ex->respond_error(src.fill->error());

@@ -17,6 +17,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "base/digest.hpp"
 #include "http/exchange.hpp"
@@ -31,20 +32,23 @@ struct BlobSource {
   enum class Kind {
     File,      ///< a verified blob file: fd + size (sendfile)
     Fill,      ///< a pull-through fill in progress or just done
-    HeadOnly,  ///< size only (the parent's HEAD answer): HEAD requests only
+    HeadOnly,  ///< size only (the parent's HEAD answer, a known blob): HEAD requests only
+    Memory,    ///< verified bytes held in memory (a small blob; cache::HotBlobs)
   };
   Kind kind = Kind::File;
   Digest digest;
   store::UniqueFd fd;          ///< File
   uint64_t size = 0;           ///< File, HeadOnly
   std::shared_ptr<Fill> fill;  ///< Fill
+  std::shared_ptr<const std::string> bytes;  ///< Memory
   /// Answered from the cache while the parent is offline: says so in
   /// "Outpost-Cache: offline".
   bool offline = false;
 
   static BlobSource file(Digest d, store::UniqueFd fd, uint64_t size, bool offline = false);
   static BlobSource growing(Digest d, std::shared_ptr<Fill> fill);
-  static BlobSource head_only(Digest d, uint64_t size);
+  static BlobSource head_only(Digest d, uint64_t size, bool offline = false);
+  static BlobSource memory(Digest d, std::shared_ptr<const std::string> bytes, bool offline = false);
 };
 
 /// Answers `ex` (GET or HEAD) from `src`. Loop thread. Never buffers the

@@ -1,7 +1,10 @@
 // HotBlobs: a bounded, loop-thread-owned memo of "repository may read blob
 // digest, which has size N" (issue #14), so a GET/HEAD of a blob already
-// seen is answered on the loop: no thread-pool round trip, no SQLite. The
-// bytes are not kept; the API opens the verified file itself.
+// seen is answered on the loop: no thread-pool round trip, no SQLite. Small
+// blobs (image configs, at most kMaxInlineBytes) keep their bytes too, under
+// a byte bound, so they are answered with no file syscall at all (one
+// sendmsg for head and body); for larger ones the API opens the verified
+// file itself and sends it with sendfile.
 //
 // Coherence: an entry carries the store's blob generation read BEFORE the
 // pool read that found the blob, and is served only while the store's
@@ -14,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <list>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -30,32 +34,46 @@ struct HotBlobStats {
   uint64_t evictions = 0;
 };
 
+struct HotBlob {
+  uint64_t size = 0;
+  /// The verified bytes for a blob of at most kMaxInlineBytes; else null.
+  std::shared_ptr<const std::string> bytes;
+};
+
 class HotBlobs {
  public:
-  /// About 200 bytes each: 4096 entries stay under 1 MiB.
+  /// About 200 bytes each without bytes: 4096 entries stay under 1 MiB.
   static constexpr size_t kDefaultMaxEntries = 4096;
+  /// Bytes of small blobs kept, all entries together.
+  static constexpr uint64_t kDefaultMaxBytes = 4ull * 1024 * 1024;
+  /// Blobs up to this size are kept whole (a config; a manifest read as a blob).
+  static constexpr uint64_t kMaxInlineBytes = 16 * 1024;
 
   /// `store` must outlive this object.
-  explicit HotBlobs(const storesvc::StoreService* store, size_t max_entries = kDefaultMaxEntries);
+  explicit HotBlobs(const storesvc::StoreService* store, size_t max_entries = kDefaultMaxEntries,
+                    uint64_t max_bytes = kDefaultMaxBytes);
   HotBlobs(const HotBlobs&) = delete;
   HotBlobs& operator=(const HotBlobs&) = delete;
 
-  /// The size of `d` when `repo` may read it and nothing that could revoke
-  /// that happened since it was learnt; nullopt: ask the store.
-  std::optional<uint64_t> find(const std::string& repo, const Digest& d);
-  /// Records a store answer: `repo` may read `d` of `size` bytes, as read
-  /// after the blob generation was `generation` (take it before the read).
-  void insert(const std::string& repo, const Digest& d, uint64_t size, uint64_t generation);
+  /// What is known of `d` when `repo` may read it and nothing that could
+  /// revoke that happened since it was learnt; nullopt: ask the store.
+  std::optional<HotBlob> find(const std::string& repo, const Digest& d);
+  /// Records a store answer: `repo` may read `d` (`blob.bytes`, when set,
+  /// are its verified bytes), as read after the blob generation was
+  /// `generation` (take it before the read). Bytes of larger blobs than
+  /// kMaxInlineBytes are not kept.
+  void insert(const std::string& repo, const Digest& d, HotBlob blob, uint64_t generation);
   /// Drops an entry the caller found wrong (the file could not be opened).
   void forget(const std::string& repo, const Digest& d);
 
   size_t entries() const { return index_.size(); }
+  uint64_t bytes() const { return bytes_; }
   const HotBlobStats& stats() const { return stats_; }
 
  private:
   struct Entry {
     std::string key;
-    uint64_t size = 0;
+    HotBlob blob;
     uint64_t generation = 0;
   };
   using Lru = std::list<Entry>;  ///< most recently used first
@@ -64,6 +82,8 @@ class HotBlobs {
 
   const storesvc::StoreService* store_;
   size_t max_entries_;
+  uint64_t max_bytes_;
+  uint64_t bytes_ = 0;  ///< kept blob bytes, all entries
   Lru lru_;
   std::unordered_map<std::string, Lru::iterator> index_;
   HotBlobStats stats_;

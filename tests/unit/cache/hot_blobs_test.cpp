@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include <catch2/catch.hpp>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -23,13 +24,14 @@ namespace {
 
 class BlobMemoEnv {
  public:
-  explicit BlobMemoEnv(size_t max_entries = HotBlobs::kDefaultMaxEntries) {
+  explicit BlobMemoEnv(size_t max_entries = HotBlobs::kDefaultMaxEntries,
+                       uint64_t max_bytes = HotBlobs::kDefaultMaxBytes) {
     uv_loop_init(&loop_);
     auto s = store::Store::open(box_.root(), store::test::options(clock_));
     REQUIRE(s);
     store_ = s->get();  // the test thread writes directly; the memo reads svc_
     svc_.emplace(&loop_, std::move(*s));
-    memo_.emplace(&*svc_, max_entries);
+    memo_.emplace(&*svc_, max_entries, max_bytes);
   }
   ~BlobMemoEnv() {
     memo_.reset();
@@ -51,7 +53,7 @@ class BlobMemoEnv {
     const uint64_t gen = generation();
     auto size = store_->stat_blob(repo, d);
     REQUIRE(size);
-    memo_->insert(repo, d, *size, gen);
+    memo_->insert(repo, d, cache::HotBlob{*size, nullptr}, gen);
     return d;
   }
 
@@ -70,7 +72,7 @@ TEST_CASE("hot blobs: a learnt blob answers with its size, per repository", "[ca
   BlobMemoEnv env;
   const std::string bytes = "layer bytes";
   const Digest d = env.push_and_learn("app/web", bytes);
-  for (int i = 0; i < 3; ++i) CHECK(env.memo().find("app/web", d) == bytes.size());
+  for (int i = 0; i < 3; ++i) CHECK(env.memo().find("app/web", d)->size == bytes.size());
   // Another repository is another question (it may not read the blob).
   CHECK_FALSE(env.memo().find("app/other", d));
   CHECK_FALSE(env.memo().find("app/web", Digest::sha256_of("never pushed")));
@@ -97,7 +99,7 @@ TEST_CASE("hot blobs: every write that can revoke a read makes learnt entries st
     const uint64_t gen = env.generation();
     auto size = env.store().stat_blob("app/web", put.digest);
     REQUIRE(size);
-    env.memo().insert("app/web", put.digest, *size, gen);
+    env.memo().insert("app/web", put.digest, cache::HotBlob{*size, nullptr}, gen);
     REQUIRE(env.memo().find("app/web", put.digest));
     REQUIRE(env.store().delete_manifest("app/web", put.digest));
     CHECK_FALSE(env.memo().find("app/web", put.digest));
@@ -133,7 +135,7 @@ TEST_CASE("hot blobs: pushes, links, uploads and manifest puts leave entries cur
   put.media_type = "application/vnd.oci.image.manifest.v1+json";
   put.tag = "v1";
   REQUIRE(env.store().put_manifest(put, m));
-  CHECK(env.memo().find("app/web", d) == 4u);
+  CHECK(env.memo().find("app/web", d)->size == 4u);
 }
 
 TEST_CASE("hot blobs: an answer read across a revoking write is not kept", "[cache][hot-blobs]") {
@@ -145,7 +147,7 @@ TEST_CASE("hot blobs: an answer read across a revoking write is not kept", "[cac
   auto size = env.store().stat_blob("app/web", d);  // the pool read...
   REQUIRE(size);
   REQUIRE(env.store().delete_blob("app/web", d));   // ...and an unlink committing before its answer lands
-  env.memo().insert("app/web", d, *size, before);
+  env.memo().insert("app/web", d, cache::HotBlob{*size, nullptr}, before);
   CHECK_FALSE(env.memo().find("app/web", d));
   CHECK(env.memo().entries() == 0);
 }
@@ -163,4 +165,29 @@ TEST_CASE("hot blobs: the entry bound holds, least recently used go first", "[ca
   CHECK(env.memo().find("r", a));
   CHECK(env.memo().find("r", c));
   CHECK(env.memo().find("r", d));
+}
+
+TEST_CASE("hot blobs: small blobs keep their bytes under a byte bound; larger ones only the size",
+          "[cache][hot-blobs]") {
+  BlobMemoEnv env(100, /*max_bytes=*/10000);
+  const uint64_t gen = env.generation();
+  const Digest a = Digest::sha256_of("a"), b = Digest::sha256_of("b"), big = Digest::sha256_of("big");
+  env.memo().insert("r", a, cache::HotBlob{6000, std::make_shared<const std::string>(6000, 'a')}, gen);
+  auto got = env.memo().find("r", a);
+  REQUIRE(got);
+  REQUIRE(got->bytes);
+  CHECK(*got->bytes == std::string(6000, 'a'));
+  // A second 6000-byte blob does not fit beside the first: the older goes.
+  env.memo().insert("r", b, cache::HotBlob{6000, std::make_shared<const std::string>(6000, 'b')}, gen);
+  CHECK(env.memo().bytes() == 6000);
+  CHECK_FALSE(env.memo().find("r", a));
+  CHECK(env.memo().find("r", b));
+  // Above kMaxInlineBytes only the size is kept.
+  const uint64_t n = HotBlobs::kMaxInlineBytes + 1;
+  env.memo().insert("r", big, cache::HotBlob{n, std::make_shared<const std::string>(n, 'x')}, gen);
+  auto g = env.memo().find("r", big);
+  REQUIRE(g);
+  CHECK(g->size == n);
+  CHECK_FALSE(g->bytes);
+  CHECK(env.memo().bytes() == 6000);
 }
