@@ -77,25 +77,43 @@ void Fill::on_data(std::string_view chunk) {
   if (state_ != State::Fetching) return;
   if (total_ && fetched_ + chunk.size() > *total_)
     return fail(Error(Errc::UpstreamError, "parent sent more bytes than its Content-Length"));
-  // pwrite + SHA-256 on the pool, in order; subscribers learn of the bytes
-  // (received_) only once they are in the file they read from.
-  const uint64_t at = fetched_;
+  // pwrite + SHA-256 on the pool, in order; readers learn of the bytes
+  // (received_) only once they are in the file they read from. One append
+  // at a time: what arrives meanwhile waits in `pending_` and goes as one
+  // job when the append in flight delivers. So a pool that keeps up costs
+  // no latency, and one that falls behind gets fewer, larger jobs instead
+  // of a loop round trip per read (issue #14).
+  if (!pending_) {
+    pending_ = std::make_shared<std::string>();
+    pending_at_ = fetched_;
+  }
+  pending_->append(chunk);
   fetched_ += chunk.size();
-  auto bytes = std::make_shared<std::string>(chunk);
-  std::string repo = route_.local_repo, id = upload_id_;
-  auto self = shared_from_this();
-  store_->run_serial<uint64_t>(
-      storesvc::upload_key(id), [repo, id, at, bytes](store::Store& st) { return st.append_upload(repo, id, at, *bytes); },
-      [self](Result<uint64_t> r) { self->on_appended(std::move(r)); });
+  if (!appending_) append_pending();
   // A disk slower than the parent must not pile the difference up in memory
   // (DESIGN.md invariant 6): stop reading the parent while too much is queued.
   if (op_ && fetched_ - received_ > kMaxQueuedBytes) op_->pause();
 }
 
+void Fill::append_pending() {
+  auto bytes = std::move(pending_);
+  pending_.reset();
+  if (!bytes || bytes->empty()) return;
+  appending_ = true;
+  const uint64_t at = pending_at_;
+  std::string repo = route_.local_repo, id = upload_id_;
+  auto self = shared_from_this();
+  store_->run_serial<uint64_t>(
+      storesvc::upload_key(id), [repo, id, at, bytes](store::Store& st) { return st.append_upload(repo, id, at, *bytes); },
+      [self](Result<uint64_t> r) { self->on_appended(std::move(r)); });
+}
+
 void Fill::on_appended(Result<uint64_t> r) {
+  appending_ = false;
   if (state_ != State::Fetching) return;
   if (!r) return fail(r.error());
   received_ = *r;
+  append_pending();
   if (op_ && fetched_ - received_ <= kResumeQueuedBytes) op_->resume();
   notify();
   if (upstream_done_ && received_ == fetched_) commit();

@@ -64,6 +64,8 @@ class Fill : public std::enable_shared_from_this<Fill> {
   void on_head(const http::ClientResponse& r);
   void on_data(std::string_view chunk);
   void on_appended(Result<uint64_t> r);
+  /// Hands pending_ to the session's queue as one append.
+  void append_pending();
   void on_upstream_done(Status st);
   void commit();
   void fail(Error e);
@@ -85,6 +87,9 @@ class Fill : public std::enable_shared_from_this<Fill> {
   uint64_t received_ = 0;  ///< bytes in the session file (what subscribers may read)
   uint64_t fetched_ = 0;   ///< bytes from the parent, handed to the session's appends (>= received_)
   bool upstream_done_ = false;
+  std::shared_ptr<std::string> pending_;  ///< parent bytes waiting for the append in flight
+  uint64_t pending_at_ = 0;               ///< session offset of pending_'s first byte
+  bool appending_ = false;                ///< an append job is in flight
   std::optional<uint64_t> total_;
   bool headed_ = false;
   upstream::UpstreamOpPtr op_;
