@@ -28,8 +28,13 @@ struct Fill::Session {
 void Fill::start() {
   auto self = shared_from_this();
   std::string repo = route_.local_repo;
+  state_ = State::Fetching;
+  // The parent is asked at once, while the pool creates the session (a
+  // directory, a file, two directory fsyncs and a SQLite commit): the first
+  // byte does not wait for the disk (issue #14). Bytes that arrive first
+  // wait in pending_ (bounded by the parent's pause) for the session.
   // The session's file is opened in the same pool job: an open() is a
-  // filesystem call, and the loop makes none (issue #14).
+  // filesystem call, and the loop makes none.
   store_->run<Session>(
       [repo](store::Store& st) -> Result<Session> {
         auto id = st.start_upload(repo);
@@ -44,14 +49,6 @@ void Fill::start() {
         return s;
       },
       [self](Result<Session> s) { self->on_session(std::move(s)); });
-}
-
-void Fill::on_session(Result<Session> s) {
-  if (!s) return fail(s.error());
-  upload_id_ = s->id;
-  read_fd_ = s->fd.release();
-  state_ = State::Fetching;
-  auto self = shared_from_this();
   op_ = route_.upstream->request(
       http::Method::Get, "/v2/" + route_.upstream_repo + "/blobs/" + digest_.str(), route_.upstream_repo, {},
       [self](const http::ClientResponse& r) {
@@ -60,6 +57,23 @@ void Fill::on_session(Result<Session> s) {
       },
       [self](std::string_view c) { self->on_data(c); },
       [self](Status st) { self->on_upstream_done(std::move(st)); });
+}
+
+void Fill::on_session(Result<Session> s) {
+  if (state_ != State::Fetching) {
+    // The fill failed while its session was being made: drop the session.
+    if (s) {
+      std::string repo = route_.local_repo, id = s->id;
+      store_->run_serial<void>(
+          storesvc::upload_key(id), [repo, id](store::Store& st) { return st.cancel_upload(repo, id); }, [](Status) {});
+    }
+    return;
+  }
+  if (!s) return fail(s.error());
+  upload_id_ = s->id;
+  read_fd_ = s->fd.release();
+  if (pending_) return append_pending();
+  if (upstream_done_ && received_ == fetched_) commit();  // an empty blob
 }
 
 void Fill::on_head(const http::ClientResponse& r) {
@@ -89,7 +103,7 @@ void Fill::on_data(std::string_view chunk) {
   }
   pending_->append(chunk);
   fetched_ += chunk.size();
-  if (!appending_) append_pending();
+  if (!appending_ && !upload_id_.empty()) append_pending();
   // A disk slower than the parent must not pile the difference up in memory
   // (DESIGN.md invariant 6): stop reading the parent while too much is queued.
   if (op_ && fetched_ - received_ > kMaxQueuedBytes) op_->pause();
@@ -129,7 +143,8 @@ void Fill::on_upstream_done(Status st) {
     return fail(Error(Errc::UpstreamError, "parent sent " + std::to_string(fetched_) + " of " +
                                                std::to_string(*total_) + " bytes"));
   upstream_done_ = true;
-  if (received_ == fetched_) commit();  // else the last append's delivery commits
+  // Else the last append's delivery commits (or the session's arrival).
+  if (received_ == fetched_ && !upload_id_.empty()) commit();
 }
 
 void Fill::commit() {

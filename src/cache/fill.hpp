@@ -6,8 +6,9 @@
 // it for progress, and so never slow the fill; a failed fill is seen by every
 // reader, which ends its response as broken.
 //
-//   Starting --session open--> Fetching --upstream done--> Committing --> Done
-//       \____________________________\____________________________\----> Failed
+//   Starting --start()--> Fetching --upstream done + session open + appends--> Committing --> Done
+//       \____________________________\_____________________________________________\----> Failed
+// (start() asks the parent and creates the session in parallel.)
 #pragma once
 #include <functional>
 #include <map>

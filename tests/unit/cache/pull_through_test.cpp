@@ -397,6 +397,27 @@ TEST_CASE("cache: an upstream that drops mid-body: the client's response is brok
   env.end();
 }
 
+TEST_CASE("cache: an empty blob is filled and kept (the parent may finish before the session exists)",
+          "[cache][fill]") {
+  const Digest d = Digest::sha256_of("");
+  CacheEnv env(blob_upstream(""));
+  TestClient a(env.port());
+  REQUIRE(a.send(get_request(blob_path("r", d))));
+  auto r = a.read_response();
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->complete);
+  CHECK(r->body.empty());
+  CHECK(r->header("Content-Length") == "0");
+  CHECK(r->header("ETag") == "\"" + d.str() + "\"");
+  REQUIRE(env.eventually([&] { return env.fills() == 0; }));
+  CHECK(env.stats().fills_committed == 1);
+  auto size = env.store->stat_blob("r", d);
+  REQUIRE(size.ok());
+  CHECK(*size == 0);
+  env.end();
+}
+
 TEST_CASE("cache: an upstream 404 is BLOB_UNKNOWN; other statuses are UPSTREAM_ERROR", "[cache][fill]") {
   const Digest d = Digest::sha256_of("missing");
   CacheEnv env([&](ScriptConn& c, const SeenRequest& r) {
