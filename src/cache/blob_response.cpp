@@ -69,8 +69,8 @@ class FillReader : public std::enable_shared_from_this<FillReader> {
     });
     // Strong: the Fill holds its readers until it is Done or Failed (or the
     // reader stops), and a reader holds the Fill while it streams. A Fill
-    // already Done changes no more and would never drop the watcher.
-    if (fill_->state() != Fill::State::Done) {
+    // already Done or Failed changes no more and would never drop the watcher.
+    if (fill_->state() != Fill::State::Done && fill_->state() != Fill::State::Failed) {
       auto self = shared_from_this();
       watch_ = fill_->watch([self] { self->on_change(); });
     }
@@ -81,7 +81,9 @@ class FillReader : public std::enable_shared_from_this<FillReader> {
   void on_change() {
     if (stopped_) return;
     if (!ex_->alive()) return stop();
-    if (fill_->state() == Fill::State::Failed) {
+    // Failed after the verify (the publish failed): the bytes are right and
+    // the reader's fd still holds them, so it goes on.
+    if (fill_->state() == Fill::State::Failed && !fill_->verified()) {
       if (started_) ex_->abort();  // a short body: never a complete-looking wrong one
       else ex_->respond_error(fill_->error());
       return stop();
@@ -92,7 +94,7 @@ class FillReader : public std::enable_shared_from_this<FillReader> {
 
   /// Starts the response when enough is known; false to wait.
   bool begin() {
-    const bool done = fill_->state() == Fill::State::Done;
+    const bool done = fill_->verified();
     if (!done && !fill_->has_head()) return false;
     std::optional<uint64_t> size = fill_->total();
     if (!size && done) size = fill_->readable();
@@ -129,7 +131,7 @@ class FillReader : public std::enable_shared_from_this<FillReader> {
 
   void pump() {
     if (waiting_ || stopped_) return;
-    const bool done = fill_->state() == Fill::State::Done;
+    const bool done = fill_->verified();
     uint64_t limit = fill_->readable();
     if (!chunked_) {
       limit = std::min(limit, end_);

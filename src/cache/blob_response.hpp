@@ -8,7 +8,8 @@
 //
 // A fill is a growing source. A reader streams the bytes the session file
 // holds as they arrive, from the range's start, and sends the last byte of
-// its response only once the fill verified the digest, so a failed fill can
+// its response only once the fill verified the digest (the durable publish
+// that follows is waited for by nobody), so a failed fill can
 // only ever look like a broken response (DESIGN.md invariant 1), ranged or
 // not. Range needs the size: with a parent that sent Content-Length it is
 // evaluated at once; with a chunked parent (size unknown until the end) a

@@ -153,6 +153,22 @@ void Fill::commit() {
   std::string repo = route_.local_repo, id = upload_id_;
   Digest d = digest_;
   std::vector<std::string> other_repos = other_repos_;
+  // First the hash alone (no I/O): once the bytes are known to be right,
+  // readers get their last byte without waiting for the durable publish
+  // behind it (fsync, rename, directory fsync, SQLite commit: tens of ms on
+  // a busy disk, per blob, on every cold pull's critical path). A mismatch
+  // fails the fill here; the commit job queued behind then finds the same
+  // and drops the session.
+  store_->run_serial<Digest>(
+      storesvc::upload_key(id), [repo, id](store::Store& st) { return st.upload_digest(repo, id); },
+      [self](Result<Digest> got) {
+        if (self->state_ != State::Committing) return;
+        if (!got) return self->fail(got.error());
+        if (!(*got == self->digest_))
+          return self->fail(Error(Errc::UpstreamError, "parent sent bytes that do not hash to " + self->digest_.str()));
+        self->verified_ = true;
+        self->notify();
+      });
   store_->run_serial<store::Descriptor>(
       storesvc::upload_key(id),
       [repo, id, d, other_repos](store::Store& st) -> Result<store::Descriptor> {
@@ -162,6 +178,7 @@ void Fill::commit() {
         return r;
       },
       [self](Result<store::Descriptor> r) {
+        if (self->state_ != State::Committing) return;  // failed at the verify
         if (!r) {
           self->upload_id_.clear();  // a failed verify already dropped the session
           return self->fail(r.error().code == Errc::DigestInvalid

@@ -48,6 +48,9 @@ class Fill : public std::enable_shared_from_this<Fill> {
   /// read_fd() with pread. Not verified before state() == Done.
   uint64_t readable() const { return received_; }
   int read_fd() const { return read_fd_; }
+  /// The bytes hash to the digest: readers may finish (the durable publish
+  /// may still be running, and may even fail: the bytes stay right).
+  bool verified() const { return verified_ || state_ == State::Done; }
   /// Why it failed (state() == Failed).
   const Error& error() const { return error_; }
   using Watcher = std::function<void()>;
@@ -93,6 +96,7 @@ class Fill : public std::enable_shared_from_this<Fill> {
   bool appending_ = false;                ///< an append job is in flight
   std::optional<uint64_t> total_;
   bool headed_ = false;
+  bool verified_ = false;
   upstream::UpstreamOpPtr op_;
   std::map<uint64_t, Watcher> watchers_;
   uint64_t next_watch_ = 1;

@@ -160,6 +160,10 @@ Result<uint64_t> Store::upload_status(std::string_view repo, std::string_view id
   return uploads_->status(repo, id);
 }
 
+Result<Digest> Store::upload_digest(std::string_view repo, std::string_view id) {
+  return uploads_->digest(repo, id);
+}
+
 Result<Descriptor> Store::commit_upload(std::string_view repo, std::string_view id, const Digest& expected,
                                         Origin origin) {
   return uploads_->commit(repo, id, expected, origin);

@@ -93,6 +93,8 @@ class Store {
   Result<uint64_t> prepare_upload(std::string_view repo, std::string_view id);
   Result<uint64_t> flush_upload(std::string_view repo, std::string_view id);    ///< [sync]
   Result<uint64_t> upload_status(std::string_view repo, std::string_view id);   ///< [meta]
+  /// [meta], [bulk] after a restart (re-hash): the digest of the bytes so far (Uploads::digest).
+  Result<Digest> upload_digest(std::string_view repo, std::string_view id);
   /// [sync], [bulk] after a restart (re-hash). Failed-commit semantics: upload.hpp.
   Result<Descriptor> commit_upload(std::string_view repo, std::string_view id, const Digest& expected,
                                    Origin origin = Origin::Pushed);
