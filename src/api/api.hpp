@@ -10,6 +10,7 @@
 
 namespace outpost::storesvc { class StoreService; }
 namespace outpost::cache {
+class HotBlobs;
 class HotManifests;
 class PullThrough;
 }  // namespace outpost::cache
@@ -28,6 +29,7 @@ struct ApiContext {
   storesvc::StoreService* store = nullptr;
   cache::PullThrough* pull = nullptr;  ///< null: no parent, a standalone registry
   cache::HotManifests* memo = nullptr;  ///< manifest reads; null: a store job each
+  cache::HotBlobs* blobs = nullptr;     ///< blob GET/HEAD on the loop; null: a store job each
 };
 
 /// Adds every /v2/ route to `router`. `ctx` must outlive the router.

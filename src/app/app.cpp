@@ -11,6 +11,7 @@
 #include "base/log.hpp"
 #include "http/router.hpp"
 #include "http/server.hpp"
+#include "cache/hot_blobs.hpp"
 #include "cache/pull_through.hpp"
 #include "http/client.hpp"
 #include "net/tls.hpp"
@@ -38,6 +39,7 @@ struct App::Impl {
   std::vector<std::unique_ptr<net::TlsClientConfig>> tls_configs;
   std::vector<std::unique_ptr<http::HttpClient>> http_clients;
   std::unique_ptr<cache::HotManifests> memo;  ///< used by api and pull: freed after both
+  std::unique_ptr<cache::HotBlobs> hot_blobs;  ///< blob GET/HEAD fast path (api)
   std::unique_ptr<cache::PullThrough> pull;
   OpsSources ops;
   std::unique_ptr<http::Server> server;
@@ -57,6 +59,7 @@ App::~App() {
   while (uv::pending_work() > 0) uv_run(impl_->loop.get(), UV_RUN_ONCE);
   impl_->pull.reset();
   impl_->memo.reset();
+  impl_->hot_blobs.reset();
   impl_->store.reset();  // drains its own jobs, then closes the store
 }
 
@@ -162,6 +165,8 @@ int App::run() {
   m.api.store = m.store.get();
   m.memo = std::make_unique<cache::HotManifests>(m.store.get());
   m.api.memo = m.memo.get();
+  m.hot_blobs = std::make_unique<cache::HotBlobs>(m.store.get());
+  m.api.blobs = m.hot_blobs.get();
   if (!c.parent.url.empty() || !c.upstreams.empty()) {
     cache::PullOptions po;
     po.tag_ttl_ms = c.cache.tag_ttl_ms;
@@ -277,6 +282,7 @@ int App::run() {
   while (uv::pending_work() > 0) uv_run(m.loop.get(), UV_RUN_ONCE);
   m.pull.reset();
   m.memo.reset();
+  m.hot_blobs.reset();
   m.store.reset();  // drains its own jobs, then closes the store
   log::info("stopped");
   return 0;

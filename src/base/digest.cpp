@@ -171,4 +171,17 @@ Digest Sha256::finish() {
   return Digest(std::move(s), 6);
 }
 
+Digest Sha256::peek() const {
+  assert(!impl_->finished);
+  std::unique_ptr<EVP_MD_CTX, CtxFree> copy{EVP_MD_CTX_new()};
+  if (!copy) std::abort();
+  check(EVP_MD_CTX_copy_ex(copy.get(), impl_->ctx.get()));
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  check(EVP_DigestFinal_ex(copy.get(), out, &n));
+  if (n != 32) std::abort();
+  std::string s = "sha256:" + to_hex(out, n);
+  return Digest(std::move(s), 6);
+}
+
 }  // namespace outpost

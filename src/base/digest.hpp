@@ -52,6 +52,9 @@ class Sha256 {
   void update(std::string_view s) { update(s.data(), s.size()); }
   /// Finishes and returns "sha256:<hex>"; the object may not be updated after.
   Digest finish();
+  /// The digest of what was hashed so far, leaving the state as it is (a
+  /// copy is finished): updates may follow.
+  Digest peek() const;
 
  private:
   struct Impl;

@@ -12,10 +12,6 @@
 
 namespace outpost::cache {
 
-namespace {
-constexpr size_t kPumpChunk = 256 * 1024;
-}
-
 Fill::Fill(storesvc::StoreService* store, Route route, Digest digest, OnFinished on_finished)
     : store_(store), route_(std::move(route)), digest_(std::move(digest)), on_finished_(std::move(on_finished)) {}
 
@@ -32,8 +28,13 @@ struct Fill::Session {
 void Fill::start() {
   auto self = shared_from_this();
   std::string repo = route_.local_repo;
+  state_ = State::Fetching;
+  // The parent is asked at once, while the pool creates the session (a
+  // directory, a file, two directory fsyncs and a SQLite commit): the first
+  // byte does not wait for the disk (issue #14). Bytes that arrive first
+  // wait in pending_ (bounded by the parent's pause) for the session.
   // The session's file is opened in the same pool job: an open() is a
-  // filesystem call, and the loop makes none (issue #14).
+  // filesystem call, and the loop makes none.
   store_->run<Session>(
       [repo](store::Store& st) -> Result<Session> {
         auto id = st.start_upload(repo);
@@ -48,14 +49,6 @@ void Fill::start() {
         return s;
       },
       [self](Result<Session> s) { self->on_session(std::move(s)); });
-}
-
-void Fill::on_session(Result<Session> s) {
-  if (!s) return fail(s.error());
-  upload_id_ = s->id;
-  read_fd_ = s->fd.release();
-  state_ = State::Fetching;
-  auto self = shared_from_this();
   op_ = route_.upstream->request(
       http::Method::Get, "/v2/" + route_.upstream_repo + "/blobs/" + digest_.str(), route_.upstream_repo, {},
       [self](const http::ClientResponse& r) {
@@ -66,41 +59,77 @@ void Fill::on_session(Result<Session> s) {
       [self](Status st) { self->on_upstream_done(std::move(st)); });
 }
 
+void Fill::on_session(Result<Session> s) {
+  if (state_ != State::Fetching) {
+    // The fill failed while its session was being made: drop the session.
+    if (s) {
+      std::string repo = route_.local_repo, id = s->id;
+      store_->run_serial<void>(
+          storesvc::upload_key(id), [repo, id](store::Store& st) { return st.cancel_upload(repo, id); }, [](Status) {});
+    }
+    return;
+  }
+  if (!s) return fail(s.error());
+  upload_id_ = s->id;
+  read_fd_ = s->fd.release();
+  if (pending_) return append_pending();
+  if (upstream_done_ && received_ == fetched_) commit();  // an empty blob
+}
+
 void Fill::on_head(const http::ClientResponse& r) {
   if (r.status == 404) return fail(Error(Errc::BlobUnknown, digest_.str()));
   if (r.status != 200) return fail(parent_status(r.status, r.headers, "blob " + digest_.str()));
   total_ = r.content_length;
+  headed_ = true;
   log::info("fill started", " digest=" + digest_.str() + " repo=" + route_.local_repo + " upstream=" +
                                 route_.upstream->options().name +
                                 (total_ ? " size=" + std::to_string(*total_) : std::string(" size=unknown")));
-  pump_all();
+  notify();
 }
 
 void Fill::on_data(std::string_view chunk) {
   if (state_ != State::Fetching) return;
   if (total_ && fetched_ + chunk.size() > *total_)
     return fail(Error(Errc::UpstreamError, "parent sent more bytes than its Content-Length"));
-  // pwrite + SHA-256 on the pool, in order; subscribers learn of the bytes
-  // (received_) only once they are in the file they read from.
-  const uint64_t at = fetched_;
+  // pwrite + SHA-256 on the pool, in order; readers learn of the bytes
+  // (received_) only once they are in the file they read from. One append
+  // at a time: what arrives meanwhile waits in `pending_` and goes as one
+  // job when the append in flight delivers. So a pool that keeps up costs
+  // no latency, and one that falls behind gets fewer, larger jobs instead
+  // of a loop round trip per read (issue #14).
+  if (!pending_) {
+    pending_ = std::make_shared<std::string>();
+    pending_at_ = fetched_;
+  }
+  pending_->append(chunk);
   fetched_ += chunk.size();
-  auto bytes = std::make_shared<std::string>(chunk);
-  std::string repo = route_.local_repo, id = upload_id_;
-  auto self = shared_from_this();
-  store_->run_serial<uint64_t>(
-      storesvc::upload_key(id), [repo, id, at, bytes](store::Store& st) { return st.append_upload(repo, id, at, *bytes); },
-      [self](Result<uint64_t> r) { self->on_appended(std::move(r)); });
+  if (!appending_ && !upload_id_.empty()) append_pending();
   // A disk slower than the parent must not pile the difference up in memory
   // (DESIGN.md invariant 6): stop reading the parent while too much is queued.
   if (op_ && fetched_ - received_ > kMaxQueuedBytes) op_->pause();
 }
 
+void Fill::append_pending() {
+  auto bytes = std::move(pending_);
+  pending_.reset();
+  if (!bytes || bytes->empty()) return;
+  appending_ = true;
+  const uint64_t at = pending_at_;
+  std::string repo = route_.local_repo, id = upload_id_;
+  auto self = shared_from_this();
+  store_->run_serial<uint64_t>(
+      storesvc::upload_key(id), [repo, id, at, bytes](store::Store& st) { return st.append_upload(repo, id, at, *bytes); },
+      [self](Result<uint64_t> r) { self->on_appended(std::move(r)); });
+}
+
 void Fill::on_appended(Result<uint64_t> r) {
+  appending_ = false;
   if (state_ != State::Fetching) return;
   if (!r) return fail(r.error());
   received_ = *r;
+  append_pending();
   if (op_ && fetched_ - received_ <= kResumeQueuedBytes) op_->resume();
-  pump_all();
+  notify();
   if (upstream_done_ && received_ == fetched_) commit();
 }
 
@@ -114,7 +143,8 @@ void Fill::on_upstream_done(Status st) {
     return fail(Error(Errc::UpstreamError, "parent sent " + std::to_string(fetched_) + " of " +
                                                std::to_string(*total_) + " bytes"));
   upstream_done_ = true;
-  if (received_ == fetched_) commit();  // else the last append's delivery commits
+  // Else the last append's delivery commits (or the session's arrival).
+  if (received_ == fetched_ && !upload_id_.empty()) commit();
 }
 
 void Fill::commit() {
@@ -122,9 +152,23 @@ void Fill::commit() {
   auto self = shared_from_this();
   std::string repo = route_.local_repo, id = upload_id_;
   Digest d = digest_;
-  std::vector<std::string> other_repos;
-  for (auto& s : subs_)
-    if (s->repo != repo) other_repos.push_back(s->repo);
+  std::vector<std::string> other_repos = other_repos_;
+  // First the hash alone (no I/O): once the bytes are known to be right,
+  // readers get their last byte without waiting for the durable publish
+  // behind it (fsync, rename, directory fsync, SQLite commit: tens of ms on
+  // a busy disk, per blob, on every cold pull's critical path). A mismatch
+  // fails the fill here; the commit job queued behind then finds the same
+  // and drops the session.
+  store_->run_serial<Digest>(
+      storesvc::upload_key(id), [repo, id](store::Store& st) { return st.upload_digest(repo, id); },
+      [self](Result<Digest> got) {
+        if (self->state_ != State::Committing) return;
+        if (!got) return self->fail(got.error());
+        if (!(*got == self->digest_))
+          return self->fail(Error(Errc::UpstreamError, "parent sent bytes that do not hash to " + self->digest_.str()));
+        self->verified_ = true;
+        self->notify();
+      });
   store_->run_serial<store::Descriptor>(
       storesvc::upload_key(id),
       [repo, id, d, other_repos](store::Store& st) -> Result<store::Descriptor> {
@@ -134,6 +178,7 @@ void Fill::commit() {
         return r;
       },
       [self](Result<store::Descriptor> r) {
+        if (self->state_ != State::Committing) return;  // failed at the verify
         if (!r) {
           self->upload_id_.clear();  // a failed verify already dropped the session
           return self->fail(r.error().code == Errc::DigestInvalid
@@ -142,7 +187,7 @@ void Fill::commit() {
         }
         self->state_ = State::Done;
         log::info("fill committed", " digest=" + self->digest_.str() + " size=" + std::to_string(self->received_));
-        self->pump_all();
+        self->notify();
         if (self->on_finished_) {
           auto cb = std::move(self->on_finished_);
           cb(self.get());
@@ -167,100 +212,41 @@ void Fill::fail(Error e) {
         storesvc::upload_key(id), [repo, id](store::Store& st) { return st.cancel_upload(repo, id); }, [](Status) {});
     upload_id_.clear();
   }
-  auto subs = std::move(subs_);
-  subs_.clear();
-  for (auto& s : subs) {
-    if (s->started) s->ex->abort();  // a short body: never a complete-looking wrong one
-    else s->ex->respond_error(e);
-  }
   auto self = shared_from_this();
+  notify();  // readers end their responses: an error, or broken if started
   if (on_finished_) {
     auto cb = std::move(on_finished_);
     cb(this);
   }
 }
 
-void Fill::subscribe(const http::ExchangePtr& ex, const std::string& local_repo) {
-  if (state_ == State::Failed) return ex->respond_error(error_);
-  auto s = std::make_shared<Sub>();
-  s->ex = ex;
-  s->repo = local_repo;
-  subs_.push_back(s);
-  std::weak_ptr<Fill> weak = weak_from_this();
-  std::weak_ptr<Sub> ws = s;
-  // A client that leaves just stops receiving; the fill goes on for the others
-  // and for the cache.
-  ex->set_on_abort([weak, ws] {
-    auto f = weak.lock();
-    auto sub = ws.lock();
-    if (f && sub) std::erase(f->subs_, sub);
-  });
-  if (state_ != State::Starting && (total_ || state_ != State::Fetching || received_ > 0)) pump(s);
+uint64_t Fill::watch(Watcher w) {
+  const uint64_t id = next_watch_++;
+  watchers_.emplace(id, std::move(w));
+  return id;
 }
 
-void Fill::pump_all() {
-  auto subs = subs_;  // pump may remove entries
-  for (auto& s : subs) pump(s);
+void Fill::add_reader_repo(const std::string& repo) {
+  if (repo == route_.local_repo || std::find(other_repos_.begin(), other_repos_.end(), repo) != other_repos_.end())
+    return;
+  other_repos_.push_back(repo);
 }
 
-void Fill::pump(const std::shared_ptr<Sub>& s) {
-  if (s->waiting || !s->ex->alive()) return;
-  if (!s->started) {
-    if (state_ == State::Starting) return;
-    s->started = true;
-    s->ex->add_header("Docker-Content-Digest", digest_.str());
-    s->ex->add_header("Content-Type", "application/octet-stream");
-    s->ex->add_header("Accept-Ranges", "bytes");
-    s->ex->begin_stream(200, total_);
-    if (s->ex->req().method == http::Method::Head) {
-      // HEAD: the head is all; no body bytes to wait for.
-      s->ex->end_stream();
-      std::erase(subs_, s);
-      return;
-    }
+void Fill::notify() {
+  // A watcher may unwatch itself or others while this runs: call a copy,
+  // skipping ids gone meanwhile.
+  std::vector<uint64_t> ids;
+  ids.reserve(watchers_.size());
+  for (const auto& [id, w] : watchers_) ids.push_back(id);
+  for (uint64_t id : ids) {
+    auto it = watchers_.find(id);
+    if (it == watchers_.end()) continue;
+    Watcher w = it->second;  // keeps the callback alive while it runs
+    w();
   }
-  // Until the digest is verified, hold back the last byte of a fixed-length
-  // body (and the final chunk of a chunked one), so a failed fill can only
-  // ever look like a broken response.
-  uint64_t limit = received_;
-  if (state_ != State::Done && total_ && limit == *total_ && limit > 0) limit -= 1;
-  std::string buf;
-  while (s->sent < limit) {
-    size_t n = static_cast<size_t>(std::min<uint64_t>(limit - s->sent, kPumpChunk));
-    buf.resize(n);
-    ssize_t got = ::pread(read_fd_, buf.data(), n, static_cast<off_t>(s->sent));
-    if (got <= 0) {
-      s->ex->abort();
-      std::erase(subs_, s);
-      return;
-    }
-    buf.resize(static_cast<size_t>(got));
-    s->sent += static_cast<uint64_t>(got);
-    if (!s->ex->write(buf)) {
-      if (!s->ex->alive()) {
-        std::erase(subs_, s);
-        return;
-      }
-      s->waiting = true;
-      // Strong: a waiting client keeps the Fill (and its fd) alive after the
-      // inflight table let go of it; the reference goes with the Exchange.
-      std::shared_ptr<Fill> f = shared_from_this();
-      std::weak_ptr<Sub> ws = s;
-      s->ex->set_on_drain([f, ws] {
-        auto sub = ws.lock();
-        if (!sub) return;
-        sub->waiting = false;
-        f->pump(sub);
-      });
-      return;
-    }
-  }
-  if (state_ == State::Done && s->sent == received_) finish_sub(s);
-}
-
-void Fill::finish_sub(const std::shared_ptr<Sub>& s) {
-  s->ex->end_stream();
-  std::erase(subs_, s);
+  // Nothing changes after Done or Failed; readers that still stream hold the
+  // Fill themselves. Dropping the watchers breaks their reference cycles.
+  if (state_ == State::Done || state_ == State::Failed) watchers_.clear();
 }
 
 }  // namespace outpost::cache

@@ -1,13 +1,17 @@
 // One Fill: the single upstream fetch of one blob, written into a store
-// upload session (hashed and written on the pool, in order, as it streams), served to every client that asks
-// meanwhile from the session file by offset, and committed only when the
-// digest matches. Slow clients read the file at their own pace and never
-// slow the fill; a failed fill ends every client's response as broken.
+// upload session (hashed and written on the pool, in order, as it streams),
+// and committed only when the digest matches. It is a growing readable
+// source: clients read the session file by offset at their own pace
+// (cache/blob_response.cpp turns it into a response, Range included), watch
+// it for progress, and so never slow the fill; a failed fill is seen by every
+// reader, which ends its response as broken.
 //
-//   Starting --session open--> Fetching --upstream done--> Committing --> Done
-//       \____________________________\____________________________\----> Failed
+//   Starting --start()--> Fetching --upstream done + session open + appends--> Committing --> Done
+//       \____________________________\_____________________________________________\----> Failed
+// (start() asks the parent and creates the session in parallel.)
 #pragma once
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,32 +35,46 @@ class Fill : public std::enable_shared_from_this<Fill> {
   Fill(storesvc::StoreService* store, Route route, Digest digest, OnFinished on_finished);
   ~Fill();
   void start();
-  /// Streams the blob to `ex` (late joiners start from byte 0 via the file).
-  void subscribe(const http::ExchangePtr& ex, const std::string& local_repo);
   State state() const { return state_; }
   const Digest& digest() const { return digest_; }
   /// The blob's size once the upstream said it (Content-Length).
   std::optional<uint64_t> total() const { return total_; }
 
+  // ---- readers (loop thread) ---------------------------------------------
+  /// The parent answered 200: the size is known (total()) or it never will
+  /// be before Done (a chunked parent).
+  bool has_head() const { return headed_; }
+  /// Bytes in the session file, readable at [0, readable()) through
+  /// read_fd() with pread. Not verified before state() == Done.
+  uint64_t readable() const { return received_; }
+  int read_fd() const { return read_fd_; }
+  /// The bytes hash to the digest: readers may finish (the durable publish
+  /// may still be running, and may even fail: the bytes stay right).
+  bool verified() const { return verified_ || state_ == State::Done; }
+  /// Why it failed (state() == Failed).
+  const Error& error() const { return error_; }
+  using Watcher = std::function<void()>;
+  /// Calls `w` on the loop after every change (head, bytes, Done, Failed).
+  /// Watchers are dropped after Done or Failed (nothing changes any more).
+  uint64_t watch(Watcher w);
+  void unwatch(uint64_t id) { watchers_.erase(id); }
+  /// A client of `repo` reads this blob: it is linked there as well when the
+  /// fill commits (the fill's own repository is route.local_repo).
+  void add_reader_repo(const std::string& repo);
+
  private:
-  struct Sub {
-    http::ExchangePtr ex;
-    std::string repo;
-    uint64_t sent = 0;
-    bool started = false;
-    bool waiting = false;  ///< blocked on the client's drain
-  };
   struct Session;
   void on_session(Result<Session> s);
   void on_head(const http::ClientResponse& r);
   void on_data(std::string_view chunk);
   void on_appended(Result<uint64_t> r);
+  /// Hands pending_ to the session's queue as one append.
+  void append_pending();
   void on_upstream_done(Status st);
   void commit();
   void fail(Error e);
-  void pump(const std::shared_ptr<Sub>& s);
-  void pump_all();
-  void finish_sub(const std::shared_ptr<Sub>& s);
+  /// Calls every watcher; after a terminal state, drops them all.
+  void notify();
 
   storesvc::StoreService* store_;
   Route route_;
@@ -73,9 +91,16 @@ class Fill : public std::enable_shared_from_this<Fill> {
   uint64_t received_ = 0;  ///< bytes in the session file (what subscribers may read)
   uint64_t fetched_ = 0;   ///< bytes from the parent, handed to the session's appends (>= received_)
   bool upstream_done_ = false;
+  std::shared_ptr<std::string> pending_;  ///< parent bytes waiting for the append in flight
+  uint64_t pending_at_ = 0;               ///< session offset of pending_'s first byte
+  bool appending_ = false;                ///< an append job is in flight
   std::optional<uint64_t> total_;
+  bool headed_ = false;
+  bool verified_ = false;
   upstream::UpstreamOpPtr op_;
-  std::vector<std::shared_ptr<Sub>> subs_;
+  std::map<uint64_t, Watcher> watchers_;
+  uint64_t next_watch_ = 1;
+  std::vector<std::string> other_repos_;
 };
 
 }  // namespace outpost::cache

@@ -2,6 +2,7 @@
 
 #include "base/log.hpp"
 #include "base/reference.hpp"
+#include "cache/blob_response.hpp"
 #include "cache/parent_errors.hpp"
 #include "oci/manifest.hpp"
 #include "store/store.hpp"
@@ -367,7 +368,7 @@ void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr&
     // chunked parent) leaves the size to a HEAD to the parent: the blob is
     // being pulled from there anyway.
     if (it != fills_.end()) {
-      if (it->second->total()) return it->second->subscribe(ex, r.local_repo);
+      if (it->second->total()) return respond_blob(ex, BlobSource::growing(d, it->second));
       if (!r.upstream->offline() && may_fetch_miss()) return head_blob(r, d, ex);
     }
     // In ReadWrite mode a HEAD is how pushing clients ask "do you have it?":
@@ -391,7 +392,10 @@ void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr&
     return head_blob(r, d, ex);
   }
   auto it = fills_.find(d.str());
-  if (it != fills_.end()) return it->second->subscribe(ex, r.local_repo);
+  if (it != fills_.end()) {
+    it->second->add_reader_repo(r.local_repo);
+    return respond_blob(ex, BlobSource::growing(d, it->second));
+  }
   if (!may_fetch_miss()) {
     stats_.window_misses++;
     return ex->respond_error(window_miss("blob " + d.str()));
@@ -407,7 +411,7 @@ void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr&
     fills_.erase(f->digest().str());
   });
   fills_[d.str()] = fill;
-  fill->subscribe(ex, r.local_repo);
+  respond_blob(ex, BlobSource::growing(d, fill));
   fill->start();
 }
 
@@ -429,10 +433,7 @@ void PullThrough::head_blob(const Route& r, const Digest& d, const http::Exchang
         if (*status == 404) return ex->respond_error(Errc::BlobUnknown, d.str());
         if (*status != 200) return ex->respond_error(parent_status(*status, *headers, "blob HEAD " + d.str()));
         if (!*length) return ex->respond_error(parent_status(502, *headers, "blob HEAD " + d.str() + " (no length)"));
-        ex->add_header("Docker-Content-Digest", d.str());
-        ex->add_header("Content-Type", "application/octet-stream");
-        ex->add_header("Accept-Ranges", "bytes");
-        ex->respond_head_only(200, **length);
+        respond_blob(ex, BlobSource::head_only(d, **length));
       });
 }
 

@@ -128,7 +128,9 @@ Status Store::link_blob(std::string_view repo, const Digest& d, Origin origin) {
   return meta_->link_blob(repo, d, origin);
 }
 
-Status Store::delete_blob(std::string_view repo, const Digest& d) { return meta_->unlink_blob(repo, d); }
+Status Store::delete_blob(std::string_view repo, const Digest& d) {
+  return bump_blobs(meta_->unlink_blob(repo, d));
+}
 
 // ---- uploads --------------------------------------------------------------------------
 
@@ -156,6 +158,10 @@ Result<uint64_t> Store::flush_upload(std::string_view repo, std::string_view id)
 
 Result<uint64_t> Store::upload_status(std::string_view repo, std::string_view id) {
   return uploads_->status(repo, id);
+}
+
+Result<Digest> Store::upload_digest(std::string_view repo, std::string_view id) {
+  return uploads_->digest(repo, id);
 }
 
 Result<Descriptor> Store::commit_upload(std::string_view repo, std::string_view id, const Digest& expected,
@@ -212,7 +218,7 @@ Result<std::string> Store::read_manifest(std::string_view repo, const Digest& d)
 }
 
 Status Store::delete_manifest(std::string_view repo, const Digest& d) {
-  return bump_manifests(meta_->delete_manifest(repo, d));
+  return bump_blobs(bump_manifests(meta_->delete_manifest(repo, d)));
 }
 
 // ---- tags and listings ------------------------------------------------------------------
@@ -263,7 +269,8 @@ Result<std::optional<std::string>> Store::replay_mount_source(const Digest& d, s
 
 Result<GcReport> Store::gc(const GcOptions& opts) {
   // GC removes repository rows (delete_empty_repos): bump, to be safe.
-  return bump_manifests(collect_garbage(GcTargets{layout_, *meta_, blobs_, *uploads_, publish_mu_}, opts));
+  // It removes blob rows and files too.
+  return bump_blobs(bump_manifests(collect_garbage(GcTargets{layout_, *meta_, blobs_, *uploads_, publish_mu_}, opts)));
 }
 
 }  // namespace outpost::store

@@ -93,6 +93,8 @@ class Store {
   Result<uint64_t> prepare_upload(std::string_view repo, std::string_view id);
   Result<uint64_t> flush_upload(std::string_view repo, std::string_view id);    ///< [sync]
   Result<uint64_t> upload_status(std::string_view repo, std::string_view id);   ///< [meta]
+  /// [meta], [bulk] after a restart (re-hash): the digest of the bytes so far (Uploads::digest).
+  Result<Digest> upload_digest(std::string_view repo, std::string_view id);
   /// [sync], [bulk] after a restart (re-hash). Failed-commit semantics: upload.hpp.
   Result<Descriptor> commit_upload(std::string_view repo, std::string_view id, const Digest& expected,
                                    Origin origin = Origin::Pushed);
@@ -165,6 +167,14 @@ class Store {
   /// finds it unchanged later knows its read is still current
   /// (cache::HotManifests).
   uint64_t manifest_generation() const { return manifest_gen_.load(std::memory_order_acquire); }
+  /// Bumped after every write that can make a blob unreadable in a
+  /// repository it was readable in (stat_blob/open_blob): blob unlinks,
+  /// manifest deletes (a manifest is readable as a blob of its repository),
+  /// GC. Publishing, linking and uploads only add readability and leave it
+  /// alone. A positive stat taken with the generation read before it stays
+  /// true while the generation is unchanged (cache::HotBlobs). Anything that
+  /// later removes blobs or links (eviction) must bump it too.
+  uint64_t blob_generation() const { return blob_gen_.load(std::memory_order_acquire); }
 
   const Layout& layout() const { return layout_; }
   MetaDb& meta() { return *meta_; }
@@ -184,10 +194,16 @@ class Store {
   std::shared_mutex publish_mu_;
   std::unique_ptr<Uploads> uploads_;
   std::atomic<uint64_t> manifest_gen_{0};
+  std::atomic<uint64_t> blob_gen_{0};
   /// After the write's commit (or failure: a harmless extra bump).
   template <typename R>
   R bump_manifests(R r) {
     manifest_gen_.fetch_add(1, std::memory_order_acq_rel);
+    return r;
+  }
+  template <typename R>
+  R bump_blobs(R r) {
+    blob_gen_.fetch_add(1, std::memory_order_acq_rel);
     return r;
   }
 };

@@ -246,6 +246,15 @@ Result<uint64_t> Uploads::flush(std::string_view repo, std::string_view id) {
   return s.offset;
 }
 
+Result<Digest> Uploads::digest(std::string_view repo, std::string_view id) {
+  STORE_ASSIGN(auto sp, session(id));
+  Session& s = *sp;
+  std::lock_guard lk(s.mu);
+  OUTPOST_TRY(check_repo_locked(s, repo));
+  OUTPOST_TRY(ensure_hash_locked(s));
+  return s.hash->peek();
+}
+
 Result<uint64_t> Uploads::status(std::string_view repo, std::string_view id_str) {
   STORE_ASSIGN(auto id, UploadId::parse(id_str));
   SessionPtr sp;

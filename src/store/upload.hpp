@@ -79,6 +79,11 @@ class Uploads {
   /// in memory.
   Result<uint64_t> status(std::string_view repo, std::string_view id);
 
+  /// The digest of the bytes received so far (re-hashing the file first
+  /// after a restart), without committing: a pull-through fill learns that
+  /// its bytes are right before the durable publish.
+  Result<Digest> digest(std::string_view repo, std::string_view id);
+
   /// Verifies that the received bytes hash to `expected`, then fsyncs, renames
   /// into blobs/, fsyncs the directory and records the blob + repo link (and
   /// drops the session) in one SQLite transaction; only then returns.

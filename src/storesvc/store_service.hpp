@@ -89,6 +89,9 @@ class StoreService {
   /// Loop-safe, non-blocking: the store's manifest generation (an atomic;
   /// store::Store::manifest_generation()).
   uint64_t manifest_generation() const;
+  /// Loop-safe, non-blocking: the store's blob generation (an atomic;
+  /// store::Store::blob_generation()).
+  uint64_t blob_generation() const;
   /// Loop-safe: the store's on-disk paths (fixed at open).
   const store::Layout& layout() const;
   uv_loop_t* loop() const { return loop_; }

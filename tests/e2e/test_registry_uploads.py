@@ -196,6 +196,32 @@ class Uploads(SharedOutpostCase):
         self.assertEqual(self.get_blob(repo, e), b"")
         self.assertEqual(bad_blob_files(self.op.root), [])
 
+    def test_served_blobs_are_forgotten_when_deleted(self):
+        # Blob GETs are answered from a memo on the event loop once the blob
+        # was read (issue #14): a small blob from memory, a larger one from
+        # its file. A DELETE must be seen by the very next GET and HEAD.
+        repo = "up/memo"
+        for size in (191, 300000):
+            data = os.urandom(size)
+            d = sha256_digest(data)
+            f = self.file_with(f"memo{size}", data)
+            r = curl("-X", "POST", "--data-binary", "@" + f, f"{self.url}/v2/{repo}/blobs/uploads/?digest={d}")
+            self.assertEqual(r.status, 201, r.body)
+            for _ in range(3):  # the first read learns it, the next ones are memo hits
+                self.assertEqual(self.get_blob(repo, d), data)
+            r = curl("-H", "Range: bytes=10-19", f"{self.url}/v2/{repo}/blobs/{d}")
+            self.assertEqual((r.status, r.body), (206, data[10:20]))
+            self.assertEqual(r.header("Content-Range"), f"bytes 10-19/{size}")
+            self.assertEqual(r.header("ETag"), f'"{d}"')
+            r = curl("-I", f"{self.url}/v2/{repo}/blobs/{d}")
+            self.assertEqual((r.status, r.header("Content-Length")), (200, str(size)))
+            r = curl("-X", "DELETE", f"{self.url}/v2/{repo}/blobs/{d}")
+            self.assertEqual(r.status, 202, r.body)
+            r = curl(f"{self.url}/v2/{repo}/blobs/{d}")
+            self.assertEqual(r.status, 404, r.body[:200])
+            self.assertIn("BLOB_UNKNOWN", oci_error_codes(r))
+            self.assertEqual(curl("-I", f"{self.url}/v2/{repo}/blobs/{d}").status, 404)
+
     def test_cross_repo_mount(self):
         data = os.urandom(300000)
         d = self.c.push_blob("mount/src", data)

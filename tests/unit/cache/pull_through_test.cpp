@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "base/digest.hpp"
+#include "cache/blob_response.hpp"
 #include "cache/pull_through.hpp"
 #include "http/client.hpp"
 #include "store/store.hpp"
@@ -209,7 +210,8 @@ class CacheEnv {
 
  private:
   /// GET/HEAD /v2/<name>/blobs/<digest>[?ns=]: the local file when held
-  /// (as api/blobs.cpp does), else the pull-through cache.
+  /// (through cache::respond_blob, as api/blobs.cpp does), else the
+  /// pull-through cache.
   void handle(const http::ExchangePtr& ex) {
     const std::string& path = ex->req().path;
     size_t at = path.find("/blobs/");
@@ -221,9 +223,8 @@ class CacheEnv {
     if (!route) return ex->respond_error(Errc::NameUnknown, name);
     auto local = store->open_blob(route->local_repo, *d);
     if (local) {
-      ex->add_header("Docker-Content-Digest", d->str());
       ex->add_header("X-Served-By", "store");
-      return ex->respond_file(200, local->fd.release(), 0, local->size);
+      return cache::respond_blob(ex, cache::BlobSource::file(*d, std::move(local->fd), local->size));
     }
     pull->blob(*route, *d, ex);
   }
@@ -397,6 +398,27 @@ TEST_CASE("cache: an upstream that drops mid-body: the client's response is brok
   env.end();
 }
 
+TEST_CASE("cache: an empty blob is filled and kept (the parent may finish before the session exists)",
+          "[cache][fill]") {
+  const Digest d = Digest::sha256_of("");
+  CacheEnv env(blob_upstream(""));
+  TestClient a(env.port());
+  REQUIRE(a.send(get_request(blob_path("r", d))));
+  auto r = a.read_response();
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->complete);
+  CHECK(r->body.empty());
+  CHECK(r->header("Content-Length") == "0");
+  CHECK(r->header("ETag") == "\"" + d.str() + "\"");
+  REQUIRE(env.eventually([&] { return env.fills() == 0; }));
+  CHECK(env.stats().fills_committed == 1);
+  auto size = env.store->stat_blob("r", d);
+  REQUIRE(size.ok());
+  CHECK(*size == 0);
+  env.end();
+}
+
 TEST_CASE("cache: an upstream 404 is BLOB_UNKNOWN; other statuses are UPSTREAM_ERROR", "[cache][fill]") {
   const Digest d = Digest::sha256_of("missing");
   CacheEnv env([&](ScriptConn& c, const SeenRequest& r) {
@@ -540,6 +562,170 @@ TEST_CASE("cache: HEAD during a chunked (size-less) fill asks the parent", "[cac
   REQUIRE(ra);
   CHECK(ra->complete);
   CHECK(store::test::same_bytes(ra->body, bytes));
+  env.end();
+}
+
+/// The headers a blob answer's client sees, for comparing a fill with a local hit.
+std::vector<std::pair<std::string, std::optional<std::string>>> blob_headers(const ClientResponse& r) {
+  std::vector<std::pair<std::string, std::optional<std::string>>> out;
+  for (const char* h : {"Docker-Content-Digest", "ETag", "Accept-Ranges", "Cache-Control", "Content-Type",
+                        "Content-Range", "Content-Length"})
+    out.emplace_back(h, r.header(h));
+  out.emplace_back("status", std::to_string(r.status));
+  return out;
+}
+
+std::string range_header(const std::string& spec) { return "Range: " + spec + "\r\n"; }
+
+TEST_CASE("cache: a fill answers Range with 206 and the same headers as a local hit", "[cache][fill][range]") {
+  const std::string bytes = pattern(300000, 41);
+  const Digest d = Digest::sha256_of(bytes);
+  CacheEnv env([&](ScriptConn& c, const SeenRequest& r) {
+    if (probe(c, r)) return;
+    c.send(head_only(200, {{"Content-Length", std::to_string(bytes.size())}}) + bytes.substr(0, 1000));
+    if (!c.wait_gate("rest")) return;
+    c.send(bytes.substr(1000));
+  });
+  TestClient a(env.port()), b(env.port()), h(env.port()), late(env.port());
+  REQUIRE(a.send(get_request(blob_path("r", d))));
+  REQUIRE(a.fill_to(1000, Clock::now() + kWait));  // the fill is under way, the rest gated
+  // A range inside the bytes already there, one past them, and a HEAD.
+  REQUIRE(b.send(get_request(blob_path("r", d), range_header("bytes=100-599"))));
+  REQUIRE(late.send(get_request(blob_path("r", d), range_header("bytes=200000-"))));
+  REQUIRE(h.send(get_request(blob_path("r", d), range_header("bytes=-10"), "HEAD")));
+  auto fh = h.read_response(kWait, /*head_only=*/true);
+  REQUIRE(fh);
+  CHECK(fh->status == 206);
+  CHECK(fh->header("Content-Range") == "bytes " + std::to_string(bytes.size() - 10) + "-" +
+                                           std::to_string(bytes.size() - 1) + "/" + std::to_string(bytes.size()));
+  CHECK(env.fills() == 1);
+  env.upstream.open_gate("rest");
+  auto fb = b.read_response();
+  auto fl = late.read_response();
+  auto fa = a.read_response();
+  REQUIRE(fb);
+  REQUIRE(fl);
+  REQUIRE(fa);
+  CHECK(fb->status == 206);
+  CHECK(fb->complete);
+  CHECK(fb->header("Content-Range") == "bytes 100-599/" + std::to_string(bytes.size()));
+  CHECK(fb->body == bytes.substr(100, 500));
+  CHECK(fl->status == 206);
+  CHECK(fl->complete);
+  CHECK(store::test::same_bytes(fl->body, bytes.substr(200000)));
+  CHECK(fa->status == 200);
+  CHECK(store::test::same_bytes(fa->body, bytes));
+  CHECK(fa->header("ETag") == "\"" + d.str() + "\"");
+  CHECK(fa->header("Cache-Control") == "max-age=31536000");
+  CHECK(env.upstream.count_path(blob_path("r", d)) == 1);
+
+  // The same requests once the blob is held: the same answers, header for header.
+  REQUIRE(env.eventually([&] { return env.fills() == 0; }));
+  TestClient c(env.port());
+  REQUIRE(c.send(get_request(blob_path("r", d), range_header("bytes=100-599"))));
+  auto lb = c.read_response();
+  REQUIRE(c.send(get_request(blob_path("r", d), range_header("bytes=200000-"))));
+  auto ll = c.read_response();
+  REQUIRE(c.send(get_request(blob_path("r", d), range_header("bytes=-10"), "HEAD")));
+  auto lh = c.read_response(kWait, /*head_only=*/true);
+  REQUIRE(c.send(get_request(blob_path("r", d))));
+  auto la = c.read_response();
+  REQUIRE(lb);
+  REQUIRE(ll);
+  REQUIRE(lh);
+  REQUIRE(la);
+  CHECK(la->header("X-Served-By") == "store");
+  CHECK(blob_headers(*fb) == blob_headers(*lb));
+  CHECK(blob_headers(*fl) == blob_headers(*ll));
+  CHECK(blob_headers(*fh) == blob_headers(*lh));
+  CHECK(blob_headers(*fa) == blob_headers(*la));
+  CHECK(lb->body == fb->body);
+  CHECK(env.upstream.count_path(blob_path("r", d)) == 1);
+  env.end();
+}
+
+TEST_CASE("cache: a fill answers an unsatisfiable Range with 416 like a local hit", "[cache][fill][range]") {
+  const std::string bytes = pattern(5000, 42);
+  const Digest d = Digest::sha256_of(bytes);
+  CacheEnv env(blob_upstream(bytes));
+  TestClient a(env.port());
+  REQUIRE(a.send(get_request(blob_path("r", d), range_header("bytes=9000-"))));
+  auto fr = a.read_response();
+  REQUIRE(fr);
+  CHECK(fr->status == 416);
+  CHECK(fr->header("Content-Range") == "bytes */5000");
+  CHECK(fr->header("ETag") == "\"" + d.str() + "\"");
+  // The fill goes on for the cache although its only client got a 416.
+  REQUIRE(env.eventually([&] { return env.fills() == 0; }));
+  CHECK(env.stats().fills_committed == 1);
+  REQUIRE(a.send(get_request(blob_path("r", d), range_header("bytes=9000-"))));
+  auto lr = a.read_response();
+  REQUIRE(lr);
+  CHECK(lr->header("X-Served-By") == "store");
+  CHECK(blob_headers(*fr) == blob_headers(*lr));
+  env.end();
+}
+
+TEST_CASE("cache: a chunked (size-less) fill answers Range once the blob is verified", "[cache][fill][range]") {
+  const std::string bytes = pattern(250000, 43);
+  const Digest d = Digest::sha256_of(bytes);
+  CacheEnv env([&](ScriptConn& c, const SeenRequest& r) {
+    if (probe(c, r)) return;
+    std::string all = chunked_reply(200, {bytes.substr(0, 1000), bytes.substr(1000)});
+    size_t first = all.find(bytes.substr(0, 1000)) + 1000 + 2;  // the head and the first chunk
+    c.send(all.substr(0, first));
+    if (!c.wait_gate("rest")) return;
+    c.send(all.substr(first));
+  });
+  TestClient a(env.port()), b(env.port());
+  REQUIRE(a.send(get_request(blob_path("r", d))));
+  REQUIRE(a.fill_to(1000, Clock::now() + kWait));
+  REQUIRE(b.send(get_request(blob_path("r", d), range_header("bytes=10-19"))));
+  REQUIRE(env.fx().wait_count("requests", 2));
+  env.upstream.open_gate("rest");
+  auto rb = b.read_response();
+  REQUIRE(rb);
+  CHECK(rb->status == 206);
+  CHECK(rb->complete);
+  CHECK(rb->header("Content-Range") == "bytes 10-19/" + std::to_string(bytes.size()));
+  CHECK(rb->header("ETag") == "\"" + d.str() + "\"");
+  CHECK(rb->body == bytes.substr(10, 10));
+  auto ra = a.read_response();
+  REQUIRE(ra);
+  CHECK(ra->status == 200);
+  CHECK(ra->chunked);
+  CHECK(ra->header("ETag") == "\"" + d.str() + "\"");
+  CHECK(store::test::same_bytes(ra->body, bytes));
+  CHECK(env.upstream.count_path(blob_path("r", d)) == 1);
+  env.end();
+}
+
+TEST_CASE("cache: a ranged reader of a fill that fails gets a broken response, never a complete one",
+          "[cache][fill][range]") {
+  const std::string bytes = pattern(200000, 44);
+  std::string wrong = bytes;
+  wrong[150000] ^= 1;
+  const Digest d = Digest::sha256_of(bytes);
+  CacheEnv env([&](ScriptConn& c, const SeenRequest& r) {
+    if (probe(c, r)) return;
+    c.send(head_only(200, {{"Content-Length", std::to_string(wrong.size())}}) + wrong.substr(0, 1000));
+    if (!c.wait_gate("rest")) return;
+    c.send(wrong.substr(1000));
+  });
+  TestClient a(env.port()), b(env.port());
+  REQUIRE(a.send(get_request(blob_path("r", d))));
+  REQUIRE(a.fill_to(1000, Clock::now() + kWait));
+  // Every byte of this range is in the file before the verify fails.
+  REQUIRE(b.send(get_request(blob_path("r", d), range_header("bytes=0-99"))));
+  REQUIRE(env.fx().wait_count("requests", 2));
+  env.upstream.open_gate("rest");
+  auto rb = b.read_response();
+  REQUIRE(rb);
+  CHECK(rb->status == 206);
+  CHECK_FALSE(rb->complete);
+  CHECK(rb->body.size() < 100);
+  REQUIRE(env.eventually([&] { return env.fills() == 0; }));
+  CHECK(env.stats().fills_failed == 1);
   env.end();
 }
 

@@ -298,3 +298,32 @@ TEST_CASE("upload: rewind drops bytes past an offset, never durable ones; commit
   REQUIRE(blob.ok());
   CHECK(test::read_fd(blob->fd.get()) == good);
 }
+
+TEST_CASE("upload: the digest so far, before the commit, also after a reopen", "[store]") {
+  test::Sandbox sb;
+  const std::string data = test::pattern_bytes(200000, 5);
+  std::string id;
+  {
+    auto s = Store::open(sb.root());
+    REQUIRE(s.ok());
+    auto& st = **s;
+    auto r = st.start_upload("lib/app");
+    REQUIRE(r.ok());
+    id = *r;
+    REQUIRE(st.append_upload("lib/app", id, 0, std::string_view(data).substr(0, 1000)));
+    CHECK(*st.upload_digest("lib/app", id) == test::digest_of(data.substr(0, 1000)));
+    // Peeking does not end the hash: more bytes follow, the commit still verifies.
+    REQUIRE(st.append_upload("lib/app", id, 1000, std::string_view(data).substr(1000)));
+    CHECK(*st.upload_digest("lib/app", id) == test::digest_of(data));
+    CHECK(st.upload_digest("other/repo", id).error().code == Errc::BlobUploadUnknown);
+    REQUIRE(st.flush_upload("lib/app", id));
+  }
+  auto s = Store::open(sb.root());
+  REQUIRE(s.ok());
+  auto& st = **s;
+  // After a restart the hash is rebuilt from the durable bytes.
+  CHECK(*st.upload_digest("lib/app", id) == test::digest_of(data));
+  auto desc = st.commit_upload("lib/app", id, test::digest_of(data));
+  REQUIRE(desc.ok());
+  CHECK(desc->size == data.size());
+}
