@@ -25,6 +25,7 @@ The "windows closed" schedule is 00:00 on 1 January: no test runs then.
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 import unittest
 
@@ -145,7 +146,11 @@ class Chain(unittest.TestCase):
         op = Outpost(config=sync_config(self.l3.url, "ReadWrite", CLOSED), ready=False, expect_exit=EXIT_CONFIG)
         try:
             op.start()
-            rc = op.wait(timeout=30)
+            try:
+                rc = op.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.fail("a ReadWrite Outpost under a ReadOnly parent still runs after 30 s (want exit 78)"
+                          f"; stderr:\n{op.log_tail(20)}")
             self.assertEqual(rc, EXIT_CONFIG, op.log_tail())
             self.assertIn("ReadOnly", op.log_text())
             op.check_sanitizers()
