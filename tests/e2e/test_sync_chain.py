@@ -132,6 +132,10 @@ class Chain(unittest.TestCase):
                          f"the cloud refused writes during the replay:\n{during}")
         # every write in the cloud's whole log came from the replay, none failed
         self.assertEqual(registry_write_failures(self.cloud), [])
+        # and L5 refused none of L4's writes (its request log: method, path, status)
+        refused = [r for r in self.l5.log_records() if r.get("msg") == "request" and r.get("method") in WRITE_METHODS
+                   and int(r.get("status", "0")) >= 400]
+        self.assertEqual(refused, [], "L5 refused writes replayed by L4")
 
     def test_3_push_at_readonly_l3_is_refused_with_an_oci_error(self):
         r = http("POST", self.l3.url + "/v2/site/refused/blobs/uploads/")
