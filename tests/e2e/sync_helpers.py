@@ -13,6 +13,7 @@ sync windows, ReadWrite/ReadOnly hierarchy, kept repositories).
   registry_write_failures(reg)   write requests the cloud answered with an error,
                                  from its access log and its error log
   pull_layout(...)               skopeo copy --all to an OCI layout; returns the top digest
+  push_referrer / referrers      an OCI 1.1 signature artifact for a subject; the referrers API
   assert_registry_holds(...)     a registry serves exactly a Layout (every manifest, blob)
 """
 
@@ -30,9 +31,9 @@ import unittest
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Mapping
 
-from harness import (ACCEPT_ALL_MANIFESTS, DockerRegistry, Layout, Outpost, ProcessFailed, deep_merge,
-                     free_port, http, outpost_bin, run_outpost, scaled, sha256_digest, skopeo_copy, tail,
-                     to_yaml, wait_until)
+from harness import (ACCEPT_ALL_MANIFESTS, OCI_MANIFEST, DockerRegistry, Layout, Outpost, ProcessFailed,
+                     deep_merge, http, outpost_bin, push_blob, run_outpost, scaled, sha256_digest, skopeo_copy,
+                     tail, to_yaml, wait_until)
 
 # --------------------------------------------------------------------------
 # gate: the modules using these helpers run once the feature exists
@@ -448,6 +449,36 @@ def manifest_digest(url: str, repo: str, ref: str) -> tuple[int, str | None, byt
     if r.status != 200:
         return r.status, None, r.body
     return r.status, r.header("Docker-Content-Digest") or sha256_digest(r.body), r.body
+
+
+SIGNATURE_TYPE = "application/vnd.example.signature.v1"
+
+
+def push_referrer(url: str, repo: str, subject: str, subject_media_type: str, subject_size: int,
+                  payload: bytes, artifact_type: str = SIGNATURE_TYPE) -> tuple[str, bytes, str]:
+    """An OCI 1.1 artifact (empty config, one blob holding `payload`) whose
+    subject is `subject`, pushed by digest; returns (manifest digest, manifest
+    bytes, payload blob digest)."""
+    empty = push_blob(url, repo, b"{}")
+    blob = push_blob(url, repo, payload)
+    man = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
+           "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+           "layers": [{"mediaType": "application/octet-stream", "digest": blob, "size": len(payload)}],
+           "subject": {"mediaType": subject_media_type, "digest": subject, "size": subject_size}}
+    body = json.dumps(man, separators=(",", ":"), sort_keys=True).encode()
+    d = sha256_digest(body)
+    r = http("PUT", f"{url}/v2/{repo}/manifests/{d}", body=body, headers={"Content-Type": OCI_MANIFEST})
+    if r.status != 201:
+        raise AssertionError(f"PUT referrer {repo}@{d}: {r.status} {r.body[:300]!r}")
+    return d, body, blob
+
+
+def referrers(url: str, repo: str, subject: str) -> list[str]:
+    """Digests the referrers API of `url` lists for `subject`."""
+    r = http("GET", f"{url}/v2/{repo}/referrers/{subject}", timeout=30)
+    if r.status != 200:
+        raise AssertionError(f"referrers {repo}@{subject}: {r.status} {r.body[:300]!r}")
+    return [m["digest"] for m in r.json()["manifests"]]
 
 
 def pull_layout(hostport: str, repo: str, tag: str, dest: str, timeout: float = 300) -> str:

@@ -8,10 +8,12 @@ point), with real processes on 127.0.0.1:
 
 - A pull at L3 of an image held only in the cloud works (L3 -> L4 -> L5 ->
   cloud, on-demand pull-through outside windows: pull_through = "always").
-- A multi-arch image pushed at L4 with skopeo is served at L4 at once and
+- A multi-arch image pushed at L4 with skopeo (plus a signature of its
+  index, an OCI 1.1 referrer) is served at L4 at once and
   moves nowhere while the windows are closed; `outpost sync now --wait` on
   L4 puts it at L5, the same on L5 puts it in the cloud, with identical
-  digests (queried straight at each registry). The cloud saw no write that
+  digests (queried straight at each registry; the signature through L5's
+  referrers API, by digest in the cloud, which has no referrers API). The cloud saw no write that
   failed, none for a missing blob or manifest (the replay order held).
 - A push at L3 (ReadOnly) is refused with an OCI error.
 - An Outpost configured ReadWrite under L3 (ReadOnly) exits 78 at start
@@ -29,12 +31,12 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import (DockerRegistry, Outpost, free_port, http, make_oci_layout, push_layout, random_layer,
-                     skopeo_copy, wait_until)
+from harness import (OCI_INDEX, DockerRegistry, Outpost, free_port, http, make_oci_layout, push_layout,
+                     random_layer, skopeo_copy, wait_until)
 from registry_helpers import Client, oci_error_codes
 from sync_helpers import (CLOSED, PinnedOutpost, assert_registry_holds, manifest_digest, metric,
                           pull_layout, registry_write_failures, requires_sync, sync_config, sync_now,
-                          sync_status, WRITE_METHODS)
+                          sync_status, push_referrer, referrers, WRITE_METHODS)
 from harness import registry_mark, registry_requests_between
 
 EXIT_CONFIG = 78   # EX_CONFIG: a ReadWrite Outpost under a ReadOnly parent
@@ -89,8 +91,12 @@ class Chain(unittest.TestCase):
     def test_2_push_at_l4_reaches_l5_then_the_cloud_with_sync_now(self):
         repo = "site/app"
         push_layout(self.app, f"127.0.0.1:{self.l4.port}", repo, "1")
+        # and a signature of the index (subject before referrer on the way up)
+        sig, sig_body, sig_blob = push_referrer(self.l4.url, repo, self.app.top_digest, OCI_INDEX,
+                                                len(self.app.top_bytes), b"signed by the site\n")
         # served at L4 at once
         assert_registry_holds(self, self.l4.url, repo, "1", self.app)
+        self.assertEqual(referrers(self.l4.url, repo, self.app.top_digest), [sig])
         s4 = sync_status(self.l4)
         self.assertFalse(s4["window"]["open"], s4)
         self.assertGreaterEqual(s4["queue"]["pending"], 1, s4)
@@ -112,6 +118,7 @@ class Chain(unittest.TestCase):
                          f"{s4}\nsync now said: {out.stdout}")
         self.assertIsNotNone(s4["window"]["last_start"], s4)
         assert_registry_holds(self, self.l5.url, repo, "1", self.app)
+        self.assertEqual(referrers(self.l5.url, repo, self.app.top_digest), [sig])
         self.assertIn(repo, Client(self.l5.url).catalog())
         s5 = sync_status(self.l5)
         self.assertGreaterEqual(s5["queue"]["pending"], 1, s5)
@@ -122,6 +129,10 @@ class Chain(unittest.TestCase):
         s5 = sync_status(self.l5)
         self.assertEqual((s5["queue"]["pending"], s5["queue"]["failed"]), (0, 0), s5)
         assert_registry_holds(self, self.cloud.url, repo, "1", self.app)
+        # distribution 2.8 has no referrers API: the signature is there by digest
+        st, d, body = manifest_digest(self.cloud.url, repo, sig)
+        self.assertEqual((st, d, body), (200, sig, sig_body))
+        self.assertEqual(http("HEAD", f"{self.cloud.url}/v2/{repo}/blobs/{sig_blob}").status, 200)
         top = pull_layout(self.cloud.hostport, repo, "1", os.path.join(self.tmp, "app-from-cloud"))
         self.assertEqual(top, self.app.top_digest)
         end = registry_mark(self.cloud)

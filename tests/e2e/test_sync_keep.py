@@ -11,7 +11,11 @@ the cloud is stopped and:
 - factory/app:dev and other/app:v1 (not matching) are not held;
 - /outpost/status lists the pattern with its last refresh and 1 tag.
 
-Referrers are not covered: Debian's distribution 2.8 has no referrers API.
+Referrers: Debian's distribution 2.8 has no referrers API, so a second
+test uses a standalone Outpost as the cloud: factory/app:v1 with a
+signature (an OCI 1.1 referrer of its index); after one window and the
+cloud stopped, L4's referrers API lists the signature and serves it and
+its blob, and the image pulls in full.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import os
 import tempfile
 import unittest
 
-from harness import Outpost, make_oci_layout, push_layout, random_layer, registry_mark, registry_requests_between
+from harness import (OCI_INDEX, Outpost, http, make_oci_layout, push_layout, random_layer, registry_mark,
+                     registry_requests_between)
 from sync_helpers import (CLOSED, PinnedRegistry, assert_registry_holds, manifest_digest, pull_layout,
-                          requires_sync, sync_config, sync_now, sync_status)
+                          push_referrer, referrers, requires_sync, sync_config, sync_now, sync_status)
 
 PATTERN = "factory/*:v*"
 
@@ -70,6 +75,31 @@ class KeptRepositories(unittest.TestCase):
         for repo, tag in (("factory/app", "dev"), ("other/app", "v1")):
             st, _, body = manifest_digest(l4.url, repo, tag)
             self.assertNotEqual(st, 200, f"{repo}:{tag} is held at L4 but does not match {PATTERN}")
+
+    def test_kept_image_brings_its_referrers(self):
+        tmp = self._tmpdir()
+        v1 = make_oci_layout(os.path.join(tmp, "v1"), tag="v1",
+                             layers=[{"app/version": b"v1 signed\n"}, random_layer(64 * 1024, seed=172)],
+                             platforms=[("linux", "amd64"), ("linux", "arm64", "v8")])
+        cloud = Outpost(config=sync_config(None, "ReadWrite"))
+        cloud.__enter__()
+        self.addCleanup(cloud.__exit__, None, None, None)
+        push_layout(v1, f"127.0.0.1:{cloud.port}", "factory/signed", "v1")
+        sig, sig_body, sig_blob = push_referrer(cloud.url, "factory/signed", v1.top_digest, OCI_INDEX,
+                                                len(v1.top_bytes), b"signature of v1\n")
+        l4 = Outpost(config=sync_config(cloud.url, "ReadWrite", {**CLOSED, "keep": [PATTERN]}))
+        l4.__enter__()
+        self.addCleanup(l4.__exit__, None, None, None)
+        sync_now(l4, wait=True)
+        cloud.stop()
+
+        self.assertEqual(referrers(l4.url, "factory/signed", v1.top_digest), [sig])
+        st, d, body = manifest_digest(l4.url, "factory/signed", sig)
+        self.assertEqual((st, d, body), (200, sig, sig_body))
+        g = http("GET", f"{l4.url}/v2/factory/signed/blobs/{sig_blob}")
+        self.assertEqual((g.status, g.body), (200, b"signature of v1\n"))
+        top = pull_layout(f"127.0.0.1:{l4.port}", "factory/signed", "v1", os.path.join(tmp, "pulled"))
+        self.assertEqual(top, v1.top_digest)
 
     def _tmpdir(self) -> str:
         t = tempfile.TemporaryDirectory(prefix="sync-keep-e2e-")
