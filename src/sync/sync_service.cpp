@@ -139,8 +139,12 @@ void SyncService::close_window() {
   if (replayer_) replayer_->stop();
   std::string tasks_failed;
   for (auto& s : tasks_) {
-    if (s->running && s->task.cancel) s->task.cancel();
-    if (!s->last_error.empty()) tasks_failed += (tasks_failed.empty() ? "" : "; ") + s->task.name + ": " + s->last_error;
+    std::string why = s->last_error;
+    if (s->running) {
+      why = "cut short at the window end";
+      if (s->task.cancel) s->task.cancel();
+    }
+    if (!why.empty()) tasks_failed += (tasks_failed.empty() ? "" : "; ") + s->task.name + ": " + why;
   }
   // The result as the queue stood at the close (the numbers are at most a
   // moment old: every outcome refreshes them).

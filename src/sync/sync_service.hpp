@@ -85,6 +85,9 @@ class SyncService {
   /// the loop before destroying it and the store.
   void shutdown();
 
+  /// Looks at the schedule now (the timers do it at each window edge and at
+  /// least every minute): for a caller that knows the clock jumped, and tests.
+  void check_now() { evaluate(); }
   /// Whether background work may reach the parent now (continuous: always).
   bool is_open() const { return open_; }
   /// `outpost sync now`: opens a manual window (AlreadyOpen when one is open;
