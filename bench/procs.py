@@ -156,14 +156,17 @@ def restart(s: Server) -> Server:
     return _start(s.name, s.argv, s.port, s.dir, "server")
 
 
-def start_outpost(bin_path: str, dir: str, name: str, parent: str = "", log_level: str = "info") -> Server:
+def start_outpost(bin_path: str, dir: str, name: str, parent: str = "", log_level: str = "info",
+                  extra: str = "") -> Server:
+    """`outpost serve` with its config in dir/outpost.toml; `extra` is TOML
+    appended to it (more tables, e.g. [sync])."""
     os.makedirs(dir, exist_ok=True)
     port = free_port()
     conf = os.path.join(dir, "outpost.toml")
     with open(conf, "w") as f:
         f.write(f'[server]\nlisten = ["127.0.0.1:{port}"]\nmax_connections = 4096\n'
                 f'[storage]\nroot = "{dir}/storage"\n[registry]\nname = "{name}"\n'
-                f'[parent]\nurl = "{parent}"\n[log]\nlevel = "{log_level}"\n')
+                f'[parent]\nurl = "{parent}"\n[log]\nlevel = "{log_level}"\n{extra}')
     return _start(name, [bin_path, "serve", "--config", conf], port, dir, "server")
 
 

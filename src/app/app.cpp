@@ -8,6 +8,7 @@
 #include <system_error>
 
 #include "app/ops.hpp"
+#include "app/sync_control.hpp"
 #include "base/log.hpp"
 #include "http/router.hpp"
 #include "http/server.hpp"
@@ -17,6 +18,7 @@
 #include "net/tls.hpp"
 #include "store/store.hpp"
 #include "storesvc/store_service.hpp"
+#include "sync/sync_service.hpp"
 #include "upstream/registry_client.hpp"
 #include "uv/loop.hpp"
 #include "uv/work.hpp"
@@ -41,6 +43,10 @@ struct App::Impl {
   std::unique_ptr<cache::HotManifests> memo;  ///< used by api and pull: freed after both
   std::unique_ptr<cache::HotBlobs> hot_blobs;  ///< blob GET/HEAD fast path (api)
   std::unique_ptr<cache::PullThrough> pull;
+  /// Sync windows and the replay to the parent (issue #15); null without a
+  /// parent. Shut down before the cache and the store.
+  std::unique_ptr<sync::SyncService> sync;
+  std::unique_ptr<SyncControl> sync_control;
   OpsSources ops;
   std::unique_ptr<http::Server> server;
   uv::Signal* sigterm = nullptr;
@@ -54,14 +60,46 @@ App::~App() {
   // Same order as the end of run(): stop upstream work, cancel calls, let
   // their store jobs deliver, then free the cache and the store.
   impl_->server.reset();
+  if (impl_->sync) impl_->sync->shutdown();
   if (impl_->pull) impl_->pull->shutdown();
   impl_->http_clients.clear();
   while (uv::pending_work() > 0) uv_run(impl_->loop.get(), UV_RUN_ONCE);
+  impl_->ops.sync = nullptr;
+  impl_->sync_control.reset();
+  impl_->sync.reset();
   impl_->pull.reset();
   impl_->memo.reset();
   impl_->hot_blobs.reset();
   impl_->store.reset();  // drains its own jobs, then closes the store
 }
+
+namespace {
+/// app::SyncControl over sync::SyncService (the endpoint's seam; sync/ knows
+/// nothing of app/).
+class SyncControlAdapter final : public SyncControl {
+ public:
+  explicit SyncControlAdapter(sync::SyncService& s) : s_(s) {}
+  Trigger trigger() override {
+    return s_.trigger() == sync::SyncService::Trigger::Accepted ? Trigger::Accepted : Trigger::AlreadyOpen;
+  }
+  std::string progress_json() const override { return s_.progress_json().dump(); }
+  void refresh(std::function<void()> done) override { s_.refresh(std::move(done)); }
+  std::string status_json() const override { return s_.status_json().dump(); }
+  std::string metrics_text() const override { return s_.metrics_text(); }
+
+ private:
+  sync::SyncService& s_;
+};
+
+cache::PullPolicy pull_policy_of(sync::PullThrough p) {
+  switch (p) {
+    case sync::PullThrough::Always: return cache::PullPolicy::Always;
+    case sync::PullThrough::InWindow: return cache::PullPolicy::InWindow;
+    case sync::PullThrough::Never: return cache::PullPolicy::Never;
+  }
+  return cache::PullPolicy::Always;
+}
+}  // namespace
 
 namespace {
 // token_file holds "username:password" (a sync token's name and secret).
@@ -155,6 +193,12 @@ int App::run() {
   std::filesystem::create_directories(std::filesystem::path(c.storage.root).parent_path(), ec);
   store::StoreOptions so;
   so.max_manifest_bytes = c.registry.max_manifest_bytes;
+  // Issue #15: every acknowledged push is queued for the parent in the
+  // write's own transaction, whenever a parent is configured and this
+  // registry accepts pushes, also while the parent is offline or forced
+  // offline (the queue waits for it).
+  so.replay = !c.parent.url.empty() && c.registry.mode != "ReadOnly";
+  so.replay_deletes = so.replay && c.sync.replay_deletes;
   auto st = store::Store::open(c.storage.root, so);
   if (!st) {
     log::error("cannot open the store", " root=" + log::quote(c.storage.root) + " reason=" +
@@ -198,6 +242,28 @@ int App::run() {
         log::error("cannot start", " reason=" + log::quote(conflict));
         return kExitConfig;
       }
+      // Sync windows (issue #15): a ReadWrite registry replays its pushes in
+      // them; a ReadOnly one still gates background work (and kept
+      // repositories) by them.
+      auto sched = make_sync_schedule(c);
+      if (!sched) {
+        log::error("cannot start", " reason=" + log::quote(sched.error().message()));
+        return 1;
+      }
+      sync::SyncServiceOptions so2;
+      so2.replay = so.replay;
+      so2.self_read_only = c.registry.mode == "ReadOnly";
+      so2.message_ttl_ms = c.sync.message_ttl_ms;
+      m.sync = std::make_unique<sync::SyncService>(m.loop.get(), *m.store, *parent, std::move(*sched), so2);
+      cache::PullThrough* pull = m.pull.get();
+      sync::SyncService* svc = m.sync.get();
+      pull->set_pull_policy(pull_policy_of(c.sync.pull_through));
+      pull->set_in_window([svc] { return svc->is_open(); });
+      // Outside a window no background request reaches the parent: no probe.
+      m.sync->set_on_window([pull](bool open) { pull->set_background_allowed(open); });
+      // Kept repositories (sync::Keeper) join here: m.sync->add_window_task(...).
+      m.sync_control = std::make_unique<SyncControlAdapter>(*m.sync);
+      m.ops.sync = m.sync_control.get();
     }
   }
   m.api.options.read_only = c.registry.mode == "ReadOnly";
@@ -269,6 +335,7 @@ int App::run() {
   m.sigterm = uv::Signal::start(m.loop.get(), SIGTERM, on_signal);
   m.sigint = uv::Signal::start(m.loop.get(), SIGINT, on_signal);
 
+  if (m.sync) m.sync->start();
   sd_notify(0, "READY=1");
   log::info("outpost ready", " name=" + c.registry.name + " mode=" + c.registry.mode + " root=" +
                                  log::quote(c.storage.root) + " config=" + log::quote(c.source));
@@ -277,9 +344,13 @@ int App::run() {
   // callbacks may queue store jobs), let every store job deliver while the
   // cache and the store still exist, then free them.
   m.server.reset();
+  if (m.sync) m.sync->shutdown();  // cancels pushes in flight; their entries stay pending
   if (m.pull) m.pull->shutdown();
   m.http_clients.clear();
   while (uv::pending_work() > 0) uv_run(m.loop.get(), UV_RUN_ONCE);
+  m.ops.sync = nullptr;
+  m.sync_control.reset();
+  m.sync.reset();
   m.pull.reset();
   m.memo.reset();
   m.hot_blobs.reset();

@@ -74,6 +74,7 @@ std::string metrics_text(const OpsSources& s) {
       counter(out, "outpost_replay_blocked", "1 when the parent's mode forbids replaying pushes to it",
               replay_blocked_reason(s).empty() ? 0 : 1, "gauge");
     }
+    if (s.sync) out += s.sync->metrics_text();
     out += "# HELP outpost_upstream_state parent connectivity: 0 online, 1 degraded, 2 offline\n"
            "# TYPE outpost_upstream_state gauge\n";
     for (const auto* u : s.pull->upstreams())
@@ -122,6 +123,10 @@ std::string status_json(const OpsSources& s) {
   j["parent_mode"] = parent ? json(std::string(upstream::parent_mode_name(parent->parent_mode()))) : json(nullptr);
   const std::string blocked = replay_blocked_reason(s);
   j["replay_blocked_reason"] = blocked.empty() ? json(nullptr) : json(blocked);
+  if (s.sync) {
+    auto sj = json::parse(s.sync->status_json(), nullptr, false);
+    if (!sj.is_discarded() && !sj.is_null()) j["sync"] = std::move(sj);
+  }
   return j.dump(2) + "\n";
 }
 
@@ -172,11 +177,15 @@ std::string with_key(const std::string& progress, const char* key, bool value) {
 
 void register_ops_routes(http::Router& r, const OpsSources& s) {
   const OpsSources* src = &s;
+  // The sync numbers live in the store: each of these answers waits for one
+  // store job (SyncControl::refresh) so it shows the queue as it is now.
   r.add(http::Method::Get, "/metrics", [src](const http::ExchangePtr& ex) {
-    ex->respond(200, metrics_text(*src), "text/plain; version=0.0.4");
+    if (!src->sync) return ex->respond(200, metrics_text(*src), "text/plain; version=0.0.4");
+    src->sync->refresh([src, ex] { ex->respond(200, metrics_text(*src), "text/plain; version=0.0.4"); });
   });
   r.add(http::Method::Get, "/outpost/status", [src](const http::ExchangePtr& ex) {
-    ex->respond(200, status_json(*src), "application/json");
+    if (!src->sync) return ex->respond(200, status_json(*src), "application/json");
+    src->sync->refresh([src, ex] { ex->respond(200, status_json(*src), "application/json"); });
   });
   r.add(http::Method::Get, "/healthz", [](const http::ExchangePtr& ex) { ex->respond(200, "ok\n", "text/plain"); });
   // `outpost sync now` (issue #15). Loopback only until access control
@@ -192,8 +201,10 @@ void register_ops_routes(http::Router& r, const OpsSources& s) {
   });
   r.add(http::Method::Get, "/outpost/sync", [src](const http::ExchangePtr& ex) {
     if (!src->sync) return respond_no_sync(ex);
-    auto j = nlohmann::json::parse(src->sync->progress_json(), nullptr, false);
-    ex->respond(200, (j.is_discarded() ? nlohmann::json::object() : j).dump(2) + "\n", "application/json");
+    src->sync->refresh([src, ex] {
+      auto j = nlohmann::json::parse(src->sync->progress_json(), nullptr, false);
+      ex->respond(200, (j.is_discarded() ? nlohmann::json::object() : j).dump(2) + "\n", "application/json");
+    });
   });
 }
 

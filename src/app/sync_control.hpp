@@ -3,6 +3,7 @@
 // sync windows (the replay scheduler, issue #15). The endpoint knows nothing
 // of queues or windows; the scheduler knows nothing of HTTP.
 #pragma once
+#include <functional>
 #include <string>
 
 namespace outpost::app {
@@ -39,6 +40,15 @@ class SyncControl {
   /// --wait ends when blocked_reason is set, when the window is closed, or
   /// when the window is idle (busy false) with queue_depth 0.
   virtual std::string progress_json() const = 0;
+
+  /// Re-reads what the views below show that lives in the store (queue
+  /// depth, failed entries), then runs `done` on the loop thread. The ops
+  /// routes call it before answering. Must not block (a store job).
+  virtual void refresh(std::function<void()> done) { done(); }
+  /// The "sync" object of /outpost/status as JSON text ("null": none).
+  virtual std::string status_json() const { return "null"; }
+  /// Prometheus lines added to /metrics (outpost_replay_*, outpost_sync_*).
+  virtual std::string metrics_text() const { return {}; }
 };
 
 }  // namespace outpost::app

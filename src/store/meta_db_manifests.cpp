@@ -137,6 +137,35 @@ Result<ManifestInfo> MetaDb::put_manifest(const ManifestPut& m, uint64_t size) {
     OUTPOST_TRY(tag.run());
   }
   if (replaying(m.origin)) {
+    // A layer the pushing client skipped because this registry already held
+    // it as pull-through content (a HEAD links a cached blob into the
+    // repository, api/blobs.cpp) has no blob entry: the parent may lack it
+    // in this repository. Promote such links to pushed and queue the blob
+    // before the manifest, with another repository caching it as a mount
+    // hint (the parent served it there). Issue #15: the parent must never
+    // refuse a replayed manifest for a missing blob.
+    STORE_ASSIGN(auto cached, db_.prepare(
+        "SELECT b.size, (SELECT r.name FROM repo_blobs o JOIN repositories r ON r.id = o.repo_id"
+        "                WHERE o.digest = rb.digest AND o.repo_id <> rb.repo_id AND o.origin = 'cached' LIMIT 1)"
+        " FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest"
+        " WHERE rb.repo_id = ?1 AND rb.digest = ?2 AND rb.origin = 'cached'"));
+    STORE_ASSIGN(auto promote, db_.prepare(
+        "UPDATE repo_blobs SET origin = 'pushed' WHERE repo_id = ?1 AND digest = ?2"));
+    for (const auto& r : m.refs) {
+      if (!r.required) continue;
+      cached.reset();
+      cached.bind(1, repo_id).bind(2, r.digest.str());
+      STORE_ASSIGN(bool is_cached, cached.step());
+      if (!is_cached) continue;
+      const auto bsize = static_cast<uint64_t>(cached.col_int(0));
+      std::optional<std::string> hint;
+      if (!cached.col_null(1)) hint = cached.col_text(1);
+      OUTPOST_TRY(cached.run());
+      promote.reset();
+      promote.bind(1, repo_id).bind(2, r.digest.str());
+      OUTPOST_TRY(promote.run());
+      OUTPOST_TRY(enqueue_blob_locked(m.repo, r.digest, bsize, hint, now));
+    }
     OUTPOST_TRY(enqueue_manifest_locked(m, size, now));
     if (m.tag) OUTPOST_TRY(enqueue_tag_locked(m.repo, *m.tag, m.digest, now));
     OUTPOST_TRY(cascade_failures_locked(now, m.repo));

@@ -161,6 +161,38 @@ TEST_CASE("replay: each pushed write enqueues its entries, cached writes none", 
   CHECK(stats->done == 0);
 }
 
+TEST_CASE("replay: a pushed manifest queues the cached layers it names, before itself", "[store][replay]") {
+  // A client pushing an image whose layer this registry already caches for
+  // another repository skips the upload (its HEAD is answered 200 after the
+  // cached blob is linked): the parent still needs the layer in the pushed
+  // repository, and may mount it from the repository it served it in.
+  test::Sandbox sb;
+  test::TestClock clock;
+  auto s = open_store(sb.root(), replay_options(clock));
+  auto& st = *s;
+  const Digest shared = push_blob(st, "lib/base", "layer pulled through", Origin::Cached);
+  REQUIRE(st.link_blob("site/app", shared, Origin::Cached).ok());  // what the HEAD does
+  const Digest own = upload_blob(st, "site/app", "own layer");
+  const Digest m = push_manifest(st, "site/app", "app manifest", {own, shared}, "1");
+
+  const auto es = all_entries(st);
+  CHECK(describe(es) == std::vector<std::string>{
+                            "blob site/app " + short_of(own),
+                            "blob site/app " + short_of(shared),
+                            "manifest site/app " + short_of(m),
+                            "tag site/app:1 " + short_of(m),
+                        });
+  REQUIRE(es.size() == 4);
+  CHECK(es[1].mount_from == std::optional<std::string>("lib/base"));
+  CHECK(es[1].size == std::string("layer pulled through").size());
+  // The blobs go first: the manifest is not ready before both are done.
+  CHECK(describe(ready(st)) == std::vector<std::string>{"blob site/app " + short_of(own),
+                                                        "blob site/app " + short_of(shared)});
+  // A second manifest naming it adds nothing: the link is pushed now.
+  push_manifest(st, "site/app", "app manifest 2", {shared});
+  CHECK(all_entries(st).size() == 5);
+}
+
 TEST_CASE("replay: nothing is enqueued when replay is off; deletes only with replay_deletes", "[store][replay]") {
   test::Sandbox sb;
   test::TestClock clock;
