@@ -143,6 +143,7 @@ void Fill::commit() {
         self->state_ = State::Done;
         log::info("fill committed", " digest=" + self->digest_.str() + " size=" + std::to_string(self->received_));
         self->pump_all();
+        self->notify_watchers(Status{});
         if (self->on_finished_) {
           auto cb = std::move(self->on_finished_);
           cb(self.get());
@@ -174,10 +175,23 @@ void Fill::fail(Error e) {
     else s->ex->respond_error(e);
   }
   auto self = shared_from_this();
+  notify_watchers(e);
   if (on_finished_) {
     auto cb = std::move(on_finished_);
     cb(this);
   }
+}
+
+void Fill::watch(std::function<void(Status)> fn) {
+  if (state_ == State::Done) return fn(Status{});
+  if (state_ == State::Failed) return fn(error_);
+  watchers_.push_back(std::move(fn));
+}
+
+void Fill::notify_watchers(const Status& st) {
+  auto list = std::move(watchers_);
+  watchers_.clear();
+  for (auto& fn : list) fn(st);
 }
 
 void Fill::subscribe(const http::ExchangePtr& ex, const std::string& local_repo) {

@@ -33,7 +33,12 @@ class Fill : public std::enable_shared_from_this<Fill> {
   void start();
   /// Streams the blob to `ex` (late joiners start from byte 0 via the file).
   void subscribe(const http::ExchangePtr& ex, const std::string& local_repo);
+  /// Background pulls (sync.keep): `fn` runs once, on the loop, when the
+  /// fill is committed (Ok) or has failed (its error); at once when it
+  /// already has. It holds no client and never slows the fill.
+  void watch(std::function<void(Status)> fn);
   State state() const { return state_; }
+  const Route& route() const { return route_; }
   const Digest& digest() const { return digest_; }
   /// The blob's size once the upstream said it (Content-Length).
   std::optional<uint64_t> total() const { return total_; }
@@ -57,6 +62,7 @@ class Fill : public std::enable_shared_from_this<Fill> {
   void pump(const std::shared_ptr<Sub>& s);
   void pump_all();
   void finish_sub(const std::shared_ptr<Sub>& s);
+  void notify_watchers(const Status& st);
 
   storesvc::StoreService* store_;
   Route route_;
@@ -76,6 +82,7 @@ class Fill : public std::enable_shared_from_this<Fill> {
   std::optional<uint64_t> total_;
   upstream::UpstreamOpPtr op_;
   std::vector<std::shared_ptr<Sub>> subs_;
+  std::vector<std::function<void(Status)>> watchers_;
 };
 
 }  // namespace outpost::cache
