@@ -28,6 +28,7 @@
 #include "support/http_test_server.hpp"
 #include "support/loop_fixture.hpp"
 #include "sync/keeper.hpp"
+#include "unit/upstream/docker_registry.hpp"
 #include "unit/store/store_fixture.hpp"
 #include "upstream/registry_client.hpp"
 #include "uv/work.hpp"
@@ -223,8 +224,11 @@ struct FakeRegistry {
 /// Store + parent + pull-through + Keeper, torn down on the loop thread.
 class KeepEnv {
  public:
-  explicit KeepEnv(std::vector<std::string> patterns, sync::KeeperOptions kopts = small_pages())
+  /// The parent is the FakeRegistry, or the registry at `parent_url`.
+  explicit KeepEnv(std::vector<std::string> patterns, sync::KeeperOptions kopts = small_pages(),
+                   std::string parent_url = {})
       : parent([this](ScriptConn& c, const SeenRequest& r) { reg.serve(c, r); }) {
+    if (parent_url.empty()) parent_url = parent.url();
     auto st = store::Store::open(box.root());
     REQUIRE(st.ok());
     store = st->get();
@@ -245,7 +249,7 @@ class KeepEnv {
       pull = std::make_unique<cache::PullThrough>(fx.loop(), svc.get(), popts);
       upstream::UpstreamOptions o;
       o.name = "parent";
-      o.url = *http::Url::parse(parent.url());
+      o.url = *http::Url::parse(parent_url);
       pull->set_parent(std::make_unique<upstream::RegistryClient>(fx.loop(), *http, o));
       keeper = std::make_unique<sync::Keeper>(fx.loop(), *svc, *pull, std::move(parsed), kopts);
     });
@@ -294,6 +298,32 @@ class KeepEnv {
     auto d = store->get_tag(repo, tag);
     return d ? d->str() : "";
   }
+  /// A request through the env's HTTP client (pushing to a real parent).
+  std::pair<int, http::Headers> send(http::Method m, const std::string& url, std::string body = {},
+                                     const std::string& content_type = {}) {
+    bool done = false;
+    int status = 0;
+    http::Headers headers;
+    fx.post([&] {
+      http::ClientRequest req;
+      req.method = m;
+      req.url = *http::Url::parse(url);
+      req.body = std::move(body);
+      if (!content_type.empty()) req.headers.add("Content-Type", content_type);
+      http->send(
+          std::move(req),
+          [&](const http::ClientResponse& r) {
+            status = r.status;
+            headers = r.headers;
+            return true;
+          },
+          [](std::string_view) {}, [&](Status) { fx.update([&] { done = true; }); });
+    });
+    if (!fx.wait([&] { return done; }, milliseconds(30'000))) FAIL("request to " << url << " did not finish");
+    std::lock_guard g(fx.mu);
+    return {status, headers};
+  }
+
   size_t parent_asked(const std::string& needle) {
     size_t n = 0;
     for (const auto& r : parent.requests())
@@ -515,4 +545,95 @@ TEST_CASE("keeper: cancel ends the pass at once with Cancelled; a busy keeper re
   // Late answers of the cancelled pass change nothing; a new pass works.
   REQUIRE(env.refresh().ok());
   CHECK(env.status()[0].tags == 1);
+}
+
+namespace {
+
+/// Pushes what `reg` describes into a real registry: blobs (POST + PUT),
+/// then every manifest of `repo` by digest, then its tags.
+void push_to(KeepEnv& env, const std::string& base, FakeRegistry& reg, const std::string& repo) {
+  std::map<std::string, std::string> blobs;
+  FakeRegistry::Repo r;
+  {
+    std::lock_guard g(reg.mu);
+    blobs = reg.blobs;
+    r = reg.repos[repo];
+  }
+  for (const auto& [d, bytes] : blobs) {
+    auto head = env.send(http::Method::Head, base + "/v2/" + repo + "/blobs/" + d);
+    if (head.first == 200) continue;
+    auto post = env.send(http::Method::Post, base + "/v2/" + repo + "/blobs/uploads/");
+    REQUIRE(post.first == 202);
+    std::string loc(post.second.get("Location").value_or(""));
+    if (loc.rfind("http", 0) != 0) loc = base + loc;
+    loc += (loc.find('?') == std::string::npos ? "?" : "&") + std::string("digest=") + d;
+    REQUIRE(env.send(http::Method::Put, loc, bytes, "application/octet-stream").first == 201);
+  }
+  // Children before the indexes and referrers that name them: indexes last.
+  for (int pass = 0; pass < 2; ++pass)
+    for (const auto& [d, m] : r.manifests)
+      if ((m.first == kOciIndex) == (pass == 1))
+        REQUIRE(env.send(http::Method::Put, base + "/v2/" + repo + "/manifests/" + d, m.second, m.first).first == 201);
+  for (const auto& [tag, d] : r.tags) {
+    const auto& m = r.manifests[d];
+    REQUIRE(env.send(http::Method::Put, base + "/v2/" + repo + "/manifests/" + tag, m.second, m.first).first == 201);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("keeper: against a real docker-registry (distribution 2.8) parent", "[sync][keeper][registry]") {
+  if (!DockerRegistry::available()) {
+    WARN("skipped: " << DockerRegistry::kBin << " not installed");
+    return;
+  }
+  DockerRegistry cloud;
+  REQUIRE(cloud.start());
+  KeepEnv env({"factory/*:v*"}, KeepEnv::small_pages(), cloud.url());
+  FakeRegistry content;  // builds the images; pushed to the real registry
+  const std::string l_amd = layer(400'000, 61), l_arm = layer(300'000, 62);
+  auto amd = content.image("factory/app", {l_amd}, "", "amd64");
+  auto arm = content.image("factory/app", {l_arm}, "", "arm64");
+  auto v1 = content.index("factory/app", {amd, arm}, "v1");
+  auto v2 = content.image("factory/app", {layer(2'000, 63)}, "v2");
+  content.image("factory/app", {layer(2'000, 64)}, "dev");
+  // distribution 2.8 has no referrers API: the OCI 1.1 fallback tag lists it.
+  auto sig = content.referrer("factory/app", v1.first, kOciIndex, v1.second.size(), "signature of v1\n");
+  push_to(env, cloud.url(), content, "factory/app");
+  FakeRegistry other;
+  const std::string other_layer = layer(2'000, 65);
+  other.image("other/app", {other_layer}, "v1");
+  push_to(env, cloud.url(), other, "other/app");
+
+  const size_t mark = cloud.access_log().size();
+  REQUIRE(env.refresh().ok());
+  CHECK(env.local_tag("factory/app", "v1") == v1.first);
+  CHECK(env.local_tag("factory/app", "v2") == v2.first);
+  CHECK(env.local_tag("factory/app", "dev").empty());
+  CHECK(env.local_tag("other/app", "v1").empty());
+  CHECK(env.local_blob("factory/app", sha(l_amd)) == l_amd);
+  CHECK(env.local_blob("factory/app", sha(l_arm)) == l_arm);
+  auto refs = env.store->referrers("factory/app", *Digest::parse(v1.first));
+  REQUIRE(refs.ok());
+  REQUIRE(refs->items.size() == 1);
+  CHECK(refs->items[0].digest.str() == sig.first);
+  CHECK(env.local_blob("factory/app", sig.second) == "signature of v1\n");
+  const std::string during = cloud.access_log().substr(mark);
+  CHECK(during.find("GET /v2/factory/app/blobs/" + sha(l_amd)) != std::string::npos);
+  CHECK(during.find("/v2/other/app/") == std::string::npos);
+  auto s = env.status();
+  CHECK(s[0].tags == 2);
+  CHECK(s[0].last_error.empty());
+
+  // v1 moves at the parent; v2's manifest is deleted there (its tag goes with it).
+  const std::string l_new = layer(100'000, 66);
+  FakeRegistry next;
+  auto v1b = next.image("factory/app", {l_new}, "v1");
+  push_to(env, cloud.url(), next, "factory/app");
+  REQUIRE(env.send(http::Method::Delete, cloud.url() + "/v2/factory/app/manifests/" + v2.first).first == 202);
+  REQUIRE(env.refresh().ok());
+  CHECK(env.local_tag("factory/app", "v1") == v1b.first);
+  CHECK(env.local_blob("factory/app", sha(l_new)) == l_new);
+  CHECK(env.local_tag("factory/app", "v2") == v2.first);  // stays here
+  CHECK(env.status()[0].tags == 2);
 }
