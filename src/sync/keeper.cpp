@@ -352,6 +352,15 @@ Keeper::Keeper(uv_loop_t* loop, storesvc::StoreService& store, cache::PullThroug
   if (opts_.max_parallel_blobs == 0) opts_.max_parallel_blobs = 1;
   if (opts_.page_size == 0) opts_.page_size = 100;
   for (const auto& p : patterns_) status_.push_back(KeepStatus{p.text(), 0, 0, {}});
+  // Tags kept by earlier runs count from the start (the pins are durable).
+  for (size_t i = 0; i < patterns_.size(); ++i) {
+    std::string pattern = patterns_[i].text();
+    store_.run<uint64_t>([pattern](store::Store& st) { return st.count_kept(pattern); },
+                         [this, i, alive = std::weak_ptr<bool>(alive_)](Result<uint64_t> n) {
+                           if (alive.expired() || !n || status_[i].last_refresh_ms != 0) return;
+                           status_[i].tags = *n;
+                         });
+  }
 }
 
 Keeper::~Keeper() { cancel(); }
@@ -443,6 +452,9 @@ void Keeper::list_tags(const std::shared_ptr<Pass>& p, std::string path) {
                                                  : "listing its tags: the parent answered " + std::to_string(r->status))
                              : "listing its tags failed: " + r.error().message()));
       p->listing_failed = true;
+      // A parent that is gone fails every further request at once (and
+      // synchronously): give up on this pattern rather than walk the rest.
+      if (!r && r.error().code == Errc::UpstreamUnavailable) return pattern_done(p, false);
       ++p->repo_i;
       return next_repository(p);
     }
@@ -483,6 +495,11 @@ void Keeper::tag_done(const std::shared_ptr<Pass>& p, const std::string& tag, Re
   if (!digest) {
     log::warn("kept tag not refreshed", " repo=" + repo + " tag=" + tag + " reason=" + log::quote(digest.error().message()));
     p->errors.push_back(repo + ":" + tag + ": " + digest.error().message());
+    if (digest.error().code == Errc::UpstreamUnavailable) {
+      // The parent went away: the rest of the pattern waits for the next window.
+      p->listing_failed = true;
+      return pattern_done(p, false);
+    }
     return advance();
   }
   auto d = Digest::parse(*digest);

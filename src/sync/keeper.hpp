@@ -85,7 +85,8 @@ class Keeper {
   /// idle.
   void cancel();
   bool busy() const { return pass_ != nullptr; }
-  /// One entry per pattern, in configuration order.
+  /// One entry per pattern, in configuration order. `tags` starts from the
+  /// pins earlier runs left in the store (counted right after construction).
   std::vector<KeepStatus> status() const;
 
   struct Pass;
@@ -112,6 +113,8 @@ class Keeper {
   KeeperOptions opts_;
   std::vector<KeepStatus> status_;
   std::shared_ptr<Pass> pass_;
+  /// Expires with the Keeper: store jobs of the constructor check it.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace outpost::sync

@@ -251,8 +251,14 @@ class KeepEnv {
       o.name = "parent";
       o.url = *http::Url::parse(parent_url);
       pull->set_parent(std::make_unique<upstream::RegistryClient>(fx.loop(), *http, o));
-      keeper = std::make_unique<sync::Keeper>(fx.loop(), *svc, *pull, std::move(parsed), kopts);
+      keeper = std::make_unique<sync::Keeper>(fx.loop(), *svc, *pull, parsed, kopts);
     });
+    patterns_ = std::move(parsed);
+    kopts_ = kopts;
+  }
+  /// A new Keeper on the same store (a restart of the daemon, as far as it knows).
+  void new_keeper() {
+    fx.call([&] { keeper = std::make_unique<sync::Keeper>(fx.loop(), *svc, *pull, patterns_, kopts_); });
   }
   ~KeepEnv() { end(); }
 
@@ -362,6 +368,8 @@ class KeepEnv {
 
  private:
   bool ended_ = false;
+  std::vector<sync::KeepPattern> patterns_;
+  sync::KeeperOptions kopts_;
 };
 
 std::string layer(size_t n, unsigned seed) { return store::test::pattern_bytes(n, seed); }
@@ -447,6 +455,13 @@ TEST_CASE("keeper: a tag moved at the parent moves here; one deleted at the pare
   auto s = env.status();
   CHECK(s[0].tags == 2);
   CHECK(*env.store->is_pinned("base/alpine", *Digest::parse(gone.first)));
+
+  // After a restart the count comes from the store before any pass.
+  env.new_keeper();
+  const auto deadline = Clock::now() + kWait;
+  while (Clock::now() < deadline && env.status()[0].tags != 2) env.fx.wait([] { return false; }, milliseconds(5));
+  CHECK(env.status()[0].tags == 2);
+  CHECK(env.status()[0].last_refresh_ms == 0);
 }
 
 TEST_CASE("keeper: referrers come along, through the referrers API or the fallback tag", "[sync][keeper]") {
@@ -636,4 +651,24 @@ TEST_CASE("keeper: against a real docker-registry (distribution 2.8) parent", "[
   CHECK(env.local_blob("factory/app", sha(l_new)) == l_new);
   CHECK(env.local_tag("factory/app", "v2") == v2.first);  // stays here
   CHECK(env.status()[0].tags == 2);
+}
+
+TEST_CASE("keeper: a parent that is gone fails the pass quickly; what was kept stays", "[sync][keeper]") {
+  KeepEnv env({"factory/*:v*", "base/alpine"});
+  auto& reg = env.reg;
+  auto v1 = reg.image("factory/app", {layer(3'000, 71)}, "v1");
+  reg.image("factory/tool", {layer(3'000, 72)}, "v1");
+  reg.image("base/alpine", {layer(3'000, 73)}, "3.20");
+  REQUIRE(env.refresh().ok());
+  const auto before = env.status();
+  env.parent.stop();
+  Status st = env.refresh();
+  REQUIRE_FALSE(st.ok());
+  auto s = env.status();
+  for (size_t i = 0; i < 2; ++i) {
+    CHECK_FALSE(s[i].last_error.empty());
+    CHECK(s[i].last_refresh_ms == before[i].last_refresh_ms);  // not refreshed
+    CHECK(s[i].tags == before[i].tags);
+  }
+  CHECK(env.local_tag("factory/app", "v1") == v1.first);
 }
