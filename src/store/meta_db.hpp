@@ -150,7 +150,7 @@ class MetaDb {
   Status pin_tag(std::string_view repo, std::string_view tag, const Digest& d, std::string_view pattern);
   /// The kept row of (repo, tag), nullopt when the tag is not kept.
   Result<std::optional<KeptTag>> kept_tag(std::string_view repo, std::string_view tag);
-  /// How many kept rows `pattern` owns.
+  /// How many kept rows `pattern` owns whose tag still exists here.
   Result<uint64_t> count_kept(std::string_view pattern);
   /// Whether `d` is pinned in `repo`: the manifest a kept tag names locally,
   /// anything it references (transitively: index children, config, layers)

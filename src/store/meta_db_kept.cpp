@@ -31,7 +31,10 @@ Result<std::optional<KeptTag>> MetaDb::kept_tag(std::string_view repo, std::stri
 
 Result<uint64_t> MetaDb::count_kept(std::string_view pattern) {
   std::lock_guard lk(mu_);
-  STORE_ASSIGN(auto st, db_.prepare("SELECT COUNT(*) FROM kept_tags WHERE pattern = ?1"));
+  // Only tags that still exist here: one the operator deleted keeps nothing.
+  STORE_ASSIGN(auto st, db_.prepare(
+      "SELECT COUNT(*) FROM kept_tags k JOIN repositories r ON r.name = k.repo"
+      " JOIN tags t ON t.repo_id = r.id AND t.name = k.tag WHERE k.pattern = ?1"));
   st.bind(1, pattern);
   STORE_ASSIGN(bool row, st.step());
   return row ? static_cast<uint64_t>(st.col_int(0)) : 0;

@@ -87,6 +87,7 @@ TEST_CASE("kept tags: pins follow the local tag and cover everything under it", 
   REQUIRE(st.delete_tag("app", "v1").ok());
   CHECK_FALSE(*st.is_pinned("app", index));  // the operator removed it: nothing pinned
   CHECK_FALSE(*st.is_pinned("app", layer));
+  CHECK(*st.count_kept("app:*") == 0);
 
   CHECK(st.pin_tag("app", "bad tag", index, "x").error().code == Errc::TagInvalid);
   CHECK(st.pin_tag("Bad/Repo", "v1", index, "x").error().code == Errc::NameInvalid);
