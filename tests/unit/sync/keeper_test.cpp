@@ -672,3 +672,32 @@ TEST_CASE("keeper: a parent that is gone fails the pass quickly; what was kept s
   }
   CHECK(env.local_tag("factory/app", "v1") == v1.first);
 }
+
+TEST_CASE("keeper: a tag pushed here is not replaced by the parent's, and is pinned", "[sync][keeper]") {
+  KeepEnv env({"site/app"});
+  auto& reg = env.reg;
+  auto parents = reg.image("site/app", {layer(2'000, 81)}, "v1");
+  reg.image("site/app", {layer(2'000, 82)}, "v2");
+  // A local push of site/app:v1 (a different image).
+  const std::string l = "pushed layer";
+  REQUIRE(env.store->put_blob("site/app", *Digest::parse(sha(l)), l, store::Origin::Pushed).ok());
+  json m = {{"schemaVersion", 2}, {"mediaType", kOciManifest},
+            {"config", {{"mediaType", kOciConfig}, {"digest", sha(l)}, {"size", l.size()}}},
+            {"layers", json::array()}};
+  const std::string bytes = m.dump();
+  store::ManifestPut put;
+  put.repo = "site/app";
+  put.digest = *Digest::parse(sha(bytes));
+  put.media_type = kOciManifest;
+  put.refs.push_back({*Digest::parse(sha(l)), true});
+  put.tag = "v1";
+  put.origin = store::Origin::Pushed;
+  REQUIRE(env.store->put_manifest(put, bytes).ok());
+
+  REQUIRE(env.refresh().ok());
+  CHECK(env.local_tag("site/app", "v1") == sha(bytes));
+  CHECK(env.local_tag("site/app", "v1") != parents.first);
+  CHECK_FALSE(env.local_tag("site/app", "v2").empty());
+  CHECK(env.status()[0].tags == 2);
+  CHECK(env.parent_asked("/site/app/manifests/v1") == 0);
+}
