@@ -18,6 +18,7 @@
 #include "net/tls.hpp"
 #include "store/store.hpp"
 #include "storesvc/store_service.hpp"
+#include "sync/keeper.hpp"
 #include "sync/sync_service.hpp"
 #include "upstream/registry_client.hpp"
 #include "uv/loop.hpp"
@@ -46,6 +47,9 @@ struct App::Impl {
   /// Sync windows and the replay to the parent (issue #15); null without a
   /// parent. Shut down before the cache and the store.
   std::unique_ptr<sync::SyncService> sync;
+  /// Kept repositories (sync.keep), a window task of `sync`: freed after
+  /// it, before the cache it pulls through.
+  std::unique_ptr<sync::Keeper> keeper;
   std::unique_ptr<SyncControl> sync_control;
   OpsSources ops;
   std::unique_ptr<http::Server> server;
@@ -67,6 +71,7 @@ App::~App() {
   impl_->ops.sync = nullptr;
   impl_->sync_control.reset();
   impl_->sync.reset();
+  impl_->keeper.reset();
   impl_->pull.reset();
   impl_->memo.reset();
   impl_->hot_blobs.reset();
@@ -261,7 +266,31 @@ int App::run() {
       pull->set_in_window([svc] { return svc->is_open(); });
       // Outside a window no background request reaches the parent: no probe.
       m.sync->set_on_window([pull](bool open) { pull->set_background_allowed(open); });
-      // Kept repositories (sync::Keeper) join here: m.sync->add_window_task(...).
+      if (!c.sync.keep.empty()) {
+        auto patterns = sync::parse_keep_patterns(c.sync.keep);
+        if (!patterns) {
+          log::error("cannot start", " reason=" + log::quote(patterns.error().message()));
+          return 1;
+        }
+        m.keeper = std::make_unique<sync::Keeper>(m.loop.get(), *m.store, *m.pull, std::move(*patterns));
+        sync::Keeper* k = m.keeper.get();
+        sync::WindowTask task;
+        task.name = "keep";
+        task.start = [k](std::function<void(Status)> done) { k->refresh(std::move(done)); };
+        task.cancel = [k] { k->cancel(); };
+        task.status = [k] {
+          nlohmann::json arr = nlohmann::json::array();
+          for (const auto& st : k->status()) {
+            arr.push_back({{"pattern", st.pattern},
+                           {"last_refresh", st.last_refresh_ms ? nlohmann::json(sync::iso_time(st.last_refresh_ms))
+                                                               : nlohmann::json(nullptr)},
+                           {"tags", st.tags},
+                           {"last_error", st.last_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(st.last_error)}});
+          }
+          return arr;
+        };
+        m.sync->add_window_task(std::move(task));
+      }
       m.sync_control = std::make_unique<SyncControlAdapter>(*m.sync);
       m.ops.sync = m.sync_control.get();
     }
@@ -351,6 +380,7 @@ int App::run() {
   m.ops.sync = nullptr;
   m.sync_control.reset();
   m.sync.reset();
+  m.keeper.reset();
   m.pull.reset();
   m.memo.reset();
   m.hot_blobs.reset();

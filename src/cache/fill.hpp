@@ -61,6 +61,8 @@ class Fill : public std::enable_shared_from_this<Fill> {
   /// A client of `repo` reads this blob: it is linked there as well when the
   /// fill commits (the fill's own repository is route.local_repo).
   void add_reader_repo(const std::string& repo);
+  /// Where it is fetched from and committed to.
+  const Route& route() const { return route_; }
 
  private:
   struct Session;

@@ -404,6 +404,12 @@ void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr&
     stats_.offline_misses++;
     return ex->respond_error(offline_miss(r.upstream));
   }
+  auto fill = new_fill(r, d);
+  respond_blob(ex, BlobSource::growing(d, fill));
+  fill->start();
+}
+
+std::shared_ptr<Fill> PullThrough::new_fill(const Route& r, const Digest& d) {
   stats_.fills_started++;
   auto fill = std::make_shared<Fill>(store_, r, d, [this](Fill* f) {
     if (f->state() == Fill::State::Done) stats_.fills_committed++;
@@ -411,8 +417,45 @@ void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr&
     fills_.erase(f->digest().str());
   });
   fills_[d.str()] = fill;
-  respond_blob(ex, BlobSource::growing(d, fill));
-  fill->start();
+  return fill;
+}
+
+void PullThrough::keep_manifest(const Route& r, const std::string& reference, ManifestDone done) {
+  if (!r.upstream->admit()) return done(offline_miss(r.upstream));
+  fetch_manifest(r, reference, true, std::move(done));
+}
+
+void PullThrough::keep_blob(const Route& r, const Digest& d, std::function<void(Status)> done) {
+  std::shared_ptr<Fill> fill;
+  if (auto it = fills_.find(d.str()); it != fills_.end()) {
+    fill = it->second;
+  } else {
+    if (!r.upstream->admit()) return done(offline_miss(r.upstream));
+    fill = new_fill(r, d);
+    fill->start();
+  }
+  // A fill started for another repository (a client's) commits there: link
+  // the verified blob here too, once it is committed (a reader repository
+  // added after the commit began would be missed).
+  const bool link = fill->route().local_repo != r.local_repo;
+  auto finish = [this, repo = r.local_repo, d, link, done = std::move(done)](Status st) {
+    if (!st || !link) return done(std::move(st));
+    store_->run<void>([repo, d](store::Store& s) { return s.link_blob(repo, d, store::Origin::Cached); },
+                      [done](Status linked) { done(std::move(linked)); });
+  };
+  // Takes the fill as an argument: a watcher holding the fill would keep it alive.
+  auto check = [finish](Fill& f) mutable -> bool {
+    if (f.state() == Fill::State::Done) return finish(Status{}), true;
+    if (f.state() == Fill::State::Failed) return finish(f.error()), true;
+    return false;
+  };
+  if (check(*fill)) return;
+  auto id = std::make_shared<uint64_t>(0);
+  std::weak_ptr<Fill> weak = fill;
+  *id = fill->watch([weak, id, check]() mutable {
+    auto f = weak.lock();
+    if (f && check(*f)) f->unwatch(*id);
+  });
 }
 
 void PullThrough::head_blob(const Route& r, const Digest& d, const http::ExchangePtr& ex) {

@@ -119,6 +119,23 @@ class PullThrough {
   void referrers(const Route& r, const Digest& subject, const std::string& query,
                  std::function<void(Result<std::string>)> done);
 
+  // ---- background pulls (sync.keep, issue #15); loop thread ---------------
+  // For sync::Keeper, which runs inside a sync window: these bypass
+  // sync.pull_through, the window gate and the tag TTL (they are not a
+  // client's miss), but share everything else with client pulls: the
+  // coalescing tables, digest verification, Origin::Cached storage and the
+  // parent's health (an offline parent fails them at once).
+  /// Fetches `reference` (a tag or a digest) from r.upstream and stores it
+  /// in r.local_repo, under the tag when it is one (moving the local tag to
+  /// what the parent names now). Coalesced with a client fetch in flight.
+  void keep_manifest(const Route& r, const std::string& reference, ManifestDone done);
+  /// Pulls blob `d` into r.local_repo through a Fill (streamed into an
+  /// upload session, verified, committed), joining one already in flight.
+  /// done(Ok) once `d` is readable in r.local_repo; done(error) when the
+  /// fill failed (bytes that do not verify are never stored). The caller
+  /// checks the store first: this always asks the parent.
+  void keep_blob(const Route& r, const Digest& d, std::function<void(Status)> done);
+
   size_t fills_in_flight() const { return fills_.size(); }
   const PullStats& stats() const { return stats_; }
   PullStats& mutable_stats() { return stats_; }
@@ -134,6 +151,8 @@ class PullThrough {
   void local_manifest(const Route& r, const std::string& reference, bool want_bytes,
                       std::function<void(Result<ManifestResult>)> done);
   void head_blob(const Route& r, const Digest& d, const http::ExchangePtr& ex);
+  /// A new Fill of `d` in fills_ (started by the caller).
+  std::shared_ptr<Fill> new_fill(const Route& r, const Digest& d);
   void share_link(upstream::RegistryClient& c);
   std::string tag_key(const Route& r, const std::string& tag) const { return r.local_repo + ":" + tag; }
   ManifestResult offline_answer(const Route& r, const std::string& tag, ManifestResult local);

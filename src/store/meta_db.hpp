@@ -144,6 +144,19 @@ class MetaDb {
   /// blob/manifest), else the source of a local mount of `d`, else nullopt.
   Result<std::optional<std::string>> replay_mount_source(const Digest& d, std::string_view exclude = {});
 
+  // ---- kept tags (meta_db_kept.cpp; sync.keep, issue #15) -----------------
+  /// Records that the Keeper pulled (repo, tag) -> `d` in full for `pattern`
+  /// (upsert). The pin holds whatever the local tag names.
+  Status pin_tag(std::string_view repo, std::string_view tag, const Digest& d, std::string_view pattern);
+  /// The kept row of (repo, tag), nullopt when the tag is not kept.
+  Result<std::optional<KeptTag>> kept_tag(std::string_view repo, std::string_view tag);
+  /// How many kept rows `pattern` owns whose tag still exists here.
+  Result<uint64_t> count_kept(std::string_view pattern);
+  /// Whether `d` is pinned in `repo`: the manifest a kept tag names locally,
+  /// anything it references (transitively: index children, config, layers)
+  /// or a referrer of any of those (and their content). Never evicted.
+  Result<bool> is_pinned(std::string_view repo, const Digest& d);
+
   const ReplayPolicy& replay_policy() const { return replay_; }
   int64_t now_ms() const { return clock_(); }
 

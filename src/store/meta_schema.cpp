@@ -148,7 +148,28 @@ CREATE TABLE replay_counters (
 ) WITHOUT ROWID;
 )sql";
 
-constexpr std::string_view kSteps[] = {kV1, kV2};
+// v3. Kept tags (sync.keep, issue #15): the (repository, tag) pairs the
+// Keeper pulled in full from the parent. A pin is on the (repo, tag): what
+// the local tag names now, everything that manifest references (index
+// children, config, layers) and its referrers are never evicted by cache
+// management (issue #18). `digest` is what the Keeper last stored under the
+// tag (informative); `pattern` is the sync.keep entry that matched (status
+// counts). Rows are not removed when the parent deletes the tag: the local
+// tag stays until the operator removes it, and a row whose tag is gone pins
+// nothing.
+constexpr std::string_view kV3 = R"sql(
+CREATE TABLE kept_tags (
+  repo    TEXT    NOT NULL,
+  tag     TEXT    NOT NULL,
+  digest  TEXT    NOT NULL,
+  pattern TEXT    NOT NULL,
+  kept    INTEGER NOT NULL,
+  PRIMARY KEY (repo, tag)
+) WITHOUT ROWID;
+CREATE INDEX kept_tags_by_pattern ON kept_tags(pattern);
+)sql";
+
+constexpr std::string_view kSteps[] = {kV1, kV2, kV3};
 
 }  // namespace
 

@@ -157,6 +157,21 @@ class Store {
   /// replayed blob/manifest), else a recorded mount source; nullopt if none.
   Result<std::optional<std::string>> replay_mount_source(const Digest& d, std::string_view exclude = {});
 
+  // ---- kept tags (sync.keep, issue #15; README.md "Kept tags") -----------
+  // Content the Keeper pulls is pinned: never evicted by cache management
+  // (issue #18 must ask is_pinned). GC never removes it either: a kept tag
+  // names a manifest, and GC only removes unreferenced blobs.
+  /// [sync] (repo, tag) -> `d` was pulled in full for `pattern`.
+  Status pin_tag(std::string_view repo, std::string_view tag, const Digest& d, std::string_view pattern) {
+    return meta_->pin_tag(repo, tag, d, pattern);
+  }
+  Result<std::optional<KeptTag>> kept_tag(std::string_view repo, std::string_view tag) {  ///< [meta]
+    return meta_->kept_tag(repo, tag);
+  }
+  Result<uint64_t> count_kept(std::string_view pattern) { return meta_->count_kept(pattern); }  ///< [meta]
+  /// [meta] MetaDb::is_pinned: kept, so never evicted.
+  Result<bool> is_pinned(std::string_view repo, const Digest& d) { return meta_->is_pinned(repo, d); }
+
   // ---- maintenance ------------------------------------------------------
   /// [bulk] One GC pass (gc.hpp); safe while serving.
   Result<GcReport> gc(const GcOptions& opts = {});

@@ -85,6 +85,15 @@ struct Referrer {
   std::optional<std::string> annotations;  ///< JSON object text
 };
 
+/// A tag the Keeper keeps (sync.keep): pinned, never evicted.
+struct KeptTag {
+  std::string repo;
+  std::string tag;
+  Digest digest;        ///< what the Keeper last stored under the tag
+  std::string pattern;  ///< the sync.keep entry that matched
+  int64_t kept_ms = 0;
+};
+
 struct ReferrerPage {
   std::vector<Referrer> items;  ///< ordered by digest
   bool has_more = false;

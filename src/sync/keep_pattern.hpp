@@ -1,6 +1,6 @@
 // sync.keep patterns: which repositories and tags a site keeps (prefetches
 // in every window and pins). Parsing and matching only; listing tags at the
-// parent and pulling them belong to the replayer.
+// parent and pulling them belong to the Keeper (keeper.hpp).
 #pragma once
 #include <string>
 #include <string_view>
@@ -36,7 +36,7 @@ class KeepPattern {
     return matches_repository(repo) && matches_tag(tag);
   }
 
-  /// True when the repository part has no glob: the replayer can list its
+  /// True when the repository part has no glob: the Keeper can list its
   /// tags directly instead of walking the parent's catalog.
   bool is_literal_repository() const { return literal_repo_; }
 
