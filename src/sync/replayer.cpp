@@ -418,13 +418,7 @@ void Replayer::finish_error(const TaskPtr& t, const upstream::PushError& e) {
                                       " in_ms=" + std::to_string(o.next_attempt_ms - opts_.clock()) +
                                       " reason=" + log::quote(o.error));
   t->op.reset();
-  auto alive = alive_;
-  const int64_t id = t->e.id;
-  store_.run<bool>([id, o](store::Store& s) { return s.replay_retry(id, o.next_attempt_ms, o.error); },
-                   [this, alive, t](Result<bool>) {
-                     if (!*alive) return;
-                     settle(t);
-                   });
+  record_retry(t, o);
 }
 
 void Replayer::finish_local_error(const TaskPtr& t, const std::string& why) {
@@ -432,6 +426,10 @@ void Replayer::finish_local_error(const TaskPtr& t, const std::string& why) {
   progress_.last_error = why;
   ++progress_.retried;
   log::warn("replay: local error, will retry", " id=" + std::to_string(t->e.id) + " reason=" + log::quote(why));
+  record_retry(t, o);
+}
+
+void Replayer::record_retry(const TaskPtr& t, const Outcome& o) {
   auto alive = alive_;
   const int64_t id = t->e.id;
   store_.run<bool>([id, o](store::Store& s) { return s.replay_retry(id, o.next_attempt_ms, o.error); },

@@ -29,6 +29,7 @@
 
 #include "store/replay_queue.hpp"
 #include "sync/loop_timer.hpp"
+#include "sync/replay_policy.hpp"
 #include "sync/schedule.hpp"
 #include "upstream/pusher.hpp"
 
@@ -106,6 +107,8 @@ class Replayer {
   void finish_done(const TaskPtr& t);
   void finish_error(const TaskPtr& t, const upstream::PushError& e);
   void finish_local_error(const TaskPtr& t, const std::string& why);
+  /// Stores the retry time and error of `t`'s entry, then settles it.
+  void record_retry(const TaskPtr& t, const Outcome& o);
   void finish_failed(const TaskPtr& t, const std::string& why);
   /// The entry's store job ended (whatever it was): forget it, fetch more.
   void settle(const TaskPtr& t);
