@@ -284,6 +284,7 @@ int App::run() {
             arr.push_back({{"pattern", st.pattern},
                            {"last_refresh", st.last_refresh_ms ? nlohmann::json(sync::iso_time(st.last_refresh_ms))
                                                                : nlohmann::json(nullptr)},
+                           {"last_refresh_unix", st.last_refresh_ms / 1000},
                            {"tags", st.tags},
                            {"last_error", st.last_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(st.last_error)}});
           }

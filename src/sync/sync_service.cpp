@@ -384,6 +384,37 @@ std::string SyncService::metrics_text() const {
   out += "# HELP outpost_replay_sent_total entries the parent acknowledged, ever\n"
          "# TYPE outpost_replay_sent_total counter\noutpost_replay_sent_total " +
          std::to_string(stats_.done) + "\n";
+  auto unix_s = [](std::optional<int64_t> ms) { return ms ? static_cast<uint64_t>(std::max<int64_t>(0, *ms) / 1000) : 0; };
+  gauge("outpost_sync_last_window_start_seconds", "Unix time the last window opened (0: none yet)", unix_s(last_start_ms_));
+  gauge("outpost_sync_last_window_end_seconds", "Unix time the last window closed (0: none yet, or open)",
+        unix_s(last_end_ms_));
+  gauge("outpost_sync_last_window_completed",
+        "1 when the last closed window ended with its work done (status sync.window.last_result)",
+        last_result_.rfind("completed", 0) == 0 ? 1 : 0);
+  std::optional<int64_t> next_start;
+  if (!schedule_.is_continuous())
+    if (auto next = schedule_.next_window(now)) next_start = next->start_ms;
+  gauge("outpost_sync_next_window_seconds", "Unix time the next scheduled window opens (0: continuous or none)",
+        unix_s(next_start));
+  // Kept patterns, from the window tasks' status entries.
+  std::string tags, refreshed;
+  for (const auto& slot : tasks_) {
+    if (!slot->task.status) continue;
+    const nlohmann::json a = slot->task.status();
+    if (!a.is_array()) continue;
+    for (const auto& x : a) {
+      if (!x.contains("pattern") || !x["pattern"].is_string()) continue;
+      const std::string label = "{pattern=\"" + x["pattern"].get<std::string>() + "\"} ";
+      tags += "outpost_keep_tags" + label + std::to_string(x.value("tags", uint64_t{0})) + "\n";
+      refreshed += "outpost_keep_last_refresh_seconds" + label +
+                   std::to_string(x.value("last_refresh_unix", uint64_t{0})) + "\n";
+    }
+  }
+  if (!tags.empty()) {
+    out += "# HELP outpost_keep_tags kept tags held here per sync.keep pattern\n# TYPE outpost_keep_tags gauge\n" + tags;
+    out += "# HELP outpost_keep_last_refresh_seconds Unix time of the pattern's last complete refresh (0: none)\n"
+           "# TYPE outpost_keep_last_refresh_seconds gauge\n" + refreshed;
+  }
   return out;
 }
 

@@ -169,4 +169,20 @@ TEST_CASE("sync service: metrics name the window and queue gauges", "[sync][serv
     CHECK(m.find(name) != std::string::npos);
 }
 
+TEST_CASE("sync service: metrics give the last and next window and each kept pattern", "[sync][service]") {
+  Env env;
+  env.make("0 2 * * *");  // next window 2026-12-05 02:00 UTC
+  env.add_task();
+  env.sync->start();
+  std::string m = env.sync->metrics_text();
+  CHECK(m.find("outpost_sync_last_window_start_seconds 0\n") != std::string::npos);
+  CHECK(m.find("outpost_sync_next_window_seconds 1796436000\n") != std::string::npos);
+  CHECK(m.find("outpost_keep_tags{pattern=\"factory/*:v*\"} 1\n") != std::string::npos);
+  CHECK(m.find("outpost_keep_last_refresh_seconds{pattern=\"factory/*:v*\"} 0\n") != std::string::npos);
+  REQUIRE(env.sync->trigger() == sync::SyncService::Trigger::Accepted);
+  m = env.sync->metrics_text();
+  CHECK(m.find("outpost_sync_last_window_start_seconds " + std::to_string(kT0 / 1000) + "\n") != std::string::npos);
+  CHECK(m.find("outpost_sync_window_open 1\n") != std::string::npos);
+}
+
 }  // namespace outpost
