@@ -181,6 +181,8 @@ class MetaDb {
   Status enqueue_blob_locked(std::string_view repo, const Digest& d, uint64_t size,
                              const std::optional<std::string>& mount_from, int64_t now);
   Status enqueue_manifest_locked(const ManifestPut& m, uint64_t size, int64_t now);
+  /// Deletes unsent tag moves and tag deletes of (repo, tag): a new one supersedes them.
+  Status supersede_tag_locked(std::string_view repo, std::string_view tag);
   Status enqueue_tag_locked(std::string_view repo, std::string_view tag, const Digest& d, int64_t now);
   /// DeleteManifest/DeleteBlob (digest) or DeleteTag (tag, digest it named).
   Status enqueue_delete_locked(ReplayKind kind, std::string_view repo, const Digest& d,

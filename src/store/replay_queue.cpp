@@ -200,14 +200,18 @@ Status MetaDb::enqueue_manifest_locked(const ManifestPut& m, uint64_t size, int6
   return {};
 }
 
-Status MetaDb::enqueue_tag_locked(std::string_view repo, std::string_view tag, const Digest& d, int64_t now) {
+Status MetaDb::supersede_tag_locked(std::string_view repo, std::string_view tag) {
   // The parent only needs the final state: an unsent move or delete of the
   // same tag is superseded (deleted in this transaction).
   STORE_ASSIGN(auto sup, db_.prepare(
       "DELETE FROM replay_queue WHERE repo = ?1 AND tag = ?2 AND state = 'pending'"
       " AND kind IN ('tag', 'delete_tag')"));
   sup.bind(1, repo).bind(2, tag);
-  OUTPOST_TRY(sup.run());
+  return sup.run();
+}
+
+Status MetaDb::enqueue_tag_locked(std::string_view repo, std::string_view tag, const Digest& d, int64_t now) {
+  OUTPOST_TRY(supersede_tag_locked(repo, tag));
   STORE_ASSIGN(auto ins, db_.prepare(
       "INSERT INTO replay_queue(kind, repo, digest, tag, size, media_type, next_attempt, created, updated)"
       " SELECT 'tag', ?1, ?2, ?3, m.size, m.media_type, ?4, ?4, ?4"
@@ -220,13 +224,7 @@ Status MetaDb::enqueue_tag_locked(std::string_view repo, std::string_view tag, c
 
 Status MetaDb::enqueue_delete_locked(ReplayKind kind, std::string_view repo, const Digest& d,
                                      const std::optional<std::string>& tag, int64_t now) {
-  if (kind == ReplayKind::DeleteTag) {
-    STORE_ASSIGN(auto sup, db_.prepare(
-        "DELETE FROM replay_queue WHERE repo = ?1 AND tag = ?2 AND state = 'pending'"
-        " AND kind IN ('tag', 'delete_tag')"));
-    sup.bind(1, repo).bind(2, tag);
-    OUTPOST_TRY(sup.run());
-  }
+  if (kind == ReplayKind::DeleteTag && tag) OUTPOST_TRY(supersede_tag_locked(repo, *tag));
   STORE_ASSIGN(auto ins, db_.prepare(
       "INSERT INTO replay_queue(kind, repo, digest, tag, next_attempt, created, updated)"
       " VALUES(?1, ?2, ?3, ?4, ?5, ?5, ?5) RETURNING id"));
