@@ -1,4 +1,5 @@
-// outpost: argv -> subcommand. Loads the config, builds the App, runs it.
+// outpost: argv -> subcommand. Takes --config (anywhere) and the command
+// name; each command parses the rest of its own arguments (app/cli_args.hpp).
 #include <unistd.h>
 
 #include <cstdio>
@@ -7,6 +8,7 @@
 #include <string_view>
 
 #include "app/app.hpp"
+#include "app/cli_args.hpp"
 #include "app/config.hpp"
 #include "app/sync_cli.hpp"
 #include "base/log.hpp"
@@ -15,6 +17,8 @@
 #include "outpost_version.h"
 
 namespace {
+
+using outpost::app::CliArgs;
 
 int usage(FILE* out) {
   fprintf(out,
@@ -35,74 +39,62 @@ int usage(FILE* out) {
   return out == stdout ? 0 : 2;
 }
 
-}  // namespace
+int cmd_version(CliArgs& a) {
+  if (a.reject_leftovers("version")) return 2;
+  printf("outpost %s\n", OUTPOST_VERSION);
+  return 0;
+}
 
-int main(int argc, char** argv) {
+int cmd_config(CliArgs& a) {
   using namespace outpost;
-  std::string cmd, sub, config_path;
-  app::SyncNowOptions sync_opts;
-  bool sync_flags = false;  // --wait / --timeout: only with "sync now"
-  for (int i = 1; i < argc; ++i) {
-    std::string_view a = argv[i];
-    if (a == "--config" || a == "-c") {
-      if (i + 1 >= argc) { fprintf(stderr, "outpost: --config needs a file\n"); return 2; }
-      config_path = argv[++i];
-    } else if (a.rfind("--config=", 0) == 0) {
-      config_path = std::string(a.substr(9));
-    } else if (a == "--wait") {
-      sync_opts.wait = sync_flags = true;
-    } else if (a == "--timeout" || a.rfind("--timeout=", 0) == 0) {
-      std::string_view v;
-      if (a == "--timeout") {
-        if (i + 1 >= argc) { fprintf(stderr, "outpost: --timeout needs a duration (e.g. 30m)\n"); return 2; }
-        v = argv[++i];
-      } else {
-        v = a.substr(10);
-      }
-      auto ms = parse_duration_ms(v);
-      if (!ms || *ms == 0) {
-        fprintf(stderr, "outpost: --timeout: \"%.*s\" is not a duration (e.g. \"30m\", \"2h\")\n",
-                static_cast<int>(v.size()), v.data());
-        return 2;
-      }
-      sync_opts.timeout_ms = *ms;
-      sync_flags = true;
-    } else if (a == "-h" || a == "--help" || a == "help") {
-      return usage(stdout);
-    } else if (cmd.empty() && !a.empty() && a[0] != '-') {
-      cmd = a;
-    } else if (cmd == "sync" && sub.empty() && !a.empty() && a[0] != '-') {
-      sub = a;
-    } else {
-      fprintf(stderr, "outpost: unexpected argument '%s'\n", argv[i]);
-      return usage(stderr);
-    }
-  }
-  if (cmd == "version") {
-    printf("outpost %s\n", OUTPOST_VERSION);
-    return 0;
-  }
-  if (cmd == "sync" && sub != "now") {
-    fprintf(stderr, "outpost: sync: expected \"now\" (outpost sync now [--wait] [--timeout DUR])\n");
-    return 2;
-  }
-  if (sync_flags && cmd != "sync") {
-    fprintf(stderr, "outpost: --wait and --timeout go with \"sync now\"\n");
-    return 2;
-  }
-  if (cmd != "serve" && cmd != "config" && cmd != "sync") return usage(stderr);
-
-  auto cfg = config_path.empty() ? app::parse_config(app::default_config_text(), "<embedded default>")
-                                 : app::load_config_file(config_path);
+  if (a.reject_leftovers("config")) return 2;
+  auto cfg = a.load_config();
   if (!cfg) {
     fprintf(stderr, "outpost: %s\n", cfg.error().message().c_str());
     return 2;
   }
-  if (cmd == "config") {
-    fputs(app::dump_config(*cfg).c_str(), stdout);
-    return 0;
+  fputs(app::dump_config(*cfg).c_str(), stdout);
+  return 0;
+}
+
+int cmd_sync(CliArgs& a) {
+  using namespace outpost;
+  if (a.args.empty() || a.args.front() != "now") {
+    fprintf(stderr, "outpost: sync: expected \"now\" (outpost sync now [--wait] [--timeout DUR])\n");
+    return 2;
   }
-  if (cmd == "sync") return app::sync_now(*cfg, sync_opts, stdout, stderr);
+  a.args.erase(a.args.begin());
+  app::SyncNowOptions o;
+  o.wait = a.take_flag("--wait");
+  bool missing = false;
+  if (auto v = a.take_value("--timeout", &missing)) {
+    auto ms = parse_duration_ms(*v);
+    if (!ms || *ms == 0) {
+      fprintf(stderr, "outpost: --timeout: \"%s\" is not a duration (e.g. \"30m\", \"2h\")\n", v->c_str());
+      return 2;
+    }
+    o.timeout_ms = *ms;
+  } else if (missing) {
+    fprintf(stderr, "outpost: --timeout needs a duration (e.g. 30m)\n");
+    return 2;
+  }
+  if (a.reject_leftovers("sync now")) return 2;
+  auto cfg = a.load_config();
+  if (!cfg) {
+    fprintf(stderr, "outpost: %s\n", cfg.error().message().c_str());
+    return 2;
+  }
+  return app::sync_now(*cfg, o, stdout, stderr);
+}
+
+int cmd_serve(CliArgs& a) {
+  using namespace outpost;
+  if (a.reject_leftovers("serve")) return 2;
+  auto cfg = a.load_config();
+  if (!cfg) {
+    fprintf(stderr, "outpost: %s\n", cfg.error().message().c_str());
+    return 2;
+  }
   log::set_level(cfg->log.level);
   // Every connection is a descriptor: take what the service may have
   // (LimitNOFILE), and size the connection limit from it unless configured.
@@ -130,4 +122,46 @@ int main(int argc, char** argv) {
   _exit(rc);
 #endif
   return rc;
+}
+
+struct Command {
+  const char* name;
+  int (*run)(CliArgs&);
+};
+
+// One line per command; each lives in its own file under src/app/.
+constexpr Command kCommands[] = {
+    {"serve", cmd_serve},
+    {"config", cmd_config},
+    {"sync", cmd_sync},
+    {"version", cmd_version},
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CliArgs a;
+  std::string cmd;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view s = argv[i];
+    if (s == "--config" || s == "-c") {
+      if (i + 1 >= argc) { fprintf(stderr, "outpost: --config needs a file\n"); return 2; }
+      a.config_path = argv[++i];
+    } else if (s.rfind("--config=", 0) == 0) {
+      a.config_path = std::string(s.substr(9));
+    } else if (cmd.empty() && (s == "-h" || s == "--help" || s == "help")) {
+      return usage(stdout);
+    } else if (cmd.empty() && !s.empty() && s[0] != '-') {
+      cmd = s;
+    } else if (cmd.empty()) {
+      fprintf(stderr, "outpost: unexpected argument '%s'\n", argv[i]);
+      return usage(stderr);
+    } else {
+      a.args.emplace_back(s);
+    }
+  }
+  for (const auto& c : kCommands) {
+    if (cmd == c.name) return c.run(a);
+  }
+  return usage(stderr);
 }
