@@ -1,0 +1,94 @@
+"""containerd 1.6 (`ctr images pull --hosts-dir`) pulling docker.io images
+through Outpost as a mirror (issue #17), as root in a network namespace with
+only loopback, with the hosts.toml recipes shipped in conf/clients/:
+
+- containerd-hosts.toml: containerd asks /v2/library/e2e-app/...?ns=docker.io,
+  so Outpost's [[upstream]] named docker.io answers (from the local parent);
+- containerd-hosts-override-path.toml (override_path = true): containerd asks
+  /v2/docker.io/library/e2e-app/...?ns=docker.io; the same upstream answers,
+  from the same cache (the parent is not asked again);
+- the content containerd holds is the parent's, byte for byte; the parent
+  sent each blob once;
+- with the parent stopped, fresh containerds pull both ways from the cache;
+- what ctr prints for a tag not cached while the parent is down, and while
+  Outpost is down (quoted in docs/operations.md).
+"""
+
+import os
+
+from client_helpers import ClientCase, blob_gets, containerd_in_netns, recipe
+
+
+class ContainerdClient(ClientCase):
+    REF = f"docker.io/library/{ClientCase.HUB_NAME}:{ClientCase.TAG}"
+
+    def hosts_dir(self, recipe_name: str) -> str:
+        d = os.path.join(self.tmp, "hosts-" + recipe_name)
+        os.makedirs(os.path.join(d, "docker.io"), exist_ok=True)
+        with open(os.path.join(d, "docker.io", "hosts.toml"), "w") as f:
+            f.write(recipe(recipe_name, f"127.0.0.1:{self.op.port}"))
+        return d
+
+    def pull(self, name: str, recipe_name: str, ref: str = REF, check: bool = True):
+        """A fresh containerd pulls ref with the given hosts.toml recipe;
+        returns the CompletedProcess (content checked when check)."""
+        with containerd_in_netns(os.path.join(self.tmp, name)) as cd:
+            p = cd.ctr("images", "pull", "--snapshotter", "native", "--hosts-dir",
+                       self.hosts_dir(recipe_name), ref, check=check)
+            if check:
+                self.assert_content(cd)
+            return p
+
+    def assert_content(self, cd) -> None:
+        images = cd.ctr("images", "ls").stdout.splitlines()
+        self.assertTrue(any(l.split()[0] == self.REF and self.lay.top_digest in l for l in images[1:]), images)
+        have = set(cd.ctr("content", "ls", "-q").stdout.split())
+        for d in [self.lay.top_digest, self.amd64.manifest_digest, *self.amd64_blobs()]:
+            self.assertIn(d, have)
+        for d in self.amd64_blobs():
+            self.assertEqual(cd.content(d), self.lay.blobs[d], d)
+
+    def test_pull_ns_and_override_path_then_parent_down(self):
+        # 1. ?ns=docker.io, online
+        before = len(self.op_requests())
+        self.pull("ns-online", "containerd-hosts.toml")
+        reqs = self.op_requests(before)
+        paths = [r["path"] for r in reqs]
+        # no /v2/ ping; HEAD by tag, then GETs by digest
+        self.assertEqual((reqs[0]["method"], paths[0]), ("HEAD", f"/v2/library/{self.HUB_NAME}/manifests/{self.TAG}"))
+        self.assertNotIn("/v2/", paths)
+        # ?ns=docker.io chose the [[upstream]] named docker.io (the request
+        # log shows the path only; the fills name the upstream and local repo)
+        fills = [r for r in self.op.log_records() if r.get("msg") == "fill started"]
+        self.assertTrue(fills)
+        self.assertEqual({(r["upstream"], r["repo"]) for r in fills}, {("docker.io", f"docker.io/library/{self.HUB_NAME}")})
+        for d in self.amd64_blobs():
+            self.assertTrue(self.served_by_outpost(reqs, d), f"{d} not served by Outpost: {paths}")
+        self.assert_parent_sent_each_blob_once()
+        parent_gets = blob_gets(self.parent.requests())
+
+        # 2. override_path: /v2/docker.io/library/..., same cache
+        before = len(self.op_requests())
+        self.pull("override-online", "containerd-hosts-override-path.toml")
+        paths = [r["path"] for r in self.op_requests(before)]
+        self.assertIn(f"/v2/docker.io/library/{self.HUB_NAME}/manifests/{self.TAG}", paths)
+        self.assertEqual(blob_gets(self.parent.requests()), parent_gets, "the parent was asked again")
+
+        # 3. the parent goes away: both recipes pull from the cache
+        self.parent.stop()
+        self.pull("ns-offline", "containerd-hosts.toml")
+        self.pull("override-offline", "containerd-hosts-override-path.toml")
+        self.assertGreater(self.metrics().get("outpost_cache_served_offline_total", 0), 0)
+
+        # 4. what ctr shows for a tag not cached while the parent is down ...
+        missing = f"docker.io/library/{self.HUB_NAME}:missing"
+        p = self.pull("ns-missing", "containerd-hosts.toml", missing, check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("registry-1.docker.io", p.stderr)  # HEAD 404: containerd tried `server`
+        self.say("ctr pull via hosts.toml, parent down, not cached", p.stderr)
+        # ... and while Outpost itself is down
+        self.op.stop()
+        p = self.pull("ns-outpost-down", "containerd-hosts.toml", check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("connection refused", p.stderr)
+        self.say("ctr pull via hosts.toml, Outpost down", p.stderr)
