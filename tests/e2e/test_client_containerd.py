@@ -11,12 +11,15 @@ only loopback, with the hosts.toml recipes shipped in conf/clients/:
   sent each blob once;
 - with the parent stopped, fresh containerds pull both ways from the cache;
 - what ctr prints for a tag not cached while the parent is down, and while
-  Outpost is down (quoted in docs/operations.md).
+  Outpost is down (quoted in docs/operations.md);
+- containerd accepts conf/clients/containerd-config.toml (config_path, for
+  Kubernetes nodes) as shipped.
 """
 
 import os
+import subprocess
 
-from client_helpers import ClientCase, blob_gets, containerd_in_netns, recipe
+from client_helpers import CONF_CLIENTS, ClientCase, blob_gets, containerd_in_netns, recipe
 
 
 class ContainerdClient(ClientCase):
@@ -86,9 +89,26 @@ class ContainerdClient(ClientCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("registry-1.docker.io", p.stderr)  # HEAD 404: containerd tried `server`
         self.say("ctr pull via hosts.toml, parent down, not cached", p.stderr)
+        with containerd_in_netns(os.path.join(self.tmp, "direct-missing")) as cd:
+            ref = f"127.0.0.1:{self.op.port}/{self.DIRECT_REPO}:missing"
+            p = cd.ctr("images", "pull", "--plain-http", ref, check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(f"{ref}: not found", p.stderr)  # the HEAD's 404 (ReadWrite mode)
+        self.say("ctr pull direct, parent down, not cached", p.stderr)
         # ... and while Outpost itself is down
         self.op.stop()
         p = self.pull("ns-outpost-down", "containerd-hosts.toml", check=False)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("connection refused", p.stderr)
         self.say("ctr pull via hosts.toml, Outpost down", p.stderr)
+
+    def test_kubernetes_config_path_recipe(self):
+        # Kubernetes nodes: the kubelet asks containerd's CRI plugin, which
+        # reads the same hosts.toml files once config_path names their
+        # directory. containerd must accept the shipped fragment as it is.
+        p = subprocess.run(["containerd", "--config", os.path.join(CONF_CLIENTS, "containerd-config.toml"),
+                            "config", "dump"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        dump = p.stdout.split('[plugins."io.containerd.grpc.v1.cri".registry]', 1)
+        self.assertEqual(len(dump), 2, p.stdout)
+        self.assertEqual(dump[1].split("[", 1)[0].split(), ["config_path", "=", '"/etc/containerd/certs.d"'])
