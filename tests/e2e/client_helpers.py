@@ -481,7 +481,8 @@ class ClientCase(unittest.TestCase):
     # -- what the parent and Outpost saw
     def assert_parent_sent_each_blob_once(self) -> None:
         gets = blob_gets(self.parent.requests())
-        for d in self.amd64_blobs():
+        self.assertTrue(gets, "the parent sent no blob at all")
+        for d in self.lay.blobs:
             self.assertLessEqual(gets.get(d, 0), 1, f"the parent sent {d} {gets.get(d, 0)} times: {gets}")
 
     def metrics(self) -> dict[str, float]:

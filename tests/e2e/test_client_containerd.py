@@ -68,6 +68,7 @@ class ContainerdClient(ClientCase):
         for d in self.amd64_blobs():
             self.assertTrue(self.served_by_outpost(reqs, d), f"{d} not served by Outpost: {paths}")
         self.assert_parent_sent_each_blob_once()
+        self.assertGreaterEqual(self.metrics().get("outpost_cache_fills_committed_total", 0), len(self.amd64_blobs()))
         parent_gets = blob_gets(self.parent.requests())
 
         # 2. override_path: /v2/docker.io/library/..., same cache

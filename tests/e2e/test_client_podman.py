@@ -73,6 +73,9 @@ class PodmanClient(ClientCase):
         self.assert_podman_image("online", self.direct_ref)
         self.skopeo_both("online")
         self.assert_parent_sent_each_blob_once()
+        # skopeo --all fetched the arm64 image too: every blob came through once
+        self.assertEqual(self.metrics().get("outpost_cache_fills_committed_total", 0),
+                         len({d for im in self.lay.images for d in [im.config_digest, *im.layer_digests]}))
 
         # 2. the parent goes away: fresh podman storage, skopeo, from the cache
         self.parent.stop()
