@@ -7,15 +7,17 @@ Outpost (issue #17), as root in a network namespace with only loopback:
   Outpost directly (127.0.0.0/8 is an insecure registry by default);
 - the image Docker holds is the parent's (image id = config digest, layer
   diff ids, repo digest = the index digest), every request went to Outpost
-  and the parent sent each blob once;
+  and the parent sent each blob once; `docker push` of it to Outpost works;
 - with the parent stopped, both pulls work again from Outpost's cache;
 - what Docker prints for a tag that is not cached while the parent is down,
   and while Outpost itself is down (quoted in docs/operations.md).
 """
 
 import os
+import re
 
 from client_helpers import ClientCase, dockerd_in_netns, recipe
+from harness import ACCEPT_ALL_MANIFESTS, http, sha256_digest
 
 
 class DockerClient(ClientCase):
@@ -49,6 +51,18 @@ class DockerClient(ClientCase):
             self.assert_parent_sent_each_blob_once()
             m = self.metrics()
             self.assertGreaterEqual(m.get("outpost_cache_fills_committed_total", 0), len(self.amd64_blobs()))
+
+            # pushing to Outpost named directly (the layers are mounted from
+            # e2e/app, where Docker knows they came from)
+            pushed = f"{host}/e2e/pushed:{self.TAG}"
+            dk.docker("tag", hub_ref, pushed)
+            out = dk.docker("push", pushed).stdout
+            m = re.search(r"digest: (sha256:[0-9a-f]{64}) size: (\d+)", out)
+            self.assertIsNotNone(m, out)
+            r = http("GET", f"{self.op.url}/v2/e2e/pushed/manifests/{self.TAG}",
+                     headers={"Accept": ACCEPT_ALL_MANIFESTS})
+            self.assertEqual((r.status, sha256_digest(r.body), len(r.body)), (200, m.group(1), int(m.group(2))))
+            dk.docker("image", "rm", pushed)
 
             # 2. the parent goes away: both pulls are served from the cache
             self.parent.stop()
