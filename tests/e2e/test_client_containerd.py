@@ -8,7 +8,7 @@ only loopback, with the hosts.toml recipes shipped in conf/clients/:
   /v2/docker.io/library/e2e-app/...?ns=docker.io; the same upstream answers,
   from the same cache (the parent is not asked again);
 - the content containerd holds is the parent's, byte for byte; the parent
-  sent each blob once;
+  sent each blob once; `ctr images push` of it to Outpost works;
 - with the parent stopped, fresh containerds pull both ways from the cache;
 - what ctr prints for a tag not cached while the parent is down, and while
   Outpost is down (quoted in docs/operations.md);
@@ -20,6 +20,7 @@ import os
 import subprocess
 
 from client_helpers import CONF_CLIENTS, ClientCase, blob_gets, containerd_in_netns, recipe
+from harness import ACCEPT_ALL_MANIFESTS, http
 
 
 class ContainerdClient(ClientCase):
@@ -32,14 +33,18 @@ class ContainerdClient(ClientCase):
             f.write(recipe(recipe_name, f"127.0.0.1:{self.op.port}"))
         return d
 
-    def pull(self, name: str, recipe_name: str, ref: str = REF, check: bool = True):
+    def pull(self, name: str, recipe_name: str, ref: str = REF, check: bool = True, push: str | None = None):
         """A fresh containerd pulls ref with the given hosts.toml recipe;
-        returns the CompletedProcess (content checked when check)."""
+        returns the CompletedProcess (content checked when check). With
+        push, the image is then tagged and pushed there (plain HTTP)."""
         with containerd_in_netns(os.path.join(self.tmp, name)) as cd:
             p = cd.ctr("images", "pull", "--snapshotter", "native", "--hosts-dir",
                        self.hosts_dir(recipe_name), ref, check=check)
             if check:
                 self.assert_content(cd)
+            if push:
+                cd.ctr("images", "tag", ref, push)
+                cd.ctr("images", "push", "--plain-http", "--platform", "linux/amd64", push)
             return p
 
     def assert_content(self, cd) -> None:
@@ -54,12 +59,19 @@ class ContainerdClient(ClientCase):
     def test_pull_ns_and_override_path_then_parent_down(self):
         # 1. ?ns=docker.io, online
         before = len(self.op_requests())
-        self.pull("ns-online", "containerd-hosts.toml")
+        pushed = f"127.0.0.1:{self.op.port}/e2e/ctr-pushed:{self.TAG}"
+        self.pull("ns-online", "containerd-hosts.toml", push=pushed)
         reqs = self.op_requests(before)
         paths = [r["path"] for r in reqs]
         # no /v2/ ping; HEAD by tag, then GETs by digest
         self.assertEqual((reqs[0]["method"], paths[0]), ("HEAD", f"/v2/library/{self.HUB_NAME}/manifests/{self.TAG}"))
         self.assertNotIn("/v2/", paths)
+        # ctr push --platform linux/amd64 to Outpost named directly: the tag
+        # is the amd64 image's manifest (ctr pulled no other platform)
+        r = http("GET", f"{self.op.url}/v2/e2e/ctr-pushed/manifests/{self.TAG}",
+                 headers={"Accept": ACCEPT_ALL_MANIFESTS})
+        self.assertEqual((r.status, r.header("Docker-Content-Digest"), r.body),
+                         (200, self.amd64.manifest_digest, self.amd64.manifest))
         # ?ns=docker.io chose the [[upstream]] named docker.io (the request
         # log shows the path only; the fills name the upstream and local repo)
         fills = [r for r in self.op.log_records() if r.get("msg") == "fill started"]

@@ -6,6 +6,7 @@ a network namespace with only loopback, with conf/clients/registries.conf
   `outpost/docker.io`, i.e. /v2/docker.io/library/e2e-app/..., which selects
   Outpost's [[upstream]] named docker.io; `podman pull
   127.0.0.1:PORT/e2e/app:v1` names Outpost directly (`insecure = true`);
+- `podman push` to Outpost named directly works;
 - skopeo copies the same two ways (mirror through --registries-conf, and
   Outpost named directly), every platform, into OCI layouts;
 - what they hold is the parent's (image id, digests, bytes); the parent sent
@@ -20,7 +21,7 @@ import json
 import os
 
 from client_helpers import ClientCase, podman, recipe
-from harness import skopeo, skopeo_copy
+from harness import ACCEPT_ALL_MANIFESTS, http, sha256_digest, skopeo, skopeo_copy
 
 
 class PodmanClient(ClientCase):
@@ -76,6 +77,16 @@ class PodmanClient(ClientCase):
         # skopeo --all fetched the arm64 image too: every blob came through once
         self.assertEqual(self.metrics().get("outpost_cache_fills_committed_total", 0),
                          len({d for im in self.lay.images for d in [im.config_digest, *im.layer_digests]}))
+
+        # podman push to Outpost named directly
+        digest_file = os.path.join(self.tmp, "podman-pushed.digest")
+        pushed = f"127.0.0.1:{self.op.port}/e2e/podman-pushed:{self.TAG}"
+        self.podman("online", "push", "--digestfile", digest_file, self.direct_ref, pushed)
+        with open(digest_file) as f:
+            want = f.read().strip()
+        r = http("GET", f"{self.op.url}/v2/e2e/podman-pushed/manifests/{self.TAG}",
+                 headers={"Accept": ACCEPT_ALL_MANIFESTS})
+        self.assertEqual((r.status, sha256_digest(r.body)), (200, want))
 
         # 2. the parent goes away: fresh podman storage, skopeo, from the cache
         self.parent.stop()
