@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import platform
 import json
 import os
 import shutil
@@ -36,12 +37,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 from typing import Any, Iterator, Mapping
 
-from harness import (KEEP_TMP, REPO, DockerRegistry, Layout, Outpost, http, make_oci_layout, push_layout,
-                     scaled, tail, wait_until)
+from harness import (KEEP_TMP, REPO, DockerRegistry, Layout, Outpost, ProcessFailed, http, make_oci_layout,
+                     push_layout, scaled, tail, wait_until)
 
 CLONE_NEWNET = 0x40000000
 CONF_CLIENTS = os.path.join(REPO, "conf", "clients")
@@ -49,6 +49,10 @@ RECIPE_HOST = "outpost.lan:5000"   # the placeholder address in conf/clients/*
 # Debian's docker.io CLI (the one .ci/install-deps installs), not whatever
 # `docker` comes first on PATH
 DOCKER_CLI = "/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK) else (shutil.which("docker") or "docker")
+
+# the platform the clients pick from a multi-platform image on this machine
+HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+HOST_PLATFORM = f"linux/{HOST_ARCH}"
 
 _netns_depth = [0]
 
@@ -166,7 +170,6 @@ class Daemon:
 
     def check_alive(self) -> None:
         if not self.alive():
-            from harness import ProcessFailed
             raise ProcessFailed(f"{self.name} exited with status {self.proc.returncode if self.proc else None}:\n"
                                 f"{self.log_tail()}")
 
@@ -418,11 +421,6 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
-def first_line_with(text: str, needle: str) -> str:
-    """The first line of text containing needle ('' if none)."""
-    return next((l.strip() for l in text.splitlines() if needle in l), "")
-
-
 # --------------------------------------------------------------------------
 # the scenario every client test shares
 
@@ -445,7 +443,8 @@ class ClientCase(unittest.TestCase):
     (docker-registry) seeded with a two-platform, three-layer image as
     `library/<HUB_NAME>:v1` and `<DIRECT_REPO>:v1`, and an Outpost
     (cls.op) in front of it. cls.lay is the image (harness.Layout);
-    cls.amd64 its linux/amd64 manifest (what the clients here pick)."""
+    cls.native its manifest for this machine's platform (what the clients
+    here pick)."""
 
     HUB_NAME = "e2e-app"
     DIRECT_REPO = "e2e/app"
@@ -464,7 +463,10 @@ class ClientCase(unittest.TestCase):
         files_b = {"usr/share/e2e/data.bin": os.urandom(200 * 1024)}
         cls.lay: Layout = make_oci_layout(os.path.join(cls.tmp, "src"), layers=[files_a, files_b],
                                           tag=cls.TAG, platforms=[("linux", "amd64"), ("linux", "arm64", "v8")])
-        cls.amd64 = next(im for im in cls.lay.images if im.platform["architecture"] == "amd64")
+        natives = [im for im in cls.lay.images if im.platform["architecture"] == HOST_ARCH]
+        if not natives:
+            raise unittest.SkipTest(f"the test image has no {HOST_PLATFORM} variant for the clients to pick")
+        cls.native = natives[0]
         cls.parent = cls._stack.enter_context(DockerRegistry())
         push_layout(cls.lay, cls.parent.hostport, "library/" + cls.HUB_NAME)
         push_layout(cls.lay, cls.parent.hostport, cls.DIRECT_REPO)
@@ -472,11 +474,11 @@ class ClientCase(unittest.TestCase):
 
     # -- what the image is
     def diff_ids(self) -> list[str]:
-        cfg = json.loads(self.lay.blobs[self.amd64.config_digest])
+        cfg = json.loads(self.lay.blobs[self.native.config_digest])
         return cfg["rootfs"]["diff_ids"]
 
-    def amd64_blobs(self) -> list[str]:
-        return [self.amd64.config_digest, *self.amd64.layer_digests]
+    def native_blobs(self) -> list[str]:
+        return [self.native.config_digest, *self.native.layer_digests]
 
     # -- what the parent and Outpost saw
     def assert_parent_sent_each_blob_once(self) -> None:

@@ -19,7 +19,7 @@ only loopback, with the hosts.toml recipes shipped in conf/clients/:
 import os
 import subprocess
 
-from client_helpers import CONF_CLIENTS, ClientCase, blob_gets, containerd_in_netns, recipe
+from client_helpers import CONF_CLIENTS, HOST_PLATFORM, ClientCase, blob_gets, containerd_in_netns, recipe
 from harness import ACCEPT_ALL_MANIFESTS, http
 
 
@@ -44,16 +44,16 @@ class ContainerdClient(ClientCase):
                 self.assert_content(cd)
             if push:
                 cd.ctr("images", "tag", ref, push)
-                cd.ctr("images", "push", "--plain-http", "--platform", "linux/amd64", push)
+                cd.ctr("images", "push", "--plain-http", "--platform", HOST_PLATFORM, push)
             return p
 
     def assert_content(self, cd) -> None:
         images = cd.ctr("images", "ls").stdout.splitlines()
         self.assertTrue(any(l.split()[0] == self.REF and self.lay.top_digest in l for l in images[1:]), images)
         have = set(cd.ctr("content", "ls", "-q").stdout.split())
-        for d in [self.lay.top_digest, self.amd64.manifest_digest, *self.amd64_blobs()]:
+        for d in [self.lay.top_digest, self.native.manifest_digest, *self.native_blobs()]:
             self.assertIn(d, have)
-        for d in self.amd64_blobs():
+        for d in self.native_blobs():
             self.assertEqual(cd.content(d), self.lay.blobs[d], d)
 
     def test_pull_ns_and_override_path_then_parent_down(self):
@@ -66,21 +66,21 @@ class ContainerdClient(ClientCase):
         # no /v2/ ping; HEAD by tag, then GETs by digest
         self.assertEqual((reqs[0]["method"], paths[0]), ("HEAD", f"/v2/library/{self.HUB_NAME}/manifests/{self.TAG}"))
         self.assertNotIn("/v2/", paths)
-        # ctr push --platform linux/amd64 to Outpost named directly: the tag
-        # is the amd64 image's manifest (ctr pulled no other platform)
+        # ctr push --platform (this machine's) to Outpost named directly: the
+        # tag is that image's manifest (ctr pulled no other platform)
         r = http("GET", f"{self.op.url}/v2/e2e/ctr-pushed/manifests/{self.TAG}",
                  headers={"Accept": ACCEPT_ALL_MANIFESTS})
         self.assertEqual((r.status, r.header("Docker-Content-Digest"), r.body),
-                         (200, self.amd64.manifest_digest, self.amd64.manifest))
+                         (200, self.native.manifest_digest, self.native.manifest))
         # ?ns=docker.io chose the [[upstream]] named docker.io (the request
         # log shows the path only; the fills name the upstream and local repo)
         fills = [r for r in self.op.log_records() if r.get("msg") == "fill started"]
         self.assertTrue(fills)
         self.assertEqual({(r["upstream"], r["repo"]) for r in fills}, {("docker.io", f"docker.io/library/{self.HUB_NAME}")})
-        for d in self.amd64_blobs():
+        for d in self.native_blobs():
             self.assertTrue(self.served_by_outpost(reqs, d), f"{d} not served by Outpost: {paths}")
         self.assert_parent_sent_each_blob_once()
-        self.assertGreaterEqual(self.metrics().get("outpost_cache_fills_committed_total", 0), len(self.amd64_blobs()))
+        self.assertGreaterEqual(self.metrics().get("outpost_cache_fills_committed_total", 0), len(self.native_blobs()))
         parent_gets = blob_gets(self.parent.requests())
 
         # 2. override_path: /v2/docker.io/library/..., same cache

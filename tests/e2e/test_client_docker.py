@@ -23,7 +23,7 @@ from harness import ACCEPT_ALL_MANIFESTS, http, sha256_digest
 class DockerClient(ClientCase):
     def assert_image(self, dk, ref: str, repo_digest: str) -> None:
         info = dk.inspect(ref)
-        self.assertEqual(info["Id"], self.amd64.config_digest)
+        self.assertEqual(info["Id"], self.native.config_digest)
         self.assertEqual(info["RootFS"]["Layers"], self.diff_ids())
         self.assertIn(repo_digest, info["RepoDigests"])
 
@@ -43,14 +43,14 @@ class DockerClient(ClientCase):
             self.assertEqual(hub_paths[:2], [("GET", "/v2/"), ("HEAD", f"/v2/library/{self.HUB_NAME}/manifests/{self.TAG}")])
             self.assertIn(("GET", f"/v2/library/{self.HUB_NAME}/manifests/{self.lay.top_digest}"), hub_paths)
             self.assertNotIn(("GET", f"/v2/library/{self.HUB_NAME}/manifests/{self.TAG}"), hub_paths)
-            for d in self.amd64_blobs():
+            for d in self.native_blobs():
                 self.assertTrue(self.served_by_outpost(reqs, d), f"{d} not served by Outpost: {hub_paths}")
 
             dk.docker("pull", direct_ref)
             self.assert_image(dk, direct_ref, f"{host}/{self.DIRECT_REPO}@{self.lay.top_digest}")
             self.assert_parent_sent_each_blob_once()
             m = self.metrics()
-            self.assertGreaterEqual(m.get("outpost_cache_fills_committed_total", 0), len(self.amd64_blobs()))
+            self.assertGreaterEqual(m.get("outpost_cache_fills_committed_total", 0), len(self.native_blobs()))
 
             # pushing to Outpost named directly (the layers are mounted from
             # e2e/app, where Docker knows they came from)
@@ -73,7 +73,7 @@ class DockerClient(ClientCase):
             self.assert_image(dk, hub_ref, f"{self.HUB_NAME}@{self.lay.top_digest}")
             self.assert_image(dk, direct_ref, f"{host}/{self.DIRECT_REPO}@{self.lay.top_digest}")
             again = self.op_requests(before)
-            for d in self.amd64_blobs():
+            for d in self.native_blobs():
                 self.assertTrue(self.served_by_outpost(again, d), f"{d} not served by Outpost offline")
             self.assertGreater(self.metrics().get("outpost_cache_served_offline_total", 0), 0)
 

@@ -38,7 +38,7 @@ class PodmanClient(ClientCase):
 
     def assert_podman_image(self, name: str, ref: str) -> None:
         info = json.loads(self.podman(name, "image", "inspect", ref).stdout)[0]
-        self.assertEqual("sha256:" + info["Id"], self.amd64.config_digest)
+        self.assertEqual("sha256:" + info["Id"], self.native.config_digest)
         self.assertEqual(info["RootFS"]["Layers"], self.diff_ids())
         self.assertEqual(info["Digest"], self.lay.top_digest)
 
@@ -68,7 +68,7 @@ class PodmanClient(ClientCase):
         reqs = self.op_requests(before)
         paths = [r["path"] for r in reqs]
         self.assertIn(f"/v2/docker.io/library/{self.HUB_NAME}/manifests/{self.TAG}", paths)
-        for d in self.amd64_blobs():
+        for d in self.native_blobs():
             self.assertTrue(self.served_by_outpost(reqs, d), f"{d} not served by Outpost: {paths}")
         self.podman("online", "pull", self.direct_ref)
         self.assert_podman_image("online", self.direct_ref)
