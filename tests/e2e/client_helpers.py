@@ -117,6 +117,16 @@ def loopback_netns() -> Iterator[None]:
         os.close(orig)
 
 
+def add_loopback_address(addr: str) -> None:
+    """Adds addr (e.g. "10.99.0.1") to `lo` in the current loopback_netns().
+    Docker treats 127.0.0.0/8 as an insecure registry (HTTPS without
+    verification, then HTTP), so a test of TLS verification with a CA
+    (Dockerd(ca_files=...)) must serve on an address like this one."""
+    if not _netns_depth[0]:
+        raise AssertionError("add_loopback_address() outside loopback_netns() would change the host")
+    subprocess.run(["ip", "addr", "add", f"{addr}/32", "dev", "lo"], check=True, timeout=10)
+
+
 def _kill_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
     """SIGTERM to proc's process group, then SIGKILL when it lingers."""
     if proc.poll() is None:
