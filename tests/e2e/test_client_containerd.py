@@ -8,7 +8,8 @@ only loopback, with the hosts.toml recipes shipped in conf/clients/:
   /v2/docker.io/library/e2e-app/...?ns=docker.io; the same upstream answers,
   from the same cache (the parent is not asked again);
 - the content containerd holds is the parent's, byte for byte; the parent
-  sent each blob once; `ctr images push` of it to Outpost works;
+  sent each blob once; `ctr images push` of it to Outpost named directly
+  works, with containerd-hosts-outpost.toml;
 - with the parent stopped, fresh containerds pull both ways from the cache;
 - what ctr prints for a tag not cached while the parent is down, and while
   Outpost is down (quoted in docs/operations.md);
@@ -26,12 +27,17 @@ from harness import ACCEPT_ALL_MANIFESTS, http
 class ContainerdClient(ClientCase):
     REF = f"docker.io/library/{ClientCase.HUB_NAME}:{ClientCase.TAG}"
 
-    def hosts_dir(self, recipe_name: str) -> str:
+    def hosts_dir(self, recipe_name: str, registry: str = "docker.io") -> str:
+        """A --hosts-dir with the recipe as <registry>/hosts.toml."""
         d = os.path.join(self.tmp, "hosts-" + recipe_name)
-        os.makedirs(os.path.join(d, "docker.io"), exist_ok=True)
-        with open(os.path.join(d, "docker.io", "hosts.toml"), "w") as f:
+        os.makedirs(os.path.join(d, registry), exist_ok=True)
+        with open(os.path.join(d, registry, "hosts.toml"), "w") as f:
             f.write(recipe(recipe_name, f"127.0.0.1:{self.op.port}"))
         return d
+
+    def outpost_hosts_dir(self) -> str:
+        """containerd-hosts-outpost.toml: Outpost as a registry of its own."""
+        return self.hosts_dir("containerd-hosts-outpost.toml", f"127.0.0.1:{self.op.port}")
 
     def pull(self, name: str, recipe_name: str, ref: str = REF, check: bool = True, push: str | None = None):
         """A fresh containerd pulls ref with the given hosts.toml recipe;
@@ -44,7 +50,7 @@ class ContainerdClient(ClientCase):
                 self.assert_content(cd)
             if push:
                 cd.ctr("images", "tag", ref, push)
-                cd.ctr("images", "push", "--plain-http", "--platform", HOST_PLATFORM, push)
+                cd.ctr("images", "push", "--hosts-dir", self.outpost_hosts_dir(), "--platform", HOST_PLATFORM, push)
             return p
 
     def assert_content(self, cd) -> None:
@@ -104,7 +110,7 @@ class ContainerdClient(ClientCase):
         self.say("ctr pull via hosts.toml, parent down, not cached", p.stderr)
         with containerd_in_netns(os.path.join(self.tmp, "direct-missing")) as cd:
             ref = f"127.0.0.1:{self.op.port}/{self.DIRECT_REPO}:missing"
-            p = cd.ctr("images", "pull", "--plain-http", ref, check=False)
+            p = cd.ctr("images", "pull", "--hosts-dir", self.outpost_hosts_dir(), ref, check=False)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn(f"{ref}: not found", p.stderr)  # the HEAD's 404 (ReadWrite mode)
         self.say("ctr pull direct, parent down, not cached", p.stderr)
