@@ -21,7 +21,7 @@ import os
 import subprocess
 
 from client_helpers import CONF_CLIENTS, HOST_PLATFORM, ClientCase, blob_gets, containerd_in_netns, recipe
-from harness import ACCEPT_ALL_MANIFESTS, http
+from harness import ACCEPT_ALL_MANIFESTS, Outpost, http
 
 
 class ContainerdClient(ClientCase):
@@ -131,3 +131,20 @@ class ContainerdClient(ClientCase):
         dump = p.stdout.split('[plugins."io.containerd.grpc.v1.cri".registry]', 1)
         self.assertEqual(len(dump), 2, p.stdout)
         self.assertEqual(dump[1].split("[", 1)[0].split(), ["config_path", "=", '"/etc/containerd/certs.d"'])
+
+    def test_readonly_outpost_offline_miss(self):
+        # A ReadOnly Outpost answers a HEAD miss while the parent is offline
+        # with 503 (a ReadWrite one says 404, for pushing clients): what
+        # containerd shows then.
+        cfg = {"registry": {"mode": "ReadOnly"},
+               "parent": {"url": "http://127.0.0.1:9", "offline": True}}
+        with Outpost(cfg) as ro:
+            hosts = os.path.join(self.tmp, "hosts-readonly")
+            os.makedirs(os.path.join(hosts, f"127.0.0.1:{ro.port}"))
+            with open(os.path.join(hosts, f"127.0.0.1:{ro.port}", "hosts.toml"), "w") as f:
+                f.write(recipe("containerd-hosts-outpost.toml", f"127.0.0.1:{ro.port}"))
+            with containerd_in_netns(os.path.join(self.tmp, "readonly")) as cd:
+                p = cd.ctr("images", "pull", "--hosts-dir", hosts, f"127.0.0.1:{ro.port}/factory/app:1.4", check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("503 Parent Offline And Not Cached", p.stderr)
+        self.say("ctr pull from a ReadOnly Outpost, parent offline, not cached", p.stderr)
