@@ -98,7 +98,10 @@ class ContainerdClient(ClientCase):
 
         # 3. the parent goes away: both recipes pull from the cache
         self.parent.stop()
-        self.pull("ns-offline", "containerd-hosts.toml")
+        # (and ctr push works while the parent is offline: its HEAD of the new tag gets a 404)
+        self.pull("ns-offline", "containerd-hosts.toml", push=f"127.0.0.1:{self.op.port}/e2e/ctr-offline:{self.TAG}")
+        r = http("HEAD", f"{self.op.url}/v2/e2e/ctr-offline/manifests/{self.TAG}", headers={"Accept": ACCEPT_ALL_MANIFESTS})
+        self.assertEqual((r.status, r.header("Docker-Content-Digest")), (200, self.native.manifest_digest))
         self.pull("override-offline", "containerd-hosts-override-path.toml")
         self.assertGreater(self.metrics().get("outpost_cache_served_offline_total", 0), 0)
 
