@@ -1,7 +1,8 @@
 """The request heads Docker 20.10 and containerd 1.6 send to a mirror,
 replayed byte for byte against Outpost (issue #17). They were captured from
-the real clients (a recording server in place of Outpost, the recipes in
-conf/clients/); test_client_docker/containerd run the clients themselves.
+the real clients with capture_client_heads.py (a recording server in place of
+Outpost, the recipes in conf/clients/); test_client_docker/containerd run the
+clients themselves.
 This file needs no root, so the wire contract is checked everywhere:
 
 - Docker: GET /v2/ with `Connection: close`; HEAD of a manifest by tag with
