@@ -143,6 +143,7 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
     auto it = tokens_.find(op->scope);
     if (it != tokens_.end() && it->second.expires_ms > now_ms()) req.headers.set("Authorization", "Bearer " + it->second.value);
     else if (basic_mode_ && !opts_.username.empty()) req.headers.set("Authorization", basic_header());
+    if (!opts_.instance_id.empty()) req.headers.set("Outpost-Instance", opts_.instance_id);
   }
   op->intercept = false;
   // The callbacks own the op while a call is in flight (callers may drop
@@ -253,6 +254,7 @@ void RegistryClient::fetch_token(const UpstreamOpPtr& op, const std::string& rea
   req.url = *url;
   req.timeouts = opts_.timeouts;
   if (!opts_.username.empty()) req.headers.set("Authorization", basic_header());
+  if (!opts_.instance_id.empty()) req.headers.set("Outpost-Instance", opts_.instance_id);
   auto body = std::make_shared<std::string>();
   auto status = std::make_shared<int>(0);
   op->call = client_.send(
