@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sys
 import tempfile
 import unittest
 
@@ -85,7 +86,9 @@ class SyncTokenChain(unittest.TestCase):
     def test_2_a_second_child_is_refused_until_deactivated(self):
         child2 = self._child()
         st, _, body = manifest_digest(child2.url, "site/base", "1")
+        print(f"# second child's client sees {st} {body[:300]!r}", file=sys.stderr)
         self.assertNotEqual(st, 200, body)
+        self.assertIn(b"outpost token deactivate site", body)  # the parent's words, relayed
         self.assertIn("bound to another instance", self.parent.log_text())
         out = token(self.parent, "deactivate", "site")
         self.assertEqual(out["token"]["instance"], "")
