@@ -1,5 +1,6 @@
 #include "app/auth_gate.hpp"
 
+#include <algorithm>
 #include <ctime>
 #include <nlohmann/json.hpp>
 
@@ -16,6 +17,12 @@ namespace {
 /// one pool thread; beyond this a guessing client gets 429 at once, so it
 /// cannot hold the pool from the store jobs other clients wait on.
 constexpr size_t kMaxDeriving = 8;
+/// And at most this many derivations start per second (a token bucket of
+/// kMaxDeriving): a guessing client costs at most about a fifth of one core
+/// (a derivation is ~9 ms here), however many connections it opens. A
+/// legitimate credential is derived once a minute (the cache), so this
+/// admits over a thousand distinct active tokens per minute.
+constexpr double kDerivePerSecond = 20;
 constexpr size_t kMaxAdminBody = 64 * 1024;
 
 int64_t now_s() {
@@ -152,10 +159,14 @@ void AuthGate::authenticate(const http::ExchangePtr& ex, api::Access access, OnP
   using O = auth::Authorizer::BasicCheck::Outcome;
   if (c.outcome == O::Ok) return next(std::move(c.principal));
   if (c.outcome == O::Invalid) return challenge(ex, access, Errc::Unauthorized, c.why);
-  if (deriving_ >= kMaxDeriving) {
+  const uint64_t now_mono = uv_now(loop_);
+  bucket_ = std::min<double>(kMaxDeriving, bucket_ + static_cast<double>(now_mono - bucket_ms_) * kDerivePerSecond / 1000);
+  bucket_ms_ = now_mono;
+  if (deriving_ >= kMaxDeriving || bucket_ < 1) {
     ex->add_header("Retry-After", "1");
     return ex->respond_error(Errc::TooManyRequests, "too many credential checks in progress; retry");
   }
+  bucket_ -= 1;
   ++deriving_;
   const uint64_t gen = authz_.generation();
   auto rec = std::make_shared<auth::TokenRecord>(std::move(c.record));
