@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import sys
 import tempfile
 import unittest
@@ -77,6 +78,13 @@ class SyncTokenChain(unittest.TestCase):
         self.assertEqual(self.parent_has("site/app", "1")[0], 404)
         sync_now(self.child1, wait=True)
         self.assertEqual(self.parent_has("site/app", "1"), (200, app.top_digest))
+        # a push outside the token's scope stays at the child: the parent refuses its replay
+        other = make_oci_layout(os.path.join(self.tmp, "outside"), tag="1", layers=[random_layer(2048, seed=174)])
+        skopeo_copy(other.ref, f"docker://127.0.0.1:{self.child1.port}/other/app:1")
+        sync_now(self.child1, wait=False)
+        wait_until(lambda: re.search(r"path=/v2/other/app/\S* status=403", self.parent.log_text()),
+                   timeout=30, message="the parent refuses the out-of-scope replay with 403")
+        self.assertEqual(self.parent_has("other/app", "1")[0], 404)
         # the child's instance id is on disk and the token is bound to it
         with open(os.path.join(self.child1.root, "instance-id")) as f:
             inst = f.read().strip()
