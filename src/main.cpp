@@ -10,6 +10,7 @@
 #include "app/app.hpp"
 #include "app/cli_args.hpp"
 #include "app/config.hpp"
+#include "app/cli_token.hpp"
 #include "app/sync_cli.hpp"
 #include "base/log.hpp"
 #include "base/size.hpp"
@@ -31,6 +32,10 @@ int usage(FILE* out) {
           "            open a sync window on the running outpost now (POST /outpost/sync\n"
           "            to the first server.listen address); --wait prints progress until\n"
           "            the replay queue is empty or the window ends (at most --timeout, 1h)\n"
+          "  token create|list|show|disable|enable|delete|rotate|deactivate [NAME]\n"
+          "            client and sync tokens ([auth], docs/operations.md \"Access control\"):\n"
+          "            create NAME --scope 'PATTERN:pull,push' --expires DUR prints the secret once;\n"
+          "            on the store offline, or through the running server (loopback)\n"
           "  version   print the version and exit\n"
           "\n"
           "options:\n"
@@ -135,6 +140,7 @@ constexpr Command kCommands[] = {
     {"config", cmd_config},
     {"sync", cmd_sync},
     {"version", cmd_version},
+    {"token", outpost::app::cli_token},
 };
 
 }  // namespace

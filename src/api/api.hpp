@@ -32,6 +32,18 @@ struct ApiContext {
   cache::HotBlobs* blobs = nullptr;     ///< blob GET/HEAD on the loop; null: a store job each
 };
 
+/// What a route needs when access control is on (issue #16), the tag each
+/// /v2/ route carries in the router. Checked in front of the handler, before
+/// any store or cache work (app/auth_gate.hpp).
+enum class Access : int {
+  Open = 0,  ///< no check (ops routes, /token)
+  Login,     ///< any valid credential (GET /v2/: Docker's login and ping)
+  Catalog,   ///< listed repositories filtered by RouteParams::may_read
+  Pull,      ///< pull on {name}
+  Push,      ///< push on {name} (challenged as "pull,push", as clients ask)
+  Delete,    ///< delete on {name}
+};
+
 /// Adds every /v2/ route to `router`. `ctx` must outlive the router.
 void register_routes(http::Router& router, ApiContext& ctx);
 

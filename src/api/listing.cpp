@@ -1,6 +1,7 @@
 // Listing endpoints with n/last pagination: tags, _catalog, referrers
 // (distribution-spec "Listing Tags", "Listing Referrers"; _catalog is the
 // Docker registry extension every client tool still uses).
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "api/common.hpp"
@@ -34,8 +35,31 @@ void handle_tags_list(ApiContext& ctx, const http::ExchangePtr& ex) {
 void handle_catalog(ApiContext& ctx, const http::ExchangePtr& ex) {
   auto page = page_param(ex);
   if (!page) return;
+  // With access control the page holds only readable repositories: the
+  // job reads on past hidden ones (bounded by the catalog's size) so a page
+  // is full unless the catalog ends, and no hidden name is ever sent.
   ctx.store->run<store::Page>(
-      [p = *page](store::Store& s) { return s.catalog(p); },
+      [p = *page, may_read = ex->params().may_read](store::Store& s) -> Result<store::Page> {
+        if (!may_read) return s.catalog(p);
+        const uint64_t want = p.n.value_or(100);
+        store::Page out;
+        store::PageRequest q = p;
+        q.n = std::max<uint64_t>(want, 100);
+        for (;;) {
+          auto r = s.catalog(q);
+          if (!r) return r;
+          for (const auto& name : r->items) {
+            if (!may_read(name)) continue;
+            if (out.items.size() == want) {
+              out.has_more = true;
+              return out;
+            }
+            out.items.push_back(name);
+          }
+          if (!r->has_more || r->items.empty()) return out;
+          q.last = r->items.back();
+        }
+      },
       [ex, p = *page](Result<store::Page> r) {
         if (!r) return ex->respond_error(r.error());
         json j = {{"repositories", r->items}};

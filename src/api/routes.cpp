@@ -12,30 +12,32 @@ struct RouteRow {
   http::Method method;
   const char* pattern;
   HandlerFn fn;
+  Access access;
 };
 constexpr RouteRow kRoutes[] = {
-    {http::Method::Get, "/v2/", handle_base},
-    {http::Method::Get, "/v2", handle_base},
-    {http::Method::Get, "/v2/_catalog", handle_catalog},
-    {http::Method::Get, "/v2/{name}/tags/list", handle_tags_list},
-    {http::Method::Get, "/v2/{name}/manifests/{reference}", handle_manifest_get},
-    {http::Method::Put, "/v2/{name}/manifests/{reference}", handle_manifest_put},
-    {http::Method::Delete, "/v2/{name}/manifests/{reference}", handle_manifest_delete},
-    {http::Method::Post, "/v2/{name}/blobs/uploads/", handle_upload_start},
-    {http::Method::Get, "/v2/{name}/blobs/uploads/{uuid}", handle_upload_status},
-    {http::Method::Patch, "/v2/{name}/blobs/uploads/{uuid}", handle_upload_patch},
-    {http::Method::Put, "/v2/{name}/blobs/uploads/{uuid}", handle_upload_put},
-    {http::Method::Delete, "/v2/{name}/blobs/uploads/{uuid}", handle_upload_cancel},
-    {http::Method::Get, "/v2/{name}/blobs/{digest}", handle_blob_get},
-    {http::Method::Delete, "/v2/{name}/blobs/{digest}", handle_blob_delete},
-    {http::Method::Get, "/v2/{name}/referrers/{digest}", handle_referrers},
+    {http::Method::Get, "/v2/", handle_base, Access::Login},
+    {http::Method::Get, "/v2", handle_base, Access::Login},
+    {http::Method::Get, "/v2/_catalog", handle_catalog, Access::Catalog},
+    {http::Method::Get, "/v2/{name}/tags/list", handle_tags_list, Access::Pull},
+    {http::Method::Get, "/v2/{name}/manifests/{reference}", handle_manifest_get, Access::Pull},
+    {http::Method::Put, "/v2/{name}/manifests/{reference}", handle_manifest_put, Access::Push},
+    {http::Method::Delete, "/v2/{name}/manifests/{reference}", handle_manifest_delete, Access::Delete},
+    {http::Method::Post, "/v2/{name}/blobs/uploads/", handle_upload_start, Access::Push},
+    {http::Method::Get, "/v2/{name}/blobs/uploads/{uuid}", handle_upload_status, Access::Push},
+    {http::Method::Patch, "/v2/{name}/blobs/uploads/{uuid}", handle_upload_patch, Access::Push},
+    {http::Method::Put, "/v2/{name}/blobs/uploads/{uuid}", handle_upload_put, Access::Push},
+    {http::Method::Delete, "/v2/{name}/blobs/uploads/{uuid}", handle_upload_cancel, Access::Push},
+    {http::Method::Get, "/v2/{name}/blobs/{digest}", handle_blob_get, Access::Pull},
+    {http::Method::Delete, "/v2/{name}/blobs/{digest}", handle_blob_delete, Access::Delete},
+    {http::Method::Get, "/v2/{name}/referrers/{digest}", handle_referrers, Access::Pull},
 };
 }  // namespace
 
 void register_routes(http::Router& r, ApiContext& ctx) {
   for (const auto& row : kRoutes) {
     HandlerFn fn = row.fn;
-    r.add(row.method, row.pattern, [&ctx, fn](const http::ExchangePtr& ex) { fn(ctx, ex); });
+    r.add(row.method, row.pattern, [&ctx, fn](const http::ExchangePtr& ex) { fn(ctx, ex); },
+          static_cast<int>(row.access));
   }
 }
 

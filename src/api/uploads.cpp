@@ -296,6 +296,11 @@ void handle_upload_start(ApiContext& ctx, const http::ExchangePtr& ex) {
     if (!parsed) return;
     monolithic = *parsed;
   }
+  // A mount from a repository the caller may not read is a plain upload
+  // (as the spec's answer to a mount that cannot happen): whether the blob
+  // is there must not leak (issue #16).
+  const auto& may_read = ex->params().may_read;
+  if (mount && from && !monolithic && may_read && !may_read(*from)) mount.reset();
   if (mount && from && !monolithic) {
     auto d = digest_param(ex, *mount);
     if (!d) return;

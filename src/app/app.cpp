@@ -7,8 +7,10 @@
 #include <memory>
 #include <system_error>
 
+#include "app/auth_gate.hpp"
 #include "app/ops.hpp"
 #include "app/sync_control.hpp"
+#include "auth/instance_id.hpp"
 #include "base/log.hpp"
 #include "http/router.hpp"
 #include "http/server.hpp"
@@ -52,6 +54,10 @@ struct App::Impl {
   std::unique_ptr<sync::Keeper> keeper;
   std::unique_ptr<SyncControl> sync_control;
   OpsSources ops;
+  /// Access control (issue #16): the check in front of the router, /token
+  /// and the token admin endpoint. Freed after the pending jobs drained.
+  std::unique_ptr<AuthGate> auth;
+  std::string instance_id;  ///< sent to the parent as Outpost-Instance
   std::unique_ptr<http::Server> server;
   uv::Signal* sigterm = nullptr;
   uv::Signal* sigint = nullptr;
@@ -68,6 +74,7 @@ App::~App() {
   if (impl_->pull) impl_->pull->shutdown();
   impl_->http_clients.clear();
   while (uv::pending_work() > 0) uv_run(impl_->loop.get(), UV_RUN_ONCE);
+  impl_->auth.reset();
   impl_->ops.sync = nullptr;
   impl_->sync_control.reset();
   impl_->sync.reset();
@@ -179,6 +186,7 @@ Result<std::unique_ptr<upstream::RegistryClient>> App::make_upstream(const Upstr
   o.timeouts.progress_ms = u.timeout_ms;
   OUTPOST_TRY(read_credentials(u.token_file, &o.username, &o.password));
   o.offline = u.offline;
+  if (&u == &m.cfg.parent) o.instance_id = m.instance_id;  // sync-token activation (issue #16)
   auto rc = std::make_unique<upstream::RegistryClient>(m.loop.get(), *client, o);
   m.tls_configs.push_back(std::move(*tls));
   m.http_clients.push_back(std::move(client));
@@ -212,6 +220,21 @@ int App::run() {
   }
   m.store = std::make_unique<storesvc::StoreService>(m.loop.get(), std::move(*st));
   m.api.store = m.store.get();
+  // Access control (issue #16): auth.db beside the store, read before serving.
+  if (auto gate = AuthGate::open(m.loop.get(), c); gate) {
+    m.auth = std::move(*gate);
+  } else {
+    log::error("cannot start", " reason=" + log::quote(gate.error().message()));
+    return 1;
+  }
+  if (!c.parent.url.empty()) {
+    auto id = auth::load_or_create_instance_id(c.storage.root);
+    if (!id) {
+      log::error("cannot start", " reason=" + log::quote(id.error().message()));
+      return 1;
+    }
+    m.instance_id = std::move(*id);
+  }
   m.memo = std::make_unique<cache::HotManifests>(m.store.get());
   m.api.memo = m.memo.get();
   m.hot_blobs = std::make_unique<cache::HotBlobs>(m.store.get());
@@ -305,6 +328,7 @@ int App::run() {
   uv_gettimeofday(&tv);
   m.ops.started_ms = static_cast<uint64_t>(tv.tv_sec) * 1000 + static_cast<uint64_t>(tv.tv_usec) / 1000;
   register_ops_routes(m.router, m.ops);
+  m.auth->register_routes(m.router);
   api::register_routes(m.router, m.api);
 
   http::ServerLimits lim;
@@ -318,7 +342,8 @@ int App::run() {
   lim.write_timeout_ms = c.server.write_timeout_ms;
 
   http::Router* router = &m.router;
-  m.server = std::make_unique<http::Server>(m.loop.get(), lim, [router](const http::ExchangePtr& ex) {
+  AuthGate* gate = m.auth->enabled() ? m.auth.get() : nullptr;
+  m.server = std::make_unique<http::Server>(m.loop.get(), lim, [router, gate](const http::ExchangePtr& ex) {
     auto match = router->match(ex->req().method, ex->req().path);
     if (!match.handler) {
       if (match.status == 405) {
@@ -330,6 +355,12 @@ int App::run() {
       return;
     }
     ex->params() = std::move(match.params);
+    // Access control before any store, cache or parent work (issue #16).
+    if (gate && match.tag != static_cast<int>(api::Access::Open)) {
+      const http::Handler* h = match.handler;
+      gate->check(ex, static_cast<api::Access>(match.tag), [h, ex] { (*h)(ex); });
+      return;
+    }
     (*match.handler)(ex);
   });
   m.server->add_default_header("Docker-Distribution-API-Version", "registry/2.0");
@@ -378,6 +409,7 @@ int App::run() {
   if (m.pull) m.pull->shutdown();
   m.http_clients.clear();
   while (uv::pending_work() > 0) uv_run(m.loop.get(), UV_RUN_ONCE);
+  m.auth.reset();
   m.ops.sync = nullptr;
   m.sync_control.reset();
   m.sync.reset();

@@ -21,6 +21,7 @@
 #include <toml++/toml.h>
 
 #include "base/size.hpp"
+#include "auth/scope.hpp"
 #include "sync/keep_pattern.hpp"
 
 namespace outpost::app {
@@ -171,6 +172,8 @@ Status check_schedule(std::string_view s) {
   return {};
 }
 
+Status check_anonymous_pull(std::string_view s) { return auth::check_pattern(s); }
+
 Status check_keep(std::string_view s) {
   auto r = sync::KeepPattern::parse(s);
   if (!r) return std::move(r).error();
@@ -253,6 +256,17 @@ constexpr Setting kSettings[] = {
         "replay manifest and tag deletes to the parent too"),
     list<&Config::sync, &Y::keep>("sync.keep", 0, &check_keep,
         "\"repo-glob[:tag-glob]\" patterns kept locally and refreshed in every window"),
+    // [auth] (issue #16)
+    boolean<&Config::auth, &AuthConfig::enabled>("auth.enabled",
+        "require credentials (client tokens, `outpost token`) on every /v2/ route; false: anonymous"),
+    str<&Config::auth, &AuthConfig::realm>("auth.realm", 0,
+        "token endpoint URL sent in challenges, e.g. \"https://gw.plant:5000/token\"; empty: http://<Host>/token"),
+    str<&Config::auth, &AuthConfig::service>("auth.service", 1,
+        "token service name in challenges and in issued tokens"),
+    list<&Config::auth, &AuthConfig::anonymous_pull>("auth.anonymous_pull", 0, &check_anonymous_pull,
+        "repository globs anyone may pull without credentials (same globs as sync.keep)"),
+    num<&Config::auth, &AuthConfig::token_ttl_ms, 60 * kSecond, kDay>("auth.token_ttl", Kind::Duration,
+        "lifetime of a bearer token issued by GET /token (1m .. 1d)"),
     choice<&Config::log, &LogConfig::level>("log.level", kLevelNames,
         "least severe level written: debug, info, warn or error"),
 };

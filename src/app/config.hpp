@@ -88,6 +88,19 @@ struct LogConfig {
   bool operator==(const LogConfig&) const = default;
 };
 
+/// [auth]: access control (issue #16). Off by default: every request is
+/// anonymous, as before. Validated at load: every anonymous_pull entry
+/// passes auth::check_pattern.
+struct AuthConfig {
+  bool enabled = false;                 ///< every /v2/ route needs a credential (or anonymous_pull)
+  std::string realm;                    ///< token endpoint URL in challenges; empty: http://<Host>/token
+  std::string service = "outpost";      ///< the token service name (challenge service=, token audience)
+  std::vector<std::string> anonymous_pull;  ///< repository globs anyone may pull without credentials
+  uint64_t token_ttl_ms = 300'000;      ///< bearer token lifetime (1m .. 1d)
+
+  bool operator==(const AuthConfig&) const = default;
+};
+
 struct Config {
   ServerConfig server;
   StorageConfig storage;
@@ -96,6 +109,7 @@ struct Config {
   std::vector<UpstreamConfig> upstreams;
   CacheConfig cache;
   SyncConfig sync;
+  AuthConfig auth;
   LogConfig log;
   std::string source;  ///< file name it came from, or "<embedded default>"
 

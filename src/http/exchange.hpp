@@ -22,6 +22,10 @@ struct RouteParams {
   std::string name;       ///< repository name, may contain '/'
   std::string reference;  ///< tag or digest (manifests), digest (blobs, referrers)
   std::string uuid;       ///< upload session id
+  /// Set by access control in front of the router (issue #16): whether the
+  /// caller may read repository `name` (catalog entries, a mount's source).
+  /// Empty: everything is readable. Safe to call from any thread.
+  std::function<bool(std::string_view)> may_read;
 };
 
 class Exchange : public std::enable_shared_from_this<Exchange> {

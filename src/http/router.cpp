@@ -36,9 +36,10 @@ bool match_seg(std::string_view pat, std::string_view seg, RouteParams* out) {
 }
 }  // namespace
 
-void Router::add(Method m, std::string_view pattern, Handler h) {
+void Router::add(Method m, std::string_view pattern, Handler h, int tag) {
   Route r;
   r.method = m;
+  r.tag = tag;
   for (auto s : split(pattern)) r.segments.emplace_back(s);
   for (size_t i = 0; i < r.segments.size(); ++i)
     if (r.segments[i] == "{name}") r.greedy = static_cast<int>(i);
@@ -87,6 +88,7 @@ Router::Match Router::match(Method m, std::string_view path) const {
       result.handler = &r.handler;
       result.params = std::move(p);
       result.status = 200;
+      result.tag = r.tag;
       result.allow.clear();
       return result;
     }
@@ -107,6 +109,7 @@ Router::Match Router::match(Method m, std::string_view path) const {
     result.handler = &get_fallback->handler;
     result.params = std::move(get_params);
     result.status = 200;
+    result.tag = get_fallback->tag;
     result.allow.clear();
   }
   return result;

@@ -16,13 +16,16 @@ namespace outpost::http {
 class Router {
  public:
   /// Registers `h` for `m` on `pattern`. Earlier registrations win on overlap.
-  void add(Method m, std::string_view pattern, Handler h);
+  /// `tag` is the caller's attribute of the route (the access it needs,
+  /// api::Access), handed back by match(); 0 for none.
+  void add(Method m, std::string_view pattern, Handler h, int tag = 0);
 
   struct Match {
     const Handler* handler = nullptr;  ///< null when no route matched
     RouteParams params;
     int status = 404;                  ///< 404 (no pattern) or 405 (pattern, other method)
     std::string allow;                 ///< methods allowed on a 405, "GET, HEAD"
+    int tag = 0;                       ///< the matched route's tag
   };
   /// HEAD falls back to the GET handler (the Exchange drops the body).
   Match match(Method m, std::string_view path) const;
@@ -33,6 +36,7 @@ class Router {
     std::vector<std::string> segments;
     int greedy = -1;  ///< index of the {name} segment, -1 if none
     Handler handler;
+    int tag = 0;
   };
   static bool match_route(const Route& r, const std::vector<std::string_view>& segs, RouteParams* out);
   std::vector<Route> routes_;

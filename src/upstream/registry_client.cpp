@@ -3,6 +3,7 @@
 #include <mbedtls/base64.h>
 #include <uv.h>
 
+#include <nlohmann/json.hpp>
 
 #include "base/log.hpp"
 #include "upstream/www_authenticate.hpp"
@@ -143,6 +144,7 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
     auto it = tokens_.find(op->scope);
     if (it != tokens_.end() && it->second.expires_ms > now_ms()) req.headers.set("Authorization", "Bearer " + it->second.value);
     else if (basic_mode_ && !opts_.username.empty()) req.headers.set("Authorization", basic_header());
+    if (!opts_.instance_id.empty()) req.headers.set("Outpost-Instance", opts_.instance_id);
   }
   op->intercept = false;
   // The callbacks own the op while a call is in flight (callers may drop
@@ -253,6 +255,7 @@ void RegistryClient::fetch_token(const UpstreamOpPtr& op, const std::string& rea
   req.url = *url;
   req.timeouts = opts_.timeouts;
   if (!opts_.username.empty()) req.headers.set("Authorization", basic_header());
+  if (!opts_.instance_id.empty()) req.headers.set("Outpost-Instance", opts_.instance_id);
   auto body = std::make_shared<std::string>();
   auto status = std::make_shared<int>(0);
   op->call = client_.send(
@@ -272,7 +275,16 @@ void RegistryClient::fetch_token(const UpstreamOpPtr& op, const std::string& rea
           if (done) done(Error(Errc::UpstreamError, "token request to " + opts_.name + " failed: " + why));
         };
         if (!st) return fail(st.error().message());
-        if (*status != 200) return fail("status " + std::to_string(*status));
+        if (*status != 200) {
+          // The parent's own words, when it says why (a parent Outpost names
+          // the `outpost token deactivate` to run; issue #16).
+          auto j = nlohmann::json::parse(*body, nullptr, false);
+          std::string why = "status " + std::to_string(*status);
+          if (j.is_object() && j["errors"].is_array() && !j["errors"].empty() && j["errors"][0].is_object() &&
+              j["errors"][0]["detail"].is_string())
+            why += ": " + j["errors"][0]["detail"].get<std::string>().substr(0, 300);
+          return fail(why);
+        }
         auto grant = parse_token_response(*body);
         if (!grant) return fail(grant.error().detail);
         tokens_[op->scope] = Token{std::move(grant->token), now_ms() + grant->lifetime_ms};

@@ -29,6 +29,10 @@ struct UpstreamOptions {
   bool offline = false;
   /// Deadline of the connectivity probe (GET /v2/), kept short on purpose.
   uint64_t probe_timeout_ms = 3'000;
+  /// This Outpost's instance id, sent as Outpost-Instance on every request
+  /// to this registry (a parent Outpost binds a sync token to one child;
+  /// issue #16). Empty: not sent.
+  std::string instance_id;
 };
 
 class RegistryClient;

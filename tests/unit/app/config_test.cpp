@@ -248,7 +248,7 @@ TEST_CASE("embedded default parses and equals the built-in defaults", "[config]"
       ++keys;
     }
   }
-  CHECK(keys == 33);
+  CHECK(keys == 38);  // 33 + [auth] (issue #16): enabled, realm, service, anonymous_pull, token_ttl
 }
 
 TEST_CASE("dump_config round-trips", "[config]") {
@@ -532,4 +532,26 @@ TEST_CASE("[sync]: OUTPOST_TEST_MESSAGE_TTL overrides the TTL", "[config][sync]"
   CHECK(parse_bad("") == "OUTPOST_TEST_MESSAGE_TTL: must be above 0");
   unsetenv("OUTPOST_TEST_MESSAGE_TTL");
   CHECK(parse_ok("").sync.message_ttl_ms == 7 * 86'400'000ull);
+}
+
+TEST_CASE("[auth]: off by default, every key parsed, bad patterns named", "[config][auth]") {
+  Config d;
+  CHECK_FALSE(d.auth.enabled);
+  CHECK(d.auth.service == "outpost");
+  CHECK(d.auth.token_ttl_ms == 300'000);
+  Config c = parse_ok(R"([auth]
+enabled = true
+realm = "https://gw.plant:5000/token"
+service = "plant-7"
+anonymous_pull = ["base/**", "public/*"]
+token_ttl = "15m"
+)");
+  CHECK(c.auth.enabled);
+  CHECK(c.auth.realm == "https://gw.plant:5000/token");
+  CHECK(c.auth.service == "plant-7");
+  CHECK(c.auth.anonymous_pull == std::vector<std::string>{"base/**", "public/*"});
+  CHECK(c.auth.token_ttl_ms == 900'000);
+  CHECK(parse_bad(one("auth", "anonymous_pull = [\"Base/*\"]")).find("auth.anonymous_pull") != std::string::npos);
+  CHECK(parse_bad(one("auth", "token_ttl = \"10s\"")).find("auth.token_ttl") != std::string::npos);
+  CHECK(parse_bad(one("auth", "service = \"\"")).find("auth.service") != std::string::npos);
 }

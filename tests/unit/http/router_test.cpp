@@ -288,3 +288,18 @@ TEST_CASE("router: an empty router answers 404", "[http][router]") {
   CHECK(m.status == 404);
   CHECK(m.allow.empty());
 }
+
+TEST_CASE("router: a route's tag comes back with its match, HEAD taking GET's", "[http][router]") {
+  // Access control reads the tag (api::Access) before the handler runs.
+  Router r;
+  r.add(Method::Get, "/v2/{name}/manifests/{reference}", [](const ExchangePtr&) {}, 3);
+  r.add(Method::Put, "/v2/{name}/manifests/{reference}", [](const ExchangePtr&) {}, 4);
+  r.add(Method::Get, "/healthz", [](const ExchangePtr&) {});
+  CHECK(r.match(Method::Get, "/v2/a/b/manifests/1").tag == 3);
+  CHECK(r.match(Method::Head, "/v2/a/b/manifests/1").tag == 3);
+  CHECK(r.match(Method::Put, "/v2/a/b/manifests/1").tag == 4);
+  CHECK(r.match(Method::Get, "/healthz").tag == 0);
+  auto none = r.match(Method::Delete, "/v2/a/manifests/1");
+  CHECK(none.handler == nullptr);
+  CHECK(none.tag == 0);
+}
