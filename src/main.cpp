@@ -9,6 +9,7 @@
 
 #include "app/app.hpp"
 #include "app/cli_args.hpp"
+#include "app/cli_status.hpp"
 #include "app/config.hpp"
 #include "app/sync_cli.hpp"
 #include "base/log.hpp"
@@ -31,6 +32,9 @@ int usage(FILE* out) {
           "            open a sync window on the running outpost now (POST /outpost/sync\n"
           "            to the first server.listen address); --wait prints progress until\n"
           "            the replay queue is empty or the window ends (at most --timeout, 1h)\n"
+          "  status [--json]\n"
+          "            show the running outpost's state (GET /outpost/status at the first\n"
+          "            server.listen address): link, sync, replay queue, cache, upstreams\n"
           "  version   print the version and exit\n"
           "\n"
           "options:\n"
@@ -134,6 +138,7 @@ constexpr Command kCommands[] = {
     {"serve", cmd_serve},
     {"config", cmd_config},
     {"sync", cmd_sync},
+    {"status", outpost::app::cli_status},
     {"version", cmd_version},
 };
 
