@@ -10,6 +10,9 @@ using nlohmann::json;
 
 namespace {
 
+/// A non-negative integer (parsed JSON has them unsigned, built JSON maybe signed).
+bool is_count(const json& v) { return v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0); }
+
 constexpr const char* kNa = "n/a";
 
 std::string text_at(const json& j, const char* pointer) {
@@ -30,7 +33,7 @@ std::string text_at(const json& j, const char* pointer) {
 /// "1.5 GiB (1610612736)" for a byte count, "n/a" when absent.
 std::string bytes_at(const json& j, const char* pointer) {
   const json::json_pointer p(pointer);
-  if (!j.contains(p) || !j.at(p).is_number_unsigned()) return kNa;
+  if (!j.contains(p) || !is_count(j.at(p))) return kNa;
   const uint64_t n = j.at(p).get<uint64_t>();
   static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double v = static_cast<double>(n);
@@ -47,7 +50,7 @@ std::string bytes_at(const json& j, const char* pointer) {
 
 std::string duration(const json& j, const char* pointer) {
   const json::json_pointer p(pointer);
-  if (!j.contains(p) || !j.at(p).is_number_unsigned()) return kNa;
+  if (!j.contains(p) || !is_count(j.at(p))) return kNa;
   uint64_t s = j.at(p).get<uint64_t>();
   char buf[64];
   if (s >= 86'400) snprintf(buf, sizeof buf, "%llud %lluh", (unsigned long long)(s / 86'400), (unsigned long long)(s % 86'400 / 3'600));

@@ -28,6 +28,9 @@ std::string html_escape(std::string_view s) {
 
 namespace {
 
+/// A non-negative integer (parsed JSON has them unsigned, built JSON maybe signed).
+bool is_count(const json& v) { return v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0); }
+
 constexpr const char* kNa = "n/a";
 
 /// The JSON value at a "/"-separated path as plain text, "n/a" when absent or null.
@@ -48,7 +51,7 @@ std::string text_at(const json& j, const char* pointer) {
 
 std::string human_bytes(const json& j, const char* pointer) {
   const json::json_pointer p(pointer);
-  if (!j.contains(p) || !j.at(p).is_number_unsigned()) return "";
+  if (!j.contains(p) || !is_count(j.at(p))) return "";
   double v = static_cast<double>(j.at(p).get<uint64_t>());
   static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int u = 0;
