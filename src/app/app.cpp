@@ -393,6 +393,11 @@ int App::run() {
   // parts (TLS certificates, tokens) add their own hook here.
   m.reloader.allow_live({"log.level", "registry.name", "sync.schedule", "sync.window", "sync.timezone",
                          "sync.pull_through"});
+  // main.cpp derives max_connections from RLIMIT_NOFILE when it is 0: the
+  // file's 0 is that same choice, not a change.
+  m.reloader.set_normalize([](const Config& live, Config* next) {
+    if (next->server.max_connections == 0) next->server.max_connections = live.server.max_connections;
+  });
   m.reloader.add("log", [](const Config&, const Config& next) -> Status {
     log::set_level(next.log.level);
     return {};

@@ -38,6 +38,7 @@ void Reloader::reload(const std::string& path, Config* live, ReloadReport* repor
                " config=" + log::quote(path) + " reason=" + log::quote(report->result));
     return;
   }
+  if (normalize_) normalize_(*live, &*next);
   for (const auto& key : changed_keys(*live, *next)) {
     if (is_live(key)) {
       report->applied.push_back(key);

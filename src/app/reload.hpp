@@ -32,6 +32,10 @@ class Reloader {
   /// hook applies live. A changed key not listed here is refused.
   void allow_live(std::vector<std::string> keys);
   bool is_live(std::string_view key) const;
+  /// Runs on the file's config before it is compared with the running one:
+  /// fills in what the start derived (server.max_connections = 0 means "from
+  /// RLIMIT_NOFILE", and the running config holds the derived number).
+  void set_normalize(std::function<void(const Config& live, Config* next)> fn) { normalize_ = std::move(fn); }
 
   /// Reads `path` and applies it to `*live` (the running configuration,
   /// updated in place with the accepted values). Fills `*report`.
@@ -44,6 +48,7 @@ class Reloader {
   };
   std::vector<Entry> hooks_;
   std::vector<std::string> live_keys_;
+  std::function<void(const Config&, Config*)> normalize_;
 };
 
 }  // namespace outpost::app
