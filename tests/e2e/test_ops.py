@@ -23,7 +23,7 @@ import tempfile
 import time
 import unittest
 
-from harness import (DockerRegistry, Outpost, RawConn, free_port, http, make_oci_layout, push_layout,
+from harness import (DockerRegistry, Outpost, RawConn, free_port, http, make_oci_layout, outpost_bin, push_layout,
                      run_outpost, scaled, to_toml, deep_merge, wait_until)
 from sync_helpers import CLOSED, sync_config
 
@@ -397,6 +397,51 @@ class StatusAndPage(unittest.TestCase):
         self.assertEqual(http("GET", self.op.url + "/healthz").status, 200)
         r = http("GET", self.op.url + "/readyz")
         self.assertEqual(r.status, 200, r.body)
+
+
+class SyncNowOnATerminal(unittest.TestCase):
+    def test_progress_is_one_rewritten_line_on_a_tty_and_plain_lines_otherwise(self):
+        import pty
+        parent = DockerRegistry().__enter__()
+        self.addCleanup(parent.__exit__, None, None, None)
+        op = Outpost(config=sync_config(parent.url, "ReadWrite", CLOSED))
+        op.__enter__()
+        self.addCleanup(op.__exit__, None, None, None)
+        tmp = tempfile.mkdtemp(prefix="ops-tty-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        layout = make_oci_layout(os.path.join(tmp, "img"), tag="1", layers=[{"t.txt": b"tty\n"}])
+        push_layout(layout, f"127.0.0.1:{op.port}", "site/tty", "1")
+        # On a pseudo-terminal: progress lines end with \r-rewrites, not newlines.
+        binary = outpost_bin()
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(binary, ["outpost", "sync", "now", "--wait", "--config", op.config_path])
+        out = b""
+        deadline = time.monotonic() + scaled(120)
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        text = out.decode(errors="replace")
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0, text)
+        self.assertIn("\r", text)
+        self.assertIn("\x1b[K", text)
+        progress = [l for l in text.replace("\r\n", "\n").split("\n") if "pending" in l]
+        self.assertEqual(len(progress), 1, f"one progress line, rewritten in place: {text!r}")
+        self.assertIn("done: the queue is empty", text)
+        # Into a pipe: plain lines, no control characters.
+        push_layout(layout, f"127.0.0.1:{op.port}", "site/tty2", "1")
+        r = run_outpost("sync", "now", "--wait", "--config", op.config_path, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("\r", r.stdout)
+        self.assertNotIn("\x1b", r.stdout)
+        self.assertIn("done: the queue is empty", r.stdout)
 
 
 class StatusNoServer(unittest.TestCase):
