@@ -78,8 +78,8 @@ void row(std::string& out, const char* label, const char* id, const std::string&
 }
 
 const char* state_class(const std::string& s) {
-  if (s == "online" || s == "Online") return "ok";
-  if (s == "degraded" || s == "Degraded") return "warn";
+  if (s == "online" || s.starts_with("none")) return "ok";
+  if (s == "degraded") return "warn";
   return "bad";
 }
 
@@ -122,7 +122,7 @@ std::string status_page_html(const json& st, const RequestLog* log) {
   row(out, "Open connections", "connections", text_at(st, "/connections"));
   row(out, "Requests", "requests", text_at(st, "/requests"));
   out += "</table>\n<h2>Parent link</h2><table>\n";
-  const std::string link_state = text_at(parent, "/state");
+  const std::string link_state = parent.empty() ? "none (no parent configured)" : text_at(parent, "/state");
   out += "<tr><th>State</th><td><span id=\"link-state\" class=\"";
   out += state_class(link_state);
   out += "\">" + html_escape(link_state) + "</span></td></tr>\n";
