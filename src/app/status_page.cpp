@@ -100,7 +100,8 @@ std::string status_page_html(const json& st, const RequestLog* log) {
          "h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.4em 0 .4em}\n"
          "table{border-collapse:collapse;margin-bottom:.5em}\n"
          "th,td{text-align:left;padding:.2em .8em .2em 0;vertical-align:top;border-bottom:1px solid #e4e4e4}\n"
-         "th{font-weight:600;color:#555}td{font-family:ui-monospace,monospace;font-size:.95em}\n"
+         "th{font-weight:600;color:#555}td{font-family:ui-monospace,monospace;font-size:.95em;overflow-wrap:anywhere}\n"
+         "#recent td:first-child{white-space:nowrap}#recent{max-width:100%}\n"
          ".ok{color:#17702e;font-weight:bold}.warn{color:#9a6700;font-weight:bold}.bad{color:#b42318;font-weight:bold}\n"
          ".grid{display:flex;flex-wrap:wrap;gap:0 3em}.muted{color:#777}\n"
          "</style></head><body>\n<h1>";
