@@ -9,6 +9,7 @@
 
 #include "app/app.hpp"
 #include "app/cli_args.hpp"
+#include "app/cli_status.hpp"
 #include "app/config.hpp"
 #include "app/cli_token.hpp"
 #include "app/sync_cli.hpp"
@@ -36,6 +37,9 @@ int usage(FILE* out) {
           "            client and sync tokens ([auth], docs/operations.md \"Access control\"):\n"
           "            create NAME --scope 'PATTERN:pull,push' --expires DUR prints the secret once;\n"
           "            on the store offline, or through the running server (loopback)\n"
+          "  status [--json]\n"
+          "            show the running outpost's state (GET /outpost/status at the first\n"
+          "            server.listen address): link, sync, replay queue, cache, upstreams\n"
           "  version   print the version and exit\n"
           "\n"
           "options:\n"
@@ -139,6 +143,7 @@ constexpr Command kCommands[] = {
     {"serve", cmd_serve},
     {"config", cmd_config},
     {"sync", cmd_sync},
+    {"status", outpost::app::cli_status},
     {"version", cmd_version},
     {"token", outpost::app::cli_token},
 };

@@ -9,6 +9,9 @@
 
 #include "app/auth_gate.hpp"
 #include "app/ops.hpp"
+#include "app/reload.hpp"
+#include "app/request_log.hpp"
+#include "app/watchdog.hpp"
 #include "app/sync_control.hpp"
 #include "auth/instance_id.hpp"
 #include "base/log.hpp"
@@ -36,6 +39,13 @@ struct App::Impl {
   Config cfg;
   uv::Loop loop;
   http::Router router;
+  // Issue #17: per-route counters and recent pulls (fed by every exchange's
+  // end, so it outlives the server), SIGHUP reload, systemd watchdog.
+  RequestLog requests;
+  Reloader reloader;
+  ReloadReport reload_report;
+  std::unique_ptr<Watchdog> watchdog;
+  uv::Signal* sighup = nullptr;
   api::ApiContext api;
   /// Owns the store; the loop reaches it only through jobs (issue #14).
   std::unique_ptr<storesvc::StoreService> store;
@@ -194,6 +204,27 @@ Result<std::unique_ptr<upstream::RegistryClient>> App::make_upstream(const Upstr
   return rc;
 }
 
+namespace {
+/// The systemd STATUS= line: what `systemctl status outpost` shows.
+std::string systemd_status_line(const OpsSources& ops) {
+  std::string line = "serving";
+  if (ops.pull && ops.pull->parent()) {
+    const auto* parent = ops.pull->parent();
+    line += "; parent " + std::string(upstream::connectivity_name(parent->health().state()));
+  }
+  if (ops.sync) {
+    auto j = nlohmann::json::parse(ops.sync->status_json(), nullptr, false);
+    if (j.is_object() && j.contains("queue") && j["queue"].is_object()) {
+      line += "; replay queue " + std::to_string(j["queue"].value("pending", uint64_t{0})) + " pending, " +
+              std::to_string(j["queue"].value("failed", uint64_t{0})) + " failed";
+    }
+    if (j.is_object() && j.contains("window") && j["window"].is_object())
+      line += j["window"].value("open", false) ? "; sync window open" : "; sync window closed";
+  }
+  return line;
+}
+}  // namespace
+
 int App::run() {
   Impl& m = *impl_;
   const Config& c = m.cfg;
@@ -324,6 +355,9 @@ int App::run() {
   // Ops routes first: "/metrics" must not be read as a repository path.
   m.ops.config = &m.cfg;
   m.ops.pull = m.pull.get();
+  m.ops.loop = m.loop.get();
+  m.ops.requests = &m.requests;
+  m.ops.reload = &m.reload_report;
   uv_timeval64_t tv;
   uv_gettimeofday(&tv);
   m.ops.started_ms = static_cast<uint64_t>(tv.tv_sec) * 1000 + static_cast<uint64_t>(tv.tv_usec) / 1000;
@@ -343,8 +377,16 @@ int App::run() {
 
   http::Router* router = &m.router;
   AuthGate* gate = m.auth->enabled() ? m.auth.get() : nullptr;
-  m.server = std::make_unique<http::Server>(m.loop.get(), lim, [router, gate](const http::ExchangePtr& ex) {
+  RequestLog* requests = &m.requests;
+  m.server = std::make_unique<http::Server>(m.loop.get(), lim, [router, gate, requests](const http::ExchangePtr& ex) {
     auto match = router->match(ex->req().method, ex->req().path);
+    // Metrics and the status page's recent pulls, when the exchange ends.
+    ex->set_on_done([requests, route = match.pattern, t0 = uv_hrtime()](const http::Exchange& done) {
+      uv_timeval64_t tv;
+      uv_gettimeofday(&tv);
+      requests->observe(done, route, static_cast<double>(uv_hrtime() - t0) / 1e9,
+                        static_cast<uint64_t>(tv.tv_sec) * 1000 + static_cast<uint64_t>(tv.tv_usec) / 1000);
+    });
     if (!match.handler) {
       if (match.status == 405) {
         ex->add_header("Allow", match.allow);
@@ -376,6 +418,42 @@ int App::run() {
     }
   }
 
+  m.ops.ready = true;  // the store is open and every listener bound
+  // What SIGHUP may change live (issue #17); every other key is refused
+  // with a log line and keeps its running value (app/reload.hpp). Later
+  // parts (TLS certificates, tokens) add their own hook here.
+  m.reloader.allow_live({"log.level", "registry.name", "sync.schedule", "sync.window", "sync.timezone",
+                         "sync.pull_through"});
+  // main.cpp derives max_connections from RLIMIT_NOFILE when it is 0: the
+  // file's 0 is that same choice, not a change.
+  m.reloader.set_normalize([](const Config& live, Config* next) {
+    if (next->server.max_connections == 0) next->server.max_connections = live.server.max_connections;
+  });
+  m.reloader.add("log", [](const Config&, const Config& next) -> Status {
+    log::set_level(next.log.level);
+    return {};
+  });
+  m.reloader.add("sync", [&m](const Config& old, const Config& next) -> Status {
+    if (m.pull && old.sync.pull_through != next.sync.pull_through)
+      m.pull->set_pull_policy(pull_policy_of(next.sync.pull_through));
+    if (!m.sync) return {};
+    if (old.sync.schedule == next.sync.schedule && old.sync.window_ms == next.sync.window_ms &&
+        old.sync.timezone == next.sync.timezone)
+      return {};
+    auto sched = make_sync_schedule(next);
+    if (!sched) return std::move(sched).error();
+    m.sync->set_schedule(std::move(*sched));
+    return {};
+  });
+  m.sighup = uv::Signal::start(m.loop.get(), SIGHUP, [&m](int) {
+    std::string path = m.cfg.source;
+    if (path == "<embedded default>") path.clear();
+    uv_timeval64_t now;
+    uv_gettimeofday(&now);
+    m.reloader.reload(path, &m.cfg, &m.reload_report,
+                      static_cast<uint64_t>(now.tv_sec) * 1000 + static_cast<uint64_t>(now.tv_usec) / 1000);
+  });
+
   bool stopping = false;
   auto on_signal = [&m, &stopping, &c](int sig) {
     if (stopping) {
@@ -384,12 +462,15 @@ int App::run() {
       return;
     }
     stopping = true;
+    m.ops.ready = false;
     sd_notify(0, "STOPPING=1");
     log::info("signal received, shutting down", " signal=" + std::to_string(sig));
     m.server->shutdown(c.server.shutdown_timeout_ms, [&m] {
       m.sigterm->close();
       m.sigint->close();
-      m.sigterm = m.sigint = nullptr;
+      m.sighup->close();
+      m.sigterm = m.sigint = m.sighup = nullptr;
+      m.watchdog.reset();
       m.loop.stop();
     });
   };
@@ -398,9 +479,12 @@ int App::run() {
 
   if (m.sync) m.sync->start();
   sd_notify(0, "READY=1");
+  m.watchdog = std::make_unique<Watchdog>(m.loop.get(), [&m] { return systemd_status_line(m.ops); });
+  m.watchdog->start();
   log::info("outpost ready", " name=" + c.registry.name + " mode=" + c.registry.mode + " root=" +
                                  log::quote(c.storage.root) + " config=" + log::quote(c.source));
   m.loop.run();
+  m.watchdog.reset();
   // Ordered teardown: no new upstream work, cancel what is in flight (its
   // callbacks may queue store jobs), let every store job deliver while the
   // cache and the store still exist, then free them.

@@ -739,4 +739,22 @@ std::string dump_config(const Config& c) {
   return out;
 }
 
+// ---- SIGHUP reload support (issue #17) ----------------------------------------
+
+std::vector<std::string> changed_keys(const Config& a, const Config& b) {
+  std::vector<std::string> out;
+  for (const Setting& s : kSettings)
+    if (s.load(a) != s.load(b)) out.emplace_back(s.key);
+  if (a.upstreams != b.upstreams) out.emplace_back("upstream");
+  return out;
+}
+
+void copy_key(std::string_view key, const Config& from, Config* to) {
+  if (key == "upstream") {
+    to->upstreams = from.upstreams;
+    return;
+  }
+  if (const Setting* s = find_setting(key)) s->store(*to, s->load(from));
+}
+
 }  // namespace outpost::app

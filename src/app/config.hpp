@@ -147,4 +147,11 @@ Result<sync::SyncSchedule> make_sync_schedule(const Config& c,
 /// Every key with its current value, as TOML (for `outpost config`).
 std::string dump_config(const Config& c);
 
+// ---- SIGHUP reload support (issue #17, app/reload.hpp) -----------------------
+/// Keys whose values differ between `a` and `b`, in table order
+/// ("server.listen", ...); any change in the [[upstream]] tables is "upstream".
+std::vector<std::string> changed_keys(const Config& a, const Config& b);
+/// Copies one key (as changed_keys names it) from `from` into `to`.
+void copy_key(std::string_view key, const Config& from, Config* to);
+
 }  // namespace outpost::app

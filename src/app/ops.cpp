@@ -3,13 +3,17 @@
 #include <arpa/inet.h>
 #include <uv.h>
 
+#include <functional>
 #include <nlohmann/json.hpp>
 
+#include "app/request_log.hpp"
+#include "app/status_page.hpp"
 #include "app/sync_control.hpp"
 #include "cache/pull_through.hpp"
 #include "http/router.hpp"
 #include "http/server.hpp"
 #include "outpost_version.h"
+#include "sync/sync_service.hpp"
 #include "upstream/registry_client.hpp"
 
 namespace outpost::app {
@@ -36,10 +40,54 @@ void counter(std::string& out, const char* name, const char* help, uint64_t v, c
   out += std::to_string(v);
   out += '\n';
 }
+struct HitMiss {
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+};
+
+/// Pull-through hits and misses, derived so cache/ needs no new counter: a
+/// miss is a pull that had to ask a parent (a manifest fetch or a blob fill)
+/// or was refused for want of one (offline or outside a sync window); a
+/// hit is a successful manifest or blob GET/HEAD that needed no fetch.
+HitMiss hit_miss(const OpsSources& s) {
+  HitMiss h;
+  if (!s.pull) return h;
+  const auto& p = s.pull->stats();
+  const uint64_t fetched = p.manifest_fetches + p.fills_started;
+  h.misses = fetched + p.offline_misses + p.window_misses;
+  const uint64_t ok = s.requests ? s.requests->pulls_answered() : 0;
+  h.hits = ok > fetched ? ok - fetched : 0;
+  return h;
+}
+
+const char* level_name(log::Level l) {
+  switch (l) {
+    case log::Level::Debug: return "debug";
+    case log::Level::Info: return "info";
+    case log::Level::Warn: return "warn";
+    case log::Level::Error: return "error";
+  }
+  return "info";
+}
+
+std::string iso(uint64_t ms) { return sync::iso_time(static_cast<int64_t>(ms)); }
 }  // namespace
 
-std::string metrics_text(const OpsSources& s) {
+std::string metrics_text(const OpsSources& s, const DiskUsage* disk) {
   std::string out;
+  out += "# HELP outpost_build_info the running version (always 1)\n"
+         "# TYPE outpost_build_info gauge\n"
+         "outpost_build_info{version=\"" + prom_label(OUTPOST_VERSION) + "\"} 1\n";
+  counter(out, "outpost_start_time_seconds", "unix time the process started", s.started_ms / 1000, "gauge");
+  counter(out, "outpost_ready", "1 when the store is open and every listener bound (/readyz)", s.ready ? 1 : 0,
+          "gauge");
+  if (s.reload) counter(out, "outpost_config_reloads_total", "SIGHUP reloads attempted", s.reload->count);
+  if (disk && disk->known) {
+    counter(out, "outpost_storage_fs_size_bytes", "size of the file system holding storage.root", disk->total_bytes,
+            "gauge");
+    counter(out, "outpost_storage_fs_free_bytes", "bytes available to outpost on that file system", disk->free_bytes,
+            "gauge");
+  }
   const auto& st = s.server->stats();
   counter(out, "outpost_http_requests_total", "requests received", st.requests);
   counter(out, "outpost_http_connections_accepted_total", "client connections accepted", st.connections_accepted);
@@ -47,12 +95,19 @@ std::string metrics_text(const OpsSources& s) {
           st.connections_rejected);
   counter(out, "outpost_http_sent_bytes_total", "bytes written to clients", st.bytes_sent);
   counter(out, "outpost_http_connections", "open client connections", s.server->connection_count(), "gauge");
+  counter(out, "outpost_http_accept_out_of_fds_total", "accepts that failed for want of a file descriptor",
+          st.accept_out_of_fds);
+  if (s.requests) out += s.requests->metrics_text();
   if (s.pull) {
     const auto& p = s.pull->stats();
     counter(out, "outpost_cache_served_offline_total", "answers served from cache without the parent's confirmation",
             p.served_offline);
     counter(out, "outpost_cache_offline_misses_total", "misses refused at once because the parent is offline",
             p.offline_misses);
+    const HitMiss hm = hit_miss(s);
+    counter(out, "outpost_cache_hits_total", "manifest and blob pulls answered without asking a parent", hm.hits);
+    counter(out, "outpost_cache_misses_total",
+            "pulls that asked a parent (manifest fetch, blob fill) or were refused for want of one", hm.misses);
     counter(out, "outpost_cache_fills_started_total", "blob fills started", p.fills_started);
     counter(out, "outpost_cache_fills_committed_total", "blob fills verified and stored", p.fills_committed);
     counter(out, "outpost_cache_fills_failed_total", "blob fills that failed", p.fills_failed);
@@ -85,17 +140,49 @@ std::string metrics_text(const OpsSources& s) {
     for (const auto* u : s.pull->upstreams())
       out += "outpost_upstream_last_success_seconds{upstream=\"" + u->options().name + "\"} " +
              std::to_string(u->health().last_success_ms() / 1000) + "\n";
+    out += "# HELP outpost_upstream_last_error_seconds unix time of the last failed request or probe (0: never)\n"
+           "# TYPE outpost_upstream_last_error_seconds gauge\n";
+    for (const auto* u : s.pull->upstreams())
+      out += "outpost_upstream_last_error_seconds{upstream=\"" + prom_label(u->options().name) + "\"} " +
+             std::to_string(u->link().last_error_ms() / 1000) + "\n";
+    out += "# HELP outpost_upstream_probe_duration_seconds duration of the last answered connectivity probe\n"
+           "# TYPE outpost_upstream_probe_duration_seconds gauge\n";
+    for (const auto* u : s.pull->upstreams())
+      out += "outpost_upstream_probe_duration_seconds{upstream=\"" + prom_label(u->options().name) + "\"} " +
+             std::to_string(static_cast<double>(u->link().last_probe_rtt_ms()) / 1000.0) + "\n";
   }
   return out;
 }
 
-std::string status_json(const OpsSources& s) {
+std::string status_json(const OpsSources& s, const DiskUsage* disk) {
   using nlohmann::json;
   json j;
   j["name"] = s.config->registry.name;
   j["version"] = OUTPOST_VERSION;
   j["mode"] = s.config->registry.mode;
+  j["started"] = iso(s.started_ms);
   j["uptime_seconds"] = (wall_ms() - s.started_ms) / 1000;
+  j["ready"] = s.ready;
+  j["listen"] = s.config->server.listen;
+  j["sync_schedule"] = s.config->sync.schedule.empty() ? json(nullptr) : json(s.config->sync.schedule);
+  j["sync_window_seconds"] = s.config->sync.window_ms / 1000;
+  j["log_level"] = std::string(level_name(s.config->log.level));
+  {
+    json st;
+    st["root"] = s.config->storage.root;
+    if (disk && disk->known) {
+      st["fs_size_bytes"] = disk->total_bytes;
+      st["fs_free_bytes"] = disk->free_bytes;
+    }
+    j["storage"] = std::move(st);
+  }
+  if (s.reload && s.reload->count) {
+    j["reload"] = {{"count", s.reload->count},
+                   {"last", iso(s.reload->last_ms)},
+                   {"result", s.reload->result},
+                   {"applied", s.reload->applied},
+                   {"refused", s.reload->refused}};
+  }
   j["connections"] = s.server->connection_count();
   j["requests"] = s.server->stats().requests;
   json ups = json::array();
@@ -110,6 +197,10 @@ std::string status_json(const OpsSources& s) {
       uint64_t last = u->health().last_success_ms();
       one["last_success_unix"] = last / 1000;
       one["last_success_age_seconds"] = last ? json((wall_ms() - last) / 1000) : json(nullptr);
+      one["last_success"] = last ? json(iso(last)) : json(nullptr);
+      const auto& link = u->link();
+      one["last_error"] = link.last_error().empty() ? json(nullptr) : json(link.last_error());
+      one["last_error_at"] = link.last_error_ms() ? json(iso(link.last_error_ms())) : json(nullptr);
       ups.push_back(std::move(one));
     }
     const auto& p = s.pull->stats();
@@ -117,6 +208,12 @@ std::string status_json(const OpsSources& s) {
                   {"fills_in_flight", s.pull->fills_in_flight()}, {"fills_committed", p.fills_committed},
                   {"fills_failed", p.fills_failed},       {"manifest_fetches", p.manifest_fetches},
                   {"window_misses", p.window_misses},     {"revalidations_skipped", p.revalidations_skipped}};
+    const HitMiss hm = hit_miss(s);
+    j["cache"]["hits"] = hm.hits;
+    j["cache"]["misses"] = hm.misses;
+    j["cache"]["hit_ratio"] = hm.hits + hm.misses
+                                  ? json(static_cast<double>(hm.hits) / static_cast<double>(hm.hits + hm.misses))
+                                  : json(nullptr);
   }
   j["upstreams"] = std::move(ups);
   const auto* parent = s.pull ? s.pull->parent() : nullptr;
@@ -175,17 +272,69 @@ std::string with_key(const std::string& progress, const char* key, bool value) {
 }
 }  // namespace
 
+namespace {
+/// Fresh queue numbers (a store job) and the storage file system's usage
+/// (uv_fs_statfs on libuv's pool: never a blocking call on the loop), then
+/// `done(disk)` on the loop.
+void gather(const OpsSources* src, std::function<void(const DiskUsage&)> done) {
+  auto after_sync = [src, done = std::move(done)]() mutable {
+    if (!src->loop) return done(DiskUsage{});
+    struct Req {
+      uv_fs_t fs;
+      std::function<void(const DiskUsage&)> done;
+    };
+    auto* rq = new Req{};
+    rq->done = std::move(done);
+    rq->fs.data = rq;
+    const int rc = uv_fs_statfs(src->loop, &rq->fs, src->config->storage.root.c_str(), [](uv_fs_t* f) {
+      auto* r = static_cast<Req*>(f->data);
+      DiskUsage d;
+      if (f->result == 0 && f->ptr) {
+        const auto* sf = static_cast<const uv_statfs_t*>(f->ptr);
+        d.known = true;
+        d.total_bytes = sf->f_blocks * sf->f_bsize;
+        d.free_bytes = sf->f_bavail * sf->f_bsize;
+      }
+      uv_fs_req_cleanup(f);
+      auto cb = std::move(r->done);
+      delete r;
+      cb(d);
+    });
+    if (rc != 0) {
+      auto cb = std::move(rq->done);
+      delete rq;
+      cb(DiskUsage{});
+    }
+  };
+  if (!src->sync) return after_sync();
+  src->sync->refresh(std::move(after_sync));
+}
+}  // namespace
+
 void register_ops_routes(http::Router& r, const OpsSources& s) {
   const OpsSources* src = &s;
   // The sync numbers live in the store: each of these answers waits for one
   // store job (SyncControl::refresh) so it shows the queue as it is now.
   r.add(http::Method::Get, "/metrics", [src](const http::ExchangePtr& ex) {
-    if (!src->sync) return ex->respond(200, metrics_text(*src), "text/plain; version=0.0.4");
-    src->sync->refresh([src, ex] { ex->respond(200, metrics_text(*src), "text/plain; version=0.0.4"); });
+    gather(src, [src, ex](const DiskUsage& d) {
+      ex->respond(200, metrics_text(*src, &d), "text/plain; version=0.0.4; charset=utf-8");
+    });
   });
   r.add(http::Method::Get, "/outpost/status", [src](const http::ExchangePtr& ex) {
-    if (!src->sync) return ex->respond(200, status_json(*src), "application/json");
-    src->sync->refresh([src, ex] { ex->respond(200, status_json(*src), "application/json"); });
+    gather(src, [src, ex](const DiskUsage& d) { ex->respond(200, status_json(*src, &d), "application/json"); });
+  });
+  // The status page (issue #17): the same document rendered as HTML, for
+  // anyone with a browser; read-only, so not limited to loopback.
+  r.add(http::Method::Get, "/outpost/", [src](const http::ExchangePtr& ex) {
+    gather(src, [src, ex](const DiskUsage& d) {
+      auto j = nlohmann::json::parse(status_json(*src, &d), nullptr, false);
+      ex->add_header("Cache-Control", "no-store");
+      ex->respond(200, status_page_html(j, src->requests), "text/html; charset=utf-8");
+    });
+  });
+  r.add(http::Method::Get, "/readyz", [src](const http::ExchangePtr& ex) {
+    if (src->ready) return ex->respond(200, "ready\n", "text/plain");
+    ex->respond(503, "not ready: store or listeners not up (or shutting down)\n", "text/plain");
   });
   r.add(http::Method::Get, "/healthz", [](const http::ExchangePtr& ex) { ex->respond(200, "ok\n", "text/plain"); });
   // `outpost sync now` (issue #15). Loopback only until access control

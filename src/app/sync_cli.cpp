@@ -1,5 +1,6 @@
 #include "app/sync_cli.hpp"
 
+#include <unistd.h>
 #include <uv.h>
 
 #include <memory>
@@ -142,6 +143,25 @@ std::string admin_base_url(const Config& cfg) {
   return "http://" + host + ":" + port;
 }
 
+AdminAnswer admin_get(const std::string& base, const std::string& path) {
+  AdminAnswer out;
+  auto url = http::Url::parse(base + path);
+  if (!url) {
+    out.error = "bad admin address " + base + ": " + url.error().message();
+    return out;
+  }
+  uv::Loop loop;
+  http::HttpClient client(loop.get(), nullptr);
+  Answer a = call(loop.get(), client, http::Method::Get, *url);
+  if (!a.st.ok()) {
+    out.error = a.st.error().message();
+    return out;
+  }
+  out.status = a.status;
+  out.body = std::move(a.body);
+  return out;
+}
+
 int sync_now(const Config& cfg, const SyncNowOptions& o, FILE* out, FILE* err) {
   const std::string base = admin_base_url(cfg);
   auto url = http::Url::parse(base + "/outpost/sync");
@@ -171,45 +191,65 @@ int sync_now(const Config& cfg, const SyncNowOptions& o, FILE* out, FILE* err) {
     }
     const uint64_t start = uv_now(loop.get());
     std::string last;
+    // On a terminal the progress is one line rewritten in place (\r, then
+    // erase to the end of the line); into a file or a pipe, one line each.
+    const bool tty = isatty(fileno(out)) == 1;
+    bool line_open = false;
+    auto end_line = [&] {
+      if (line_open) fputc('\n', out);
+      line_open = false;
+    };
     for (;;) {
       a = call(loop.get(), client, http::Method::Get, *url);
       if (!a.st.ok() || a.status != 200) {
+        end_line();
         fprintf(err, "outpost: following progress at %s failed: %s\n", base.c_str(),
                 a.st.ok() ? (std::to_string(a.status) + " " + error_text(a)).c_str() : a.st.error().message().c_str());
         break;
       }
       j = json::parse(a.body, nullptr, false);
       if (!j.is_object()) {
+        end_line();
         fprintf(err, "outpost: progress is not a JSON object: %s\n", a.body.substr(0, 200).c_str());
         break;
       }
       std::string line = progress_line(j);
       if (line != last) {
-        fprintf(out, "%s\n", line.c_str());
+        if (tty) {
+          fprintf(out, "\r%s\033[K", line.c_str());
+          line_open = true;
+        } else {
+          fprintf(out, "%s\n", line.c_str());
+        }
         fflush(out);
         last = line;
       }
       if (auto why = str(j, "blocked_reason")) {
+        end_line();
         fprintf(err, "outpost: sync blocked: %s\n", why->c_str());
         break;
       }
       const uint64_t depth = num(j, "queue_depth");
       if (!flag(j, "window_open")) {
         if (depth == 0) {
+          end_line();
           fprintf(out, "done: the queue is empty\n");
           rc = 0;
         } else {
+          end_line();
           fprintf(err, "outpost: the window closed with %llu entries pending\n", static_cast<unsigned long long>(depth));
         }
         break;
       }
       if (!flag(j, "busy") && depth == 0) {
+        end_line();
         fprintf(out, "done: the queue is empty\n");
         rc = 0;
         break;
       }
       uint64_t now = uv_now(loop.get());
       if (now - start >= o.timeout_ms) {
+        end_line();
         fprintf(err, "outpost: gave up waiting after %llu s (--timeout)\n",
                 static_cast<unsigned long long>(o.timeout_ms / 1000));
         break;

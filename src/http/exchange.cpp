@@ -26,7 +26,9 @@ std::string_view http_date() {
 }  // namespace
 
 Exchange::Exchange(ServerConn* conn, Request req) : conn_(conn), req_(std::move(req)) {}
-Exchange::~Exchange() = default;
+Exchange::~Exchange() {
+  if (on_done_) on_done_(*this);
+}
 
 void Exchange::detach_() {
   if (!conn_) return;

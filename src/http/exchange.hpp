@@ -97,6 +97,11 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
 
   /// Called once if the client connection goes away before the response ended.
   void set_on_abort(Callback cb) { on_abort_ = std::move(cb); }
+  /// Called from the destructor, when no handler holds the exchange any more
+  /// (the response is over): the metrics and recent-pulls hook (issue #17).
+  void set_on_done(std::function<void(const Exchange&)> cb) { on_done_ = std::move(cb); }
+  /// The response headers set so far (Docker-Content-Digest, for the log).
+  const Headers& resp_headers() const { return resp_headers_; }
 
   // ---- for ServerConn only ------------------------------------------------
   enum class RespState { None, Streaming, Done };
@@ -121,6 +126,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   BodyEnd on_end_;
   Callback on_drain_;
   Callback on_abort_;
+  std::function<void(const Exchange&)> on_done_;
   bool body_reader_set_flag_ = false;
   bool body_paused_flag_ = false;
   bool answers_body_errors_flag_ = false;

@@ -44,6 +44,7 @@ void Router::add(Method m, std::string_view pattern, Handler h, int tag) {
   for (size_t i = 0; i < r.segments.size(); ++i)
     if (r.segments[i] == "{name}") r.greedy = static_cast<int>(i);
   r.handler = std::move(h);
+  r.pattern = std::string(pattern);
   routes_.push_back(std::move(r));
 }
 
@@ -87,6 +88,7 @@ Router::Match Router::match(Method m, std::string_view path) const {
     if (r.method == m) {
       result.handler = &r.handler;
       result.params = std::move(p);
+      result.pattern = r.pattern;
       result.status = 200;
       result.tag = r.tag;
       result.allow.clear();
@@ -108,6 +110,7 @@ Router::Match Router::match(Method m, std::string_view path) const {
   if (get_fallback) {
     result.handler = &get_fallback->handler;
     result.params = std::move(get_params);
+    result.pattern = get_fallback->pattern;
     result.status = 200;
     result.tag = get_fallback->tag;
     result.allow.clear();

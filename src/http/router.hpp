@@ -26,6 +26,7 @@ class Router {
     int status = 404;                  ///< 404 (no pattern) or 405 (pattern, other method)
     std::string allow;                 ///< methods allowed on a 405, "GET, HEAD"
     int tag = 0;                       ///< the matched route's tag
+    std::string_view pattern;          ///< the matched route's pattern (metrics label); empty on 404
   };
   /// HEAD falls back to the GET handler (the Exchange drops the body).
   Match match(Method m, std::string_view path) const;
@@ -37,6 +38,7 @@ class Router {
     int greedy = -1;  ///< index of the {name} segment, -1 if none
     Handler handler;
     int tag = 0;
+    std::string pattern;
   };
   static bool match_route(const Route& r, const std::vector<std::string_view>& segs, RouteParams* out);
   std::vector<Route> routes_;

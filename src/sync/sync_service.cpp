@@ -91,6 +91,17 @@ void SyncService::shutdown() {
   stats_timer_.close();
 }
 
+void SyncService::set_schedule(SyncSchedule next) {
+  if (down_) return;
+  const int64_t now = schedule_.now();
+  if (!schedule_.is_continuous()) {
+    if (auto w = schedule_.current_window(now); w && w->manual && open_) next.open_now(w->start_ms);
+  }
+  schedule_ = std::move(next);
+  window_timer_.stop();
+  evaluate();
+}
+
 void SyncService::evaluate() {
   if (down_) return;
   const bool should = schedule_.is_continuous() || schedule_.is_open();

@@ -88,6 +88,10 @@ class SyncService {
   /// Looks at the schedule now (the timers do it at each window edge and at
   /// least every minute): for a caller that knows the clock jumped, and tests.
   void check_now() { evaluate(); }
+  /// SIGHUP (issue #17): sync.schedule/window/timezone changed. A manual
+  /// window open now stays open (from its start, with the new length); the
+  /// window state is evaluated again at once.
+  void set_schedule(SyncSchedule next);
   /// Whether background work may reach the parent now (continuous: always).
   bool is_open() const { return open_; }
   /// `outpost sync now`: opens a manual window (AlreadyOpen when one is open;

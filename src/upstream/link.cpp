@@ -1,5 +1,7 @@
 #include "upstream/link.hpp"
 
+#include <algorithm>
+
 #include "base/log.hpp"
 
 namespace outpost::upstream {
@@ -35,8 +37,13 @@ bool Link::admit() { return closing_ ? false : health_.admit(uv_now(loop_)); }
 void Link::record(bool answered, const std::string& reason) {
   if (health_.forced_offline()) return;
   Connectivity before = health_.state();
-  if (answered) health_.on_success(wall_ms());
-  else health_.on_failure();
+  if (answered) {
+    health_.on_success(wall_ms());
+  } else {
+    health_.on_failure();
+    last_error_ = reason;
+    last_error_ms_ = wall_ms();
+  }
   if (health_.state() == before) return;
   if (answered) {
     log::info("parent reachable again", " upstream=" + log::quote(names_));
@@ -128,6 +135,7 @@ void Link::probe() {
   req.timeouts.first_byte_ms = probe_timeout_ms_;
   req.timeouts.progress_ms = probe_timeout_ms_;
   auto status = std::make_shared<int>(0);
+  const uint64_t sent_ms = uv_now(loop_);
   probe_call_ = client_.send(
       std::move(req),
       [this, status](const http::ClientResponse& r) {
@@ -137,12 +145,18 @@ void Link::probe() {
         return true;
       },
       nullptr,
-      [this, status](Status st) {
+      [this, status, sent_ms](Status st) {
         probe_call_.reset();
         // 200, or 401 from a registry that wants auth: either way it answers.
         const bool answered = st.ok() && *status > 0 && *status < 500;
         auto waiters = std::move(probe_waiters_);
         probe_waiters_.clear();
+        if (answered) {
+          last_probe_rtt_ms_ = std::max<uint64_t>(1, uv_now(loop_) - sent_ms);
+        } else {
+          last_error_ = st.ok() ? "status " + std::to_string(*status) : st.error().message();
+          last_error_ms_ = wall_ms();
+        }
         if (health_.on_probe(answered, wall_ms())) {
           if (answered) log::info("parent back online", " upstream=" + log::quote(names_));
           else log::warn("parent offline", " upstream=" + log::quote(names_) + " reason=" +

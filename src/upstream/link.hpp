@@ -37,6 +37,12 @@ class Link {
   void add_name(const std::string& n) { names_ += "," + n; }
   const Health& health() const { return health_; }
   uint64_t probe_timeout_ms() const { return probe_timeout_ms_; }
+  /// The last failure (a request's or a probe's) and its wall-clock time
+  /// (0: none yet), for status (issue #17).
+  const std::string& last_error() const { return last_error_; }
+  uint64_t last_error_ms() const { return last_error_ms_; }
+  /// Round trip of the last answered probe (0: none yet).
+  uint64_t last_probe_rtt_ms() const { return last_probe_rtt_ms_; }
 
   /// See Health::admit / take_trial (the clock is the loop's).
   bool admit();
@@ -93,6 +99,9 @@ class Link {
   http::ClientCallPtr probe_call_;
   bool closing_ = false;
   bool background_allowed_ = true;
+  std::string last_error_;
+  uint64_t last_error_ms_ = 0;
+  uint64_t last_probe_rtt_ms_ = 0;
   ParentMode mode_ = ParentMode::Unknown;
   std::vector<std::function<void(ParentMode)>> mode_listeners_;
   std::vector<std::function<void(bool)>> probe_waiters_;  ///< probe_now() callers of the probe in flight

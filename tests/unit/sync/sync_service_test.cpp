@@ -185,4 +185,35 @@ TEST_CASE("sync service: metrics give the last and next window and each kept pat
   CHECK(m.find("outpost_sync_window_open 1\n") != std::string::npos);
 }
 
+TEST_CASE("sync service: set_schedule (SIGHUP) opens or closes at once and keeps a manual window", "[sync][service]") {
+  Env env;
+  env.make("0 2 * * *");  // closed at 00:30
+  env.sync->start();
+  CHECK_FALSE(env.sync->is_open());
+  // A schedule whose window (00:00 + 1h) is open now: it opens at once.
+  auto open_now = sync::SyncSchedule::create("0 0 * * *", kHour, sync::TimeZone::Utc, [&env] { return env.now; });
+  REQUIRE(open_now);
+  env.sync->set_schedule(std::move(*open_now));
+  CHECK(env.sync->is_open());
+  CHECK(env.sync->status_json()["window"]["next"] == "2026-12-06T00:00:00Z");
+  // Back to a closed one: it closes at once.
+  auto closed = sync::SyncSchedule::create("0 2 * * *", kHour, sync::TimeZone::Utc, [&env] { return env.now; });
+  REQUIRE(closed);
+  env.sync->set_schedule(std::move(*closed));
+  CHECK_FALSE(env.sync->is_open());
+  // A manual window survives a new schedule (with the new length).
+  CHECK(env.sync->trigger() == sync::SyncService::Trigger::Accepted);
+  auto longer = sync::SyncSchedule::create("0 5 * * *", 2 * kHour, sync::TimeZone::Utc, [&env] { return env.now; });
+  REQUIRE(longer);
+  env.sync->set_schedule(std::move(*longer));
+  CHECK(env.sync->is_open());
+  env.now = kT0 + kHour + 60'000;  // past the old length, within the new one
+  env.sync->check_now();
+  CHECK(env.sync->is_open());
+  CHECK(env.sync->status_json()["window"]["next"] == "2026-12-05T05:00:00Z");
+  env.now = kT0 + 2 * kHour + 1;
+  env.sync->check_now();
+  CHECK_FALSE(env.sync->is_open());
+}
+
 }  // namespace outpost
