@@ -172,7 +172,15 @@ void PullThrough::local_manifest(const Route& r, const std::string& reference, b
       std::move(done));
 }
 
+std::string PullThrough::fetch_key(const Route& r, const std::string& reference) const {
+  return "m:" + r.upstream->options().name + "/" + r.local_repo + "@" + reference;
+}
+
 void PullThrough::manifest(const Route& r, const std::string& reference, bool want_bytes, ManifestDone done) {
+  if (!committing_.empty()) {
+    // Newer than what the store holds until its commit ends (fetch_manifest).
+    if (auto it = committing_.find(fetch_key(r, reference)); it != committing_.end()) return done(it->second.answer);
+  }
   local_manifest(r, reference, want_bytes, [this, r, reference, want_bytes, done](Result<ManifestResult> local) mutable {
     if (local) {
       // Invariant 5: while the parent is offline nobody waits on it, and
@@ -288,7 +296,7 @@ void PullThrough::revalidate(const Route& r, const std::string& tag, ManifestRes
 }
 
 void PullThrough::fetch_manifest(const Route& r, const std::string& reference, bool, ManifestDone done) {
-  const std::string key = "m:" + r.upstream->options().name + "/" + r.local_repo + "@" + reference;
+  const std::string key = fetch_key(r, reference);
   auto& waiters = manifest_waiters_[key];
   waiters.push_back(std::move(done));
   if (waiters.size() > 1) return;  // coalesced onto the fetch in flight
@@ -321,7 +329,7 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
         if (got->body.size() + c.size() > cap) got->too_big = true;
         else got->body.append(c);
       },
-      [this, r, reference, got, finish](Status st) {
+      [this, r, reference, key, got, finish](Status st) {
         if (!st) return finish(request_failed(r.upstream, st.error()));
         if (got->status == 404) return finish(Error(Errc::ManifestUnknown, "manifest unknown upstream: " + reference));
         if (got->status != 200) return finish(parent_status(got->status, got->headers, "manifest " + reference));
@@ -347,16 +355,39 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
         m.annotations = parsed->annotations;
         if (!looks_like_digest(reference)) m.tag = reference;
         m.origin = store::Origin::Cached;
-        auto body = std::make_shared<std::string>(std::move(got->body));
+        // Verified: the clients get it now, and the durable commit (blob
+        // fsync, rename, directory fsync, SQLite commit: tens of ms on a busy
+        // disk, per manifest of a pull) runs behind, as a fill's publish does.
+        // Until it ends, manifest() answers this reference from committing_.
+        // If it fails, what was sent was still right; the next request
+        // fetches again.
+        ManifestResult answer;
+        answer.info.digest = digest;
+        answer.info.media_type = m.media_type;
+        answer.info.size = got->body.size();
+        answer.info.subject = m.subject;
+        answer.info.artifact_type = m.artifact_type;
+        answer.info.annotations = m.annotations;
+        answer.info.origin = store::Origin::Cached;
+        answer.info.created_ms = static_cast<int64_t>(wall_ms());
+        answer.bytes = std::move(got->body);
+        if (!looks_like_digest(reference)) {
+          tag_checked_[tag_key(r, reference)] = uv_now(loop_);
+          tag_confirmed_[tag_key(r, reference)] = wall_ms();
+        }
+        auto body = std::make_shared<const std::string>(answer.bytes);
+        const uint64_t commit_id = ++commit_generation_;
+        committing_[key] = Committing{commit_id, answer};
+        finish(std::move(answer));
         store_->run<store::ManifestInfo>(
             [m, body](store::Store& st) { return st.put_manifest(m, *body); },
-            [this, r, reference, body, finish](Result<store::ManifestInfo> info) {
-              if (!info) return finish(info.error());
-              if (!looks_like_digest(reference)) {
-                tag_checked_[tag_key(r, reference)] = uv_now(loop_);
-                tag_confirmed_[tag_key(r, reference)] = wall_ms();
-              }
-              finish(ManifestResult{std::move(*info), *body, false, std::nullopt});
+            [this, key, reference, commit_id](Result<store::ManifestInfo> info) {
+              // A newer fetch of the same reference may have replaced it.
+              if (auto it = committing_.find(key); it != committing_.end() && it->second.id == commit_id)
+                committing_.erase(it);
+              if (!info)
+                log::warn("storing a fetched manifest failed; it was served, and is fetched again next time",
+                          " ref=" + log::quote(reference) + " error=" + log::quote(info.error().message()));
             });
       });
 }

@@ -557,9 +557,8 @@ void ServerConn::log_access(Exchange* ex, const char* outcome) {
   f += " status="; f += std::to_string(ex->status_);
   f += " bytes="; f += std::to_string(ex->bytes_sent_);
   f += " dur_ms="; f += std::to_string(dur_us / 1000); f += '.';
-  char frac[8];
-  snprintf(frac, sizeof frac, "%03u", static_cast<unsigned>(dur_us % 1000));
-  f += frac;
+  const unsigned us = static_cast<unsigned>(dur_us % 1000);
+  f += char('0' + us / 100); f += char('0' + us / 10 % 10); f += char('0' + us % 10);
   f += " peer="; f += peer_;
   if (outcome) { f += " outcome="; f += outcome; }
   log::info("request", f);
