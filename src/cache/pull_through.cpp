@@ -153,6 +153,11 @@ std::optional<Route> PullThrough::route(const std::string& name, const std::opti
 
 void PullThrough::local_manifest(const Route& r, const std::string& reference, bool,
                                  std::function<void(Result<ManifestResult>)> done) {
+  if (!committing_.empty()) {
+    // Until its commit ends, a fetched manifest is newer than what the store
+    // holds (fetch_manifest); the freshness rules in manifest() still apply.
+    if (auto it = committing_.find(fetch_key(r, reference)); it != committing_.end()) return done(it->second.answer);
+  }
   if (memo_) {
     // The memo replaces only this store read; every freshness rule stays in manifest().
     return memo_->get(r.local_repo, reference, true, [done = std::move(done)](Result<HotManifest> h) {
@@ -177,10 +182,6 @@ std::string PullThrough::fetch_key(const Route& r, const std::string& reference)
 }
 
 void PullThrough::manifest(const Route& r, const std::string& reference, bool want_bytes, ManifestDone done) {
-  if (!committing_.empty()) {
-    // Newer than what the store holds until its commit ends (fetch_manifest).
-    if (auto it = committing_.find(fetch_key(r, reference)); it != committing_.end()) return done(it->second.answer);
-  }
   local_manifest(r, reference, want_bytes, [this, r, reference, want_bytes, done](Result<ManifestResult> local) mutable {
     if (local) {
       // Invariant 5: while the parent is offline nobody waits on it, and
@@ -378,17 +379,22 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
         auto body = std::make_shared<const std::string>(answer.bytes);
         const uint64_t commit_id = ++commit_generation_;
         committing_[key] = Committing{commit_id, answer};
-        finish(std::move(answer));
         store_->run<store::ManifestInfo>(
             [m, body](store::Store& st) { return st.put_manifest(m, *body); },
             [this, key, reference, commit_id](Result<store::ManifestInfo> info) {
               // A newer fetch of the same reference may have replaced it.
               if (auto it = committing_.find(key); it != committing_.end() && it->second.id == commit_id)
                 committing_.erase(it);
+              if (auto w = commit_waiters_.find(commit_id); w != commit_waiters_.end()) {
+                auto list = std::move(w->second);
+                commit_waiters_.erase(w);
+                for (auto& fn : list) fn(info ? Status() : Status(info.error()));
+              }
               if (!info)
                 log::warn("storing a fetched manifest failed; it was served, and is fetched again next time",
                           " ref=" + log::quote(reference) + " error=" + log::quote(info.error().message()));
             });
+        finish(std::move(answer));
       });
 }
 
@@ -453,7 +459,16 @@ std::shared_ptr<Fill> PullThrough::new_fill(const Route& r, const Digest& d) {
 
 void PullThrough::keep_manifest(const Route& r, const std::string& reference, ManifestDone done) {
   if (!r.upstream->admit()) return done(offline_miss(r.upstream));
-  fetch_manifest(r, reference, true, std::move(done));
+  // The keeper pins and counts what the store holds: it hears of a fetched
+  // manifest once its commit ended, not at the verified hash as clients do.
+  fetch_manifest(r, reference, true, [this, key = fetch_key(r, reference), done](Result<ManifestResult> res) {
+    auto it = committing_.find(key);
+    if (!res || it == committing_.end()) return done(std::move(res));
+    commit_waiters_[it->second.id].push_back([res = std::move(res), done](Status st) mutable {
+      if (!st) return done(st.error());
+      done(std::move(res));
+    });
+  });
 }
 
 void PullThrough::keep_blob(const Route& r, const Digest& d, std::function<void(Status)> done) {

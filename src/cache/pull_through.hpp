@@ -186,6 +186,8 @@ class PullThrough {
   };
   std::unordered_map<std::string, Committing> committing_;
   uint64_t commit_generation_ = 0;
+  /// Callers that must see the commit itself (keep_manifest), by commit id.
+  std::unordered_map<uint64_t, std::vector<std::function<void(Status)>>> commit_waiters_;
   /// Revalidations in flight: key -> (generation, loop ms started). A HEAD
   /// older than revalidate_wait is not joined: it may be stuck on a parent
   /// that has since come back; a new one replaces it (its own waiters were
