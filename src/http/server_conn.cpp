@@ -581,6 +581,7 @@ void ServerConn::flush() {
   while (!out_.empty() && state_ != State::Closing) {
     OutItem& front = out_.front();
     ssize_t n;
+    bool short_write = false;
     if (front.file_fd < 0) {
       iovec iov[kMaxIov];
       size_t cnt = 0;
@@ -593,6 +594,8 @@ void ServerConn::flush() {
       msghdr mh{};
       mh.msg_iov = iov;
       mh.msg_iovlen = cnt;
+      size_t want = 0;
+      for (size_t i = 0; i < cnt; ++i) want += iov[i].iov_len;
       n = ::sendmsg(fd_, &mh, MSG_NOSIGNAL);
       if (n < 0) {
         if (errno == EINTR) continue;
@@ -600,6 +603,9 @@ void ServerConn::flush() {
         close();
         return;
       }
+      // A short write means the socket buffer is full: wait for POLLOUT
+      // instead of a second call that would only say EAGAIN (as nginx does).
+      short_write = static_cast<size_t>(n) < want;
       size_t left = static_cast<size_t>(n);
       out_bytes_ -= left;
       while (left > 0) {
@@ -612,7 +618,8 @@ void ServerConn::flush() {
       while (!out_.empty() && out_.front().file_fd < 0 && out_.front().off == out_.front().bytes.size()) out_.pop_front();
     } else {
       off_t off = static_cast<off_t>(front.file_off);
-      n = ::sendfile(fd_, front.file_fd, &off, std::min(front.file_left, kSendfileChunk));
+      const uint64_t want = std::min(front.file_left, kSendfileChunk);
+      n = ::sendfile(fd_, front.file_fd, &off, want);
       if (n < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) { write_blocked_ = true; break; }
@@ -624,6 +631,7 @@ void ServerConn::flush() {
         close();
         return;
       }
+      short_write = static_cast<uint64_t>(n) < want;
       front.file_off += static_cast<uint64_t>(n);
       front.file_left -= static_cast<uint64_t>(n);
       if (front.file_left == 0) {
@@ -635,7 +643,8 @@ void ServerConn::flush() {
     server_->mutable_stats().bytes_sent += static_cast<uint64_t>(n);
     if (cur_) cur_->bytes_sent_ += static_cast<uint64_t>(n);
     last_progress_ = uv_now(server_->loop());
-    write_blocked_ = false;
+    write_blocked_ = short_write;
+    if (short_write) break;
   }
   if (state_ == State::Closing) return;
   if (drain_wanted_ && out_bytes_ < kLowWater && cur_) {
