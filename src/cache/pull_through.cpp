@@ -381,7 +381,7 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
         committing_[key] = Committing{commit_id, answer};
         store_->run<store::ManifestInfo>(
             [m, body](store::Store& st) { return st.put_manifest(m, *body); },
-            [this, key, reference, commit_id](Result<store::ManifestInfo> info) {
+            [this, r, key, reference, commit_id](Result<store::ManifestInfo> info) {
               // A newer fetch of the same reference may have replaced it.
               if (auto it = committing_.find(key); it != committing_.end() && it->second.id == commit_id)
                 committing_.erase(it);
@@ -390,9 +390,13 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
                 commit_waiters_.erase(w);
                 for (auto& fn : list) fn(info ? Status() : Status(info.error()));
               }
-              if (!info)
+              if (!info) {
+                // The store may still hold an older digest under this tag:
+                // the next request asks the parent again rather than serve it.
+                tag_checked_.erase(tag_key(r, reference));
                 log::warn("storing a fetched manifest failed; it was served, and is fetched again next time",
                           " ref=" + log::quote(reference) + " error=" + log::quote(info.error().message()));
+              }
             });
         finish(std::move(answer));
       });
