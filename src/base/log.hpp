@@ -18,6 +18,18 @@ bool parse_level(std::string_view s, Level* out);
 /// Writes `msg` plus pre-formatted logfmt fields (" k=v k2=v2") as one line.
 void write(Level l, std::string_view msg, std::string_view fields = {});
 
+/// While on, debug and info lines written by the calling thread are
+/// held in a buffer and written together by flush() (or when 32 KiB are
+/// held, or when a warn/error line is written by this thread, or at thread
+/// exit), one write(2) for many lines. The event loop holds its lines and
+/// flushes before it waits for I/O (uv::Loop), so a request line is written
+/// at most one loop iteration late instead of costing a syscall per
+/// request (issue #14). Other threads keep writing each line at once.
+/// Turning it off writes what is held.
+void hold_lines(bool on);
+/// Writes the lines held by the calling thread (no-op when none).
+void flush();
+
 /// Quotes a value for logfmt when it has spaces, quotes or '='.
 std::string quote(std::string_view v);
 

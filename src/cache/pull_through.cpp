@@ -153,6 +153,11 @@ std::optional<Route> PullThrough::route(const std::string& name, const std::opti
 
 void PullThrough::local_manifest(const Route& r, const std::string& reference, bool,
                                  std::function<void(Result<ManifestResult>)> done) {
+  if (!committing_.empty()) {
+    // Until its commit ends, a fetched manifest is newer than what the store
+    // holds (fetch_manifest); the freshness rules in manifest() still apply.
+    if (auto it = committing_.find(fetch_key(r, reference)); it != committing_.end()) return done(it->second.answer);
+  }
   if (memo_) {
     // The memo replaces only this store read; every freshness rule stays in manifest().
     return memo_->get(r.local_repo, reference, true, [done = std::move(done)](Result<HotManifest> h) {
@@ -170,6 +175,10 @@ void PullThrough::local_manifest(const Route& r, const std::string& reference, b
         return ManifestResult{std::move(*info), std::move(*bytes), false, std::nullopt};
       },
       std::move(done));
+}
+
+std::string PullThrough::fetch_key(const Route& r, const std::string& reference) const {
+  return "m:" + r.upstream->options().name + "/" + r.local_repo + "@" + reference;
 }
 
 void PullThrough::manifest(const Route& r, const std::string& reference, bool want_bytes, ManifestDone done) {
@@ -288,7 +297,7 @@ void PullThrough::revalidate(const Route& r, const std::string& tag, ManifestRes
 }
 
 void PullThrough::fetch_manifest(const Route& r, const std::string& reference, bool, ManifestDone done) {
-  const std::string key = "m:" + r.upstream->options().name + "/" + r.local_repo + "@" + reference;
+  const std::string key = fetch_key(r, reference);
   auto& waiters = manifest_waiters_[key];
   waiters.push_back(std::move(done));
   if (waiters.size() > 1) return;  // coalesced onto the fetch in flight
@@ -321,7 +330,7 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
         if (got->body.size() + c.size() > cap) got->too_big = true;
         else got->body.append(c);
       },
-      [this, r, reference, got, finish](Status st) {
+      [this, r, reference, key, got, finish](Status st) {
         if (!st) return finish(request_failed(r.upstream, st.error()));
         if (got->status == 404) return finish(Error(Errc::ManifestUnknown, "manifest unknown upstream: " + reference));
         if (got->status != 200) return finish(parent_status(got->status, got->headers, "manifest " + reference));
@@ -347,17 +356,49 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
         m.annotations = parsed->annotations;
         if (!looks_like_digest(reference)) m.tag = reference;
         m.origin = store::Origin::Cached;
-        auto body = std::make_shared<std::string>(std::move(got->body));
+        // Verified: the clients get it now, and the durable commit (blob
+        // fsync, rename, directory fsync, SQLite commit: tens of ms on a busy
+        // disk, per manifest of a pull) runs behind, as a fill's publish does.
+        // Until it ends, manifest() answers this reference from committing_.
+        // If it fails, what was sent was still right; the next request
+        // fetches again.
+        ManifestResult answer;
+        answer.info.digest = digest;
+        answer.info.media_type = m.media_type;
+        answer.info.size = got->body.size();
+        answer.info.subject = m.subject;
+        answer.info.artifact_type = m.artifact_type;
+        answer.info.annotations = m.annotations;
+        answer.info.origin = store::Origin::Cached;
+        answer.info.created_ms = static_cast<int64_t>(wall_ms());
+        answer.bytes = std::move(got->body);
+        if (!looks_like_digest(reference)) {
+          tag_checked_[tag_key(r, reference)] = uv_now(loop_);
+          tag_confirmed_[tag_key(r, reference)] = wall_ms();
+        }
+        auto body = std::make_shared<const std::string>(answer.bytes);
+        const uint64_t commit_id = ++commit_generation_;
+        committing_[key] = Committing{commit_id, answer};
         store_->run<store::ManifestInfo>(
             [m, body](store::Store& st) { return st.put_manifest(m, *body); },
-            [this, r, reference, body, finish](Result<store::ManifestInfo> info) {
-              if (!info) return finish(info.error());
-              if (!looks_like_digest(reference)) {
-                tag_checked_[tag_key(r, reference)] = uv_now(loop_);
-                tag_confirmed_[tag_key(r, reference)] = wall_ms();
+            [this, r, key, reference, commit_id](Result<store::ManifestInfo> info) {
+              // A newer fetch of the same reference may have replaced it.
+              if (auto it = committing_.find(key); it != committing_.end() && it->second.id == commit_id)
+                committing_.erase(it);
+              if (auto w = commit_waiters_.find(commit_id); w != commit_waiters_.end()) {
+                auto list = std::move(w->second);
+                commit_waiters_.erase(w);
+                for (auto& fn : list) fn(info ? Status() : Status(info.error()));
               }
-              finish(ManifestResult{std::move(*info), *body, false, std::nullopt});
+              if (!info) {
+                // The store may still hold an older digest under this tag:
+                // the next request asks the parent again rather than serve it.
+                tag_checked_.erase(tag_key(r, reference));
+                log::warn("storing a fetched manifest failed; it was served, and is fetched again next time",
+                          " ref=" + log::quote(reference) + " error=" + log::quote(info.error().message()));
+              }
             });
+        finish(std::move(answer));
       });
 }
 
@@ -422,7 +463,16 @@ std::shared_ptr<Fill> PullThrough::new_fill(const Route& r, const Digest& d) {
 
 void PullThrough::keep_manifest(const Route& r, const std::string& reference, ManifestDone done) {
   if (!r.upstream->admit()) return done(offline_miss(r.upstream));
-  fetch_manifest(r, reference, true, std::move(done));
+  // The keeper pins and counts what the store holds: it hears of a fetched
+  // manifest once its commit ended, not at the verified hash as clients do.
+  fetch_manifest(r, reference, true, [this, key = fetch_key(r, reference), done](Result<ManifestResult> res) {
+    auto it = committing_.find(key);
+    if (!res || it == committing_.end()) return done(std::move(res));
+    commit_waiters_[it->second.id].push_back([res = std::move(res), done](Status st) mutable {
+      if (!st) return done(st.error());
+      done(std::move(res));
+    });
+  });
 }
 
 void PullThrough::keep_blob(const Route& r, const Digest& d, std::function<void(Status)> done) {

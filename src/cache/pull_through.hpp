@@ -147,6 +147,7 @@ class PullThrough {
 
  private:
   void fetch_manifest(const Route& r, const std::string& reference, bool want_bytes, ManifestDone done);
+  std::string fetch_key(const Route& r, const std::string& reference) const;
   void revalidate(const Route& r, const std::string& tag, ManifestResult local, bool want_bytes, ManifestDone done);
   void local_manifest(const Route& r, const std::string& reference, bool want_bytes,
                       std::function<void(Result<ManifestResult>)> done);
@@ -174,6 +175,19 @@ class PullThrough {
   std::vector<std::unique_ptr<upstream::RegistryClient>> named_;
   std::unordered_map<std::string, std::shared_ptr<Fill>> fills_;                 ///< digest -> Fill
   std::unordered_map<std::string, std::vector<ManifestDone>> manifest_waiters_;  ///< coalesced fetches
+  /// Fetched and verified manifests whose store commit (fsync, rename,
+  /// SQLite) is still running, by fetch key: their clients were answered at
+  /// the verified hash, and requests for the same reference until the
+  /// commit ends are answered from here, neither from the (older) store nor
+  /// by a second fetch (issue #14).
+  struct Committing {
+    uint64_t id;  ///< which commit erases it (a newer fetch may replace it)
+    ManifestResult answer;
+  };
+  std::unordered_map<std::string, Committing> committing_;
+  uint64_t commit_generation_ = 0;
+  /// Callers that must see the commit itself (keep_manifest), by commit id.
+  std::unordered_map<uint64_t, std::vector<std::function<void(Status)>>> commit_waiters_;
   /// Revalidations in flight: key -> (generation, loop ms started). A HEAD
   /// older than revalidate_wait is not joined: it may be stuck on a parent
   /// that has since come back; a new one replaces it (its own waiters were

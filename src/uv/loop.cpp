@@ -4,7 +4,14 @@
 
 namespace outpost::uv {
 
-Loop::Loop() { uv_loop_init(&loop_); }
+Loop::Loop() {
+  uv_loop_init(&loop_);
+  // Prepare handles run once per iteration, just before the loop polls (and
+  // maybe sleeps): held log lines never wait for the next event.
+  uv_prepare_init(&loop_, &flush_log_);
+  uv_prepare_start(&flush_log_, [](uv_prepare_t*) { log::flush(); });
+  uv_unref(reinterpret_cast<uv_handle_t*>(&flush_log_));
+}
 
 Loop::~Loop() {
   // Close whatever is left (timers of finished requests, etc.), then let the
@@ -16,7 +23,11 @@ Loop::~Loop() {
   if (uv_loop_close(&loop_) != 0) log::warn("event loop closed with handles still open");
 }
 
-void Loop::run() { uv_run(&loop_, UV_RUN_DEFAULT); }
+void Loop::run() {
+  log::hold_lines(true);
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  log::hold_lines(false);
+}
 
 Signal* Signal::start(uv_loop_t* loop, int signum, std::function<void(int)> cb) {
   auto* s = new Signal;

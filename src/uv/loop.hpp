@@ -17,12 +17,15 @@ class Loop {
   Loop& operator=(const Loop&) = delete;
 
   uv_loop_t* get() { return &loop_; }
-  /// Runs until no active handle remains or stop() is called.
+  /// Runs until no active handle remains or stop() is called. Meanwhile
+  /// this thread's info lines are held (log::hold_lines) and written in one
+  /// go each time the loop is about to wait for I/O.
   void run();
   void stop() { uv_stop(&loop_); }
 
  private:
   uv_loop_t loop_;
+  uv_prepare_t flush_log_;  ///< runs before each poll: log::flush()
 };
 
 /// Watches one signal; `cb` runs on the loop thread each time it arrives.

@@ -150,6 +150,10 @@ class CacheEnv {
     ManifestCall c;
     manifest(r, ref, c);
     if (!fx().wait([&] { return c.done; })) FAIL("manifest() did not answer in time");
+    // A fetched manifest is answered at its verified hash and committed
+    // behind; the tests look at the store next, so wait for the commit.
+    if (!eventually([&] { return fx().call([&] { return svc->pending(); }) == 0; }))
+      FAIL("the store did not settle in time");
     std::lock_guard<std::mutex> g(fx().mu);
     return *c.result;
   }
@@ -813,6 +817,51 @@ TEST_CASE("cache: concurrent misses of one manifest coalesce onto one upstream G
   }
   CHECK(env.upstream.count_path("/v2/r/manifests/latest") == 1);
   CHECK(env.stats().manifest_fetches == 1);
+  env.end();
+}
+
+TEST_CASE("cache: a fetched manifest is answered before its commit; a request meanwhile gets it, not a 2nd fetch",
+          "[cache][manifest]") {
+  const std::string m1 = manifest_json("early");
+  CacheEnv env([&](ScriptConn& c, const SeenRequest& r) {
+    if (probe(c, r)) return;
+    c.send(manifest_reply(r, m1));
+  });
+  Route route = env.route("lib/early");
+  ManifestCall second;
+  bool committed_when_answered = true;
+  bool first_ok = false;
+  bool answered = false;
+  env.fx().post([&] {
+    env.pull->manifest(route, "v1", true, [&](Result<ManifestResult> res) {
+      first_ok = res.ok();
+      // Still on the loop, inside the first answer: the store commit (a pool
+      // job whose result comes back on this thread) cannot have ended yet.
+      committed_when_answered = env.svc->pending() == 0;
+      env.pull->manifest(route, "v1", true, [&](Result<ManifestResult> r2) {
+        env.fx().update([&] {
+          second.result.emplace(std::move(r2));
+          second.done = true;
+        });
+      });
+      env.fx().update([&] { answered = true; });
+    });
+  });
+  REQUIRE(env.fx().wait([&] { return answered && second.done; }));
+  CHECK(first_ok);
+  CHECK_FALSE(committed_when_answered);
+  {
+    std::lock_guard<std::mutex> g(env.fx().mu);
+    REQUIRE(second.result->ok());
+    CHECK((*second.result)->bytes == m1);
+    CHECK((*second.result)->info.digest == Digest::sha256_of(m1));
+  }
+  CHECK(env.upstream.count_path("/v2/lib/early/manifests/v1") == 1);
+  // The commit ends behind the answers: then the store has it under its tag.
+  REQUIRE(env.eventually([&] { return env.fx().call([&] { return env.svc->pending(); }) == 0; }));
+  auto tag = env.store->get_tag("lib/early", "v1");
+  REQUIRE(tag.ok());
+  CHECK(*tag == Digest::sha256_of(m1));
   env.end();
 }
 
