@@ -9,6 +9,8 @@
 
 #include "app/app.hpp"
 #include "app/cli_args.hpp"
+#include "app/cli_check.hpp"
+#include "app/cli_gc.hpp"
 #include "app/config.hpp"
 #include "app/sync_cli.hpp"
 #include "base/log.hpp"
@@ -31,6 +33,13 @@ int usage(FILE* out) {
           "            open a sync window on the running outpost now (POST /outpost/sync\n"
           "            to the first server.listen address); --wait prints progress until\n"
           "            the replay queue is empty or the window ends (at most --timeout, 1h)\n"
+          "  gc [--dry-run] [--grace DUR] [--json]\n"
+          "            one garbage collection pass: offline on the store, or through the\n"
+          "            running server (POST /outpost/gc) when it holds the store\n"
+          "  check [--repair] [--rate BYTES] [--json]\n"
+          "            verify every stored blob's digest and the files against the rows;\n"
+          "            --repair moves corrupt files aside (cached ones are refetched on\n"
+          "            the next pull); exit 1 when problems are found\n"
           "  version   print the version and exit\n"
           "\n"
           "options:\n"
@@ -134,6 +143,8 @@ constexpr Command kCommands[] = {
     {"serve", cmd_serve},
     {"config", cmd_config},
     {"sync", cmd_sync},
+    {"gc", outpost::app::cli_gc},
+    {"check", outpost::app::cli_check},
     {"version", cmd_version},
 };
 

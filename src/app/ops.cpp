@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "app/ops_storage.hpp"
 #include "app/sync_control.hpp"
 #include "cache/pull_through.hpp"
 #include "http/router.hpp"
@@ -47,6 +48,7 @@ std::string metrics_text(const OpsSources& s) {
           st.connections_rejected);
   counter(out, "outpost_http_sent_bytes_total", "bytes written to clients", st.bytes_sent);
   counter(out, "outpost_http_connections", "open client connections", s.server->connection_count(), "gauge");
+  out += storage_metrics(s.storage);  // issue #18 (ops_storage.cpp)
   if (s.pull) {
     const auto& p = s.pull->stats();
     counter(out, "outpost_cache_served_offline_total", "answers served from cache without the parent's confirmation",
@@ -127,6 +129,7 @@ std::string status_json(const OpsSources& s) {
     auto sj = json::parse(s.sync->status_json(), nullptr, false);
     if (!sj.is_discarded() && !sj.is_null()) j["sync"] = std::move(sj);
   }
+  j["storage"] = storage_status_json(s.storage);  // issue #18 (ops_storage.cpp)
   return j.dump(2) + "\n";
 }
 

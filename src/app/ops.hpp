@@ -9,6 +9,7 @@
 
 namespace outpost::http { class Server; class Router; }
 namespace outpost::cache { class PullThrough; }
+namespace outpost::storesvc { class Housekeeper; }
 
 namespace outpost::app {
 
@@ -22,6 +23,8 @@ struct OpsSources {
   /// What runs sync windows; null until the scheduler exists (POST and GET
   /// /outpost/sync then answer 503). Not owned; loop thread.
   SyncControl* sync = nullptr;
+  /// Cache management figures (issue #18); null in tests.
+  const storesvc::Housekeeper* storage = nullptr;
 };
 
 std::string metrics_text(const OpsSources& s);
