@@ -3,7 +3,7 @@
 - a small quota filled by pulls evicts least recently used first: an image
   read again survives, the oldest untouched one goes; pushed content still
   owed to the parent (its sync window closed) survives whatever is pulled;
-- a blob streamed to a slow reader (curl --limit-rate) while it is evicted
+- a blob streamed to a slow reader (4 KiB per 50 ms) while it is evicted
   reaches that reader byte-identical;
 - a byte flipped in a stored blob: `outpost check` names it, a GET never
   returns the corrupt bytes, `outpost check --repair` (through the running
@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -161,25 +162,48 @@ class Eviction(unittest.TestCase):
         big_digest, big_man = push_image(self.reg.url, "lib/big", "v1", rnd(big, "big"))
         layer = json.loads(big_man)["layers"][0]["digest"]
         pull(op.url, "lib/big", "v1")
-        out = os.path.join(op.tmp, "slow.bin")
-        # About 6 s at 100 KiB/s: eviction happens meanwhile.
-        slow = subprocess.Popen(["curl", "-sS", "--limit-rate", "100K", "-o", out,
-                                 f"{op.url}/v2/lib/big/blobs/{layer}"])
-        try:
-            wait_until(lambda: os.path.exists(out) and os.path.getsize(out) > 0, timeout=10)
-            for i in (1, 2):
-                pull(op.url, f"lib/img{i}", "v1")
-            self.wait_evicted(op, 1)
-            wait_until(lambda: not os.path.exists(blob_path(op.root, layer)), timeout=10,
-                       message="the streamed blob was not evicted")
-            self.assertIsNone(slow.poll(), "the slow read finished before the eviction: not a test")
-            self.assertEqual(slow.wait(timeout=60), 0)
-        finally:
-            if slow.poll() is None:
-                slow.kill()
-                slow.wait()
-        with open(out, "rb") as f:
-            self.assertEqual(sha256_digest(f.read()), layer)
+        # A slow reader (curl 7.88's --limit-rate does not hold back a
+        # loopback transfer): a small receive buffer and 4 KiB per 50 ms,
+        # about 7 s for the blob, so the eviction happens meanwhile.
+        got = bytearray()
+        started = threading.Event()
+        finished = threading.Event()
+
+        def slow_read() -> None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((op.host, op.port))
+            sock.sendall(f"GET /v2/lib/big/blobs/{layer} HTTP/1.1\r\nHost: x\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            sock.settimeout(30)
+            buf = bytearray()
+            try:
+                while True:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    buf += chunk
+                    started.set()
+                    time.sleep(0.05)
+            finally:
+                sock.close()
+                got.extend(buf)
+                finished.set()
+
+        reader = threading.Thread(target=slow_read, daemon=True)
+        reader.start()
+        self.assertTrue(started.wait(10), "the slow read did not start")
+        for i in (1, 2):
+            pull(op.url, f"lib/img{i}", "v1")
+        self.wait_evicted(op, 1)
+        wait_until(lambda: not os.path.exists(blob_path(op.root, layer)), timeout=10,
+                   message="the streamed blob was not evicted")
+        self.assertFalse(finished.is_set(), "the slow read finished before the eviction: not a test")
+        self.assertTrue(finished.wait(60), "the slow read did not finish")
+        head, _, body = bytes(got).partition(b"\r\n\r\n")
+        self.assertIn(b" 200 ", head.split(b"\r\n")[0])
+        self.assertEqual(len(body), big)
+        self.assertEqual(sha256_digest(body), layer)
 
 
 class Integrity(unittest.TestCase):
