@@ -22,7 +22,8 @@ struct Housekeeper::Timer {
 };
 
 Housekeeper::Housekeeper(uv_loop_t* loop, StoreService& store, HousekeeperOptions opts)
-    : loop_(loop), store_(store), opts_(std::move(opts)) {}
+    : loop_(loop), store_(store), opts_(std::move(opts)),
+      wall_offset_ms_(wall_ms() - static_cast<int64_t>(uv_now(loop))) {}
 
 Housekeeper::~Housekeeper() { stop(); }
 
@@ -72,7 +73,8 @@ void Housekeeper::stop() {
 }
 
 void Housekeeper::touch(const Digest& d) {
-  access_[d.str()] = wall_ms();
+  // The loop's cached time (no clock read per GET), as wall-clock ms.
+  access_[d.str()] = static_cast<int64_t>(uv_now(loop_)) + wall_offset_ms_;
   if (access_.size() >= opts_.access_max_pending) flush_access();
 }
 

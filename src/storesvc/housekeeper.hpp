@@ -107,6 +107,7 @@ class Housekeeper {
   HousekeeperOptions opts_;
   StorageStats stats_;
   std::unordered_map<std::string, int64_t> access_;  ///< digest -> last read ms
+  int64_t wall_offset_ms_ = 0;  ///< wall clock minus uv_now at construction
   uint64_t seen_written_ = 0;
   bool evicting_ = false;
   bool evict_again_ = false;
