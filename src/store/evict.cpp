@@ -48,7 +48,7 @@ Result<uint64_t> bytes_over(const GcTargets& t, const EvictOptions& o, uint64_t*
   *used = usage.total;
   *quota = 0;
   uint64_t need = 0;
-  if (!o.max_size.set() && !o.min_free.set()) return need;
+  if (!o.max_size.set() && !o.min_free.set() && !o.free_at_least.set()) return need;
   STORE_ASSIGN(auto space, fs_space(t.layout.root()));
   if (o.max_size.set()) {
     *quota = o.max_size.resolve(space.total);
@@ -58,6 +58,7 @@ Result<uint64_t> bytes_over(const GcTargets& t, const EvictOptions& o, uint64_t*
     const uint64_t want = o.min_free.resolve(space.total);
     if (space.avail < want) need = std::max(need, want - space.avail);
   }
+  if (o.free_at_least.set()) need = std::max(need, std::min(o.free_at_least.resolve(space.total), o.free_at_least_max));
   return need;
 }
 

@@ -39,6 +39,12 @@ struct EvictOptions {
   /// Content read, filled or linked within this window is never evicted:
   /// a pull or a fill is using it right now.
   int64_t grace_ms = 60 * 1000;
+  /// Free at least this much whatever the limits say, capped at
+  /// `free_at_least_max` bytes (after a write failed on a full disk: the
+  /// space the failed write held is back by now, so "within min_free" would
+  /// free nothing and the retry would fail again).
+  SizeLimit free_at_least;
+  uint64_t free_at_least_max = 1ull << 30;
   size_t batch = 64;
 };
 

@@ -131,8 +131,8 @@ Result<Descriptor> Store::put_blob(std::string_view repo, const Digest& d, std::
   // (even one not yet recorded) can be reused as is.
   // A file a check marked bad is rewritten.
   auto have = blobs_.stat(d);
-  if (!have || *have != bytes.size() || blob_bad(d)) OUTPOST_TRY(blobs_.write_verified(d, bytes));
-  OUTPOST_TRY(meta_->record_blob(repo, desc, origin));
+  if (!have || *have != bytes.size() || blob_bad(d)) OUTPOST_TRY(note_space(blobs_.write_verified(d, bytes)));
+  OUTPOST_TRY(note_space(meta_->record_blob(repo, desc, origin)));
   written_.fetch_add(desc.size, std::memory_order_relaxed);
   return desc;
 }
@@ -152,13 +152,14 @@ Status Store::delete_blob(std::string_view repo, const Digest& d) {
 // ---- uploads --------------------------------------------------------------------------
 
 Result<std::string> Store::start_upload(std::string_view repo, bool internal) {
-  STORE_ASSIGN(auto id, uploads_->create(repo, internal));
-  return id.str();
+  auto id = note_space(uploads_->create(repo, internal));
+  if (!id) return std::move(id).error();
+  return id->str();
 }
 
 Result<uint64_t> Store::append_upload(std::string_view repo, std::string_view id, uint64_t offset,
                                       std::string_view bytes) {
-  return uploads_->append(repo, id, offset, bytes);
+  return note_space(uploads_->append(repo, id, offset, bytes));
 }
 
 Result<uint64_t> Store::prepare_upload(std::string_view repo, std::string_view id) {
@@ -170,7 +171,7 @@ Result<uint64_t> Store::rewind_upload(std::string_view repo, std::string_view id
 }
 
 Result<uint64_t> Store::flush_upload(std::string_view repo, std::string_view id) {
-  return uploads_->flush(repo, id);
+  return note_space(uploads_->flush(repo, id));
 }
 
 Result<uint64_t> Store::upload_status(std::string_view repo, std::string_view id) {
@@ -183,7 +184,7 @@ Result<Digest> Store::upload_digest(std::string_view repo, std::string_view id) 
 
 Result<Descriptor> Store::commit_upload(std::string_view repo, std::string_view id, const Digest& expected,
                                         Origin origin) {
-  auto r = uploads_->commit(repo, id, expected, origin);
+  auto r = note_space(uploads_->commit(repo, id, expected, origin));
   if (r) written_.fetch_add(r->size, std::memory_order_relaxed);
   return r;
 }
@@ -208,9 +209,10 @@ Result<ManifestInfo> Store::put_manifest(const ManifestPut& m, std::string_view 
   }
   std::shared_lock pub(publish_mu_);
   auto have = blobs_.stat(m.digest);
-  if (!have || *have != bytes.size() || blob_bad(m.digest)) OUTPOST_TRY(blobs_.write_verified(m.digest, bytes));
+  if (!have || *have != bytes.size() || blob_bad(m.digest))
+    OUTPOST_TRY(note_space(blobs_.write_verified(m.digest, bytes)));
   written_.fetch_add(bytes.size(), std::memory_order_relaxed);
-  return bump_manifests(meta_->put_manifest(m, bytes.size()));
+  return bump_manifests(note_space(meta_->put_manifest(m, bytes.size())));
 }
 
 Result<ManifestInfo> Store::get_manifest(std::string_view repo, const Digest& d) {

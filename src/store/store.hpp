@@ -196,6 +196,9 @@ class Store {
   /// Blob bytes published since open (pushes, fills, manifests): an atomic,
   /// so loop code may poll it to decide when to look at the quota.
   uint64_t bytes_written() const { return written_.load(std::memory_order_relaxed); }
+  /// Writes refused because the disk is full (Errc::InsufficientStorage)
+  /// since open: an atomic; the Housekeeper evicts when it grows.
+  uint64_t nospace_errors() const { return nospace_.load(std::memory_order_relaxed); }
 
   /// Bumped after every write that can change what a (repository,
   /// reference) resolves to: manifest and tag puts/deletes, GC. Blob links
@@ -235,6 +238,13 @@ class Store {
   std::atomic<uint64_t> manifest_gen_{0};
   std::atomic<uint64_t> blob_gen_{0};
   std::atomic<uint64_t> written_{0};
+  std::atomic<uint64_t> nospace_{0};
+  /// Counts a disk-full failure of a write.
+  template <typename R>
+  R note_space(R r) {
+    if (!r && r.error().code == Errc::InsufficientStorage) nospace_.fetch_add(1, std::memory_order_relaxed);
+    return r;
+  }
   /// After the write's commit (or failure: a harmless extra bump).
   template <typename R>
   R bump_manifests(R r) {

@@ -99,6 +99,11 @@ void Housekeeper::flush_access() {
 }
 
 void Housekeeper::poll_writes() {
+  // Disk full: evict first (the refused write's retry then finds room).
+  if (const uint64_t n = store_.nospace_errors(); n != seen_nospace_) {
+    seen_nospace_ = n;
+    evict_now(true);
+  }
   const uint64_t w = store_.bytes_written();
   if (w == seen_written_) return;
   const uint64_t added = w - seen_written_;
@@ -114,10 +119,11 @@ void Housekeeper::poll_writes() {
   }
 }
 
-void Housekeeper::evict_now() {
+void Housekeeper::evict_now(bool disk_full) {
   if (stopped_) return;
   if (evicting_) {
     evict_again_ = true;
+    evict_again_disk_full_ = evict_again_disk_full_ || disk_full;
     return;
   }
   evicting_ = true;
@@ -125,10 +131,11 @@ void Housekeeper::evict_now() {
     store::EvictReport rep;
     store::StorageUsage usage;
   };
-  const store::EvictOptions o = opts_.evict;
+  store::EvictOptions o = opts_.evict;
+  if (disk_full) o.free_at_least = opts_.disk_full_reserve;
   // Reads so far go first, in the same job: the pass orders by them.
   std::vector<std::pair<Digest, int64_t>> reads;
-  if (o.max_size.set() || o.min_free.set()) {
+  if (o.max_size.set() || o.min_free.set() || disk_full) {
     reads.reserve(access_.size());
     for (auto& [k, ms] : access_)
       if (auto d = Digest::parse(k)) reads.emplace_back(std::move(*d), ms);
@@ -164,8 +171,10 @@ void Housekeeper::evict_now() {
           }
         }
         if (evict_again_ && !stopped_) {
+          const bool full = evict_again_disk_full_;
           evict_again_ = false;
-          evict_now();
+          evict_again_disk_full_ = false;
+          evict_now(full);
         }
       });
 }

@@ -41,6 +41,9 @@ struct HousekeeperOptions {
   int64_t access_flush_ms = 30 * 1000;
   size_t access_max_pending = 65536;        ///< flush early beyond this many digests
   uint64_t check_rate = 100ull * 1024 * 1024;  ///< bytes/s for server-side checks
+  /// What a pass after a disk-full write frees at least (10% of the
+  /// filesystem, at most EvictOptions::free_at_least_max).
+  store::SizeLimit disk_full_reserve{0, 10};
 };
 
 /// Everything status/metrics show. Loop thread.
@@ -79,7 +82,9 @@ class Housekeeper {
   void touch(const Digest& d);
 
   /// Runs an eviction pass unless one is running.
-  void evict_now();
+  /// `disk_full`: a write just failed for want of space, so the pass frees
+  /// at least `disk_full_reserve` of cached content.
+  void evict_now(bool disk_full = false);
   /// One GC pass now (`dry_run`: report only); `done` on the loop.
   /// `grace_ms` >= 0 replaces the 10 min grace of unreferenced blobs (an
   /// operator who deleted content and wants the space now).
@@ -109,6 +114,8 @@ class Housekeeper {
   std::unordered_map<std::string, int64_t> access_;  ///< digest -> last read ms
   int64_t wall_offset_ms_ = 0;  ///< wall clock minus uv_now at construction
   uint64_t seen_written_ = 0;
+  uint64_t seen_nospace_ = 0;
+  bool evict_again_disk_full_ = false;
   bool evicting_ = false;
   bool evict_again_ = false;
   bool gc_running_ = false;

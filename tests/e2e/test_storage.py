@@ -269,10 +269,16 @@ class DiskFull(unittest.TestCase):
         if m.returncode != 0:
             self.skipTest(f"cannot mount a tmpfs: {m.stderr.strip()}")
         self.addCleanup(subprocess.run, ["umount", "-l", mnt], check=False)
-        op = Outpost({"storage": {"gc_interval": "0s"}}, root=os.path.join(mnt, "store"))
+        reg = DockerRegistry().__enter__()
+        self.addCleanup(reg.__exit__, None, None, None)
+        push_image(reg.url, "lib/cached", "v1", rnd(16 << 20, "cached"))
+        op = Outpost({"parent": {"url": reg.url, "connect_timeout": "1s", "timeout": "10s"},
+                      "storage": {"gc_interval": "0s", "evict_grace": "0s"}, "sync": CLOSED},
+                     root=os.path.join(mnt, "store"))
         op.__enter__()
         self.addCleanup(op.__exit__, None, None, None)
         c = Client(op.url)
+        pull(op.url, "lib/cached", "v1")  # 16 MiB of evictable, cached content
         first_digest, _ = c.push_image("site/first", "v1", [rnd(4 << 20, "first")])
         want = pull(op.url, "site/first", "v1")
         failed = None
@@ -294,6 +300,12 @@ class DiskFull(unittest.TestCase):
         # Nothing half-written is visible; reads keep working.
         self.assertEqual(c.head_blob("site/fill", d), 404)
         self.assertEqual(pull(op.url, "site/first", "v1"), want)
+        # Evict first, then error: the refused write made the server evict
+        # cached content, so the same push succeeds without an operator.
+        wait_until(lambda: status(op)["storage"]["evicted"]["blobs"] > 0, timeout=20,
+                   message="no eviction after the disk-full error")
+        self.assertEqual(c.push_blob("site/fill", data), d)
+        pushed.append(d)
         # Free space: delete the filler blobs, collect them now.
         for pd in pushed:
             self.assertEqual(c.req("DELETE", f"/v2/site/fill/blobs/{pd}").status, 202)
