@@ -10,6 +10,8 @@
 #include "app/app.hpp"
 #include "app/cli_args.hpp"
 #include "app/cli_status.hpp"
+#include "app/cli_check.hpp"
+#include "app/cli_gc.hpp"
 #include "app/config.hpp"
 #include "app/cli_token.hpp"
 #include "app/sync_cli.hpp"
@@ -40,6 +42,13 @@ int usage(FILE* out) {
           "  status [--json]\n"
           "            show the running outpost's state (GET /outpost/status at the first\n"
           "            server.listen address): link, sync, replay queue, cache, upstreams\n"
+          "  gc [--dry-run] [--grace DUR] [--json]\n"
+          "            one garbage collection pass: offline on the store, or through the\n"
+          "            running server (POST /outpost/gc) when it holds the store\n"
+          "  check [--repair] [--rate BYTES] [--json]\n"
+          "            verify every stored blob's digest and the files against the rows;\n"
+          "            --repair moves corrupt files aside (cached ones are refetched on\n"
+          "            the next pull); exit 1 when problems are found\n"
           "  version   print the version and exit\n"
           "\n"
           "options:\n"
@@ -144,6 +153,8 @@ constexpr Command kCommands[] = {
     {"config", cmd_config},
     {"sync", cmd_sync},
     {"status", outpost::app::cli_status},
+    {"gc", outpost::app::cli_gc},
+    {"check", outpost::app::cli_check},
     {"version", cmd_version},
     {"token", outpost::app::cli_token},
 };

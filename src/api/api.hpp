@@ -4,7 +4,10 @@
 // nothing of sockets and never call the (blocking) store on the loop.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
+
+#include "base/digest.hpp"
 
 #include "http/router.hpp"
 
@@ -30,6 +33,9 @@ struct ApiContext {
   cache::PullThrough* pull = nullptr;  ///< null: no parent, a standalone registry
   cache::HotManifests* memo = nullptr;  ///< manifest reads; null: a store job each
   cache::HotBlobs* blobs = nullptr;     ///< blob GET/HEAD on the loop; null: a store job each
+  /// A read of a blob or manifest (cache management's LRU, issue #18);
+  /// loop thread, no I/O. Empty: not recorded.
+  std::function<void(const Digest&)> on_access;
 };
 
 /// What a route needs when access control is on (issue #16), the tag each

@@ -81,6 +81,7 @@ void handle_blob_get(ApiContext& ctx, const http::ExchangePtr& ex) {
   auto route = pull_route(ctx, ex);
   const std::string name = local_repo(route, ex);
   const bool offline = route && route->upstream->offline();
+  if (ctx.on_access) ctx.on_access(*d);
   if (ctx.blobs && serve_known(ctx, ex, name, *d, offline)) return;
   ApiContext* c = &ctx;
   // Taken before the read: a revoking write that commits meanwhile makes

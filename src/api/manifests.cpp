@@ -31,7 +31,9 @@ bool check_reference(const http::ExchangePtr& ex) {
 }  // namespace
 
 namespace {
-void respond_manifest(const http::ExchangePtr& ex, const store::ManifestInfo& info, std::string bytes) {
+void respond_manifest(const ApiContext& ctx, const http::ExchangePtr& ex, const store::ManifestInfo& info,
+                      std::string bytes) {
+  if (ctx.on_access) ctx.on_access(info.digest);  // LRU of cache management (issue #18)
   ex->add_header("Docker-Content-Digest", info.digest.str());
   ex->add_header("ETag", "\"" + info.digest.str() + "\"");
   ex->add_header("Content-Type", info.media_type);
@@ -52,7 +54,8 @@ void handle_manifest_get(ApiContext& ctx, const http::ExchangePtr& ex) {
   const bool head = ex->req().method == http::Method::Head;
   if (auto route = pull_route(ctx, ex)) {
     const bool read_write = !ctx.options.read_only;
-    ctx.pull->manifest(*route, ref, !head, [ex, ref, head, read_write, route](Result<cache::ManifestResult> r) {
+    ApiContext* c = &ctx;
+    ctx.pull->manifest(*route, ref, !head, [c, ex, ref, head, read_write, route](Result<cache::ManifestResult> r) {
       if (!r && head && read_write && r.error().code == Errc::UpstreamUnavailable && route->upstream->offline()) {
         // As for blobs: a HEAD miss while the parent is away is "not here",
         // so a push that checks its tag first (ctr push) goes on (issue #13).
@@ -65,16 +68,17 @@ void handle_manifest_get(ApiContext& ctx, const http::ExchangePtr& ex) {
         ex->add_header("Outpost-Cache", "offline");
         if (r->tag_age_s) ex->add_header("Outpost-Tag-Age", std::to_string(*r->tag_age_s));
       }
-      respond_manifest(ex, r->info, std::move(r->bytes));
+      respond_manifest(*c, ex, r->info, std::move(r->bytes));
     });
     return;
   }
   const std::string name = ex->params().name;
   if (ctx.memo) {
     // Hot tags are answered on the loop thread (issue #14).
-    ctx.memo->get(name, ref, !head, [ex, ref](Result<cache::HotManifest> r) {
+    ApiContext* c = &ctx;
+    ctx.memo->get(name, ref, !head, [c, ex, ref](Result<cache::HotManifest> r) {
       if (!r) return respond_manifest_error(ex, r.error(), ref);
-      respond_manifest(ex, r->info, r->bytes ? *r->bytes : std::string());
+      respond_manifest(*c, ex, r->info, r->bytes ? *r->bytes : std::string());
     });
     return;
   }
@@ -90,9 +94,9 @@ void handle_manifest_get(ApiContext& ctx, const http::ExchangePtr& ex) {
         }
         return f;
       },
-      [ex, ref](Result<Fetched> r) {
+      [c = &ctx, ex, ref](Result<Fetched> r) {
         if (!r) return respond_manifest_error(ex, r.error(), ref);
-        respond_manifest(ex, r->info, std::move(r->bytes));
+        respond_manifest(*c, ex, r->info, std::move(r->bytes));
       });
 }
 

@@ -261,7 +261,7 @@ void new_session(ApiContext& ctx, const http::ExchangePtr& ex, std::optional<Dig
   const std::string name = ex->params().name;
   ApiContext* c = &ctx;
   ctx.store->run<std::string>(
-      [name](store::Store& s) { return s.start_upload(name); },
+      [name, internal = monolithic.has_value()](store::Store& s) { return s.start_upload(name, internal); },
       [ex, c, name, monolithic](Result<std::string> r) {
         if (!r) return ex->respond_error(r.error());
         const std::string id = *r;

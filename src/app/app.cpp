@@ -12,6 +12,7 @@
 #include "app/reload.hpp"
 #include "app/request_log.hpp"
 #include "app/watchdog.hpp"
+#include "app/ops_storage.hpp"
 #include "app/sync_control.hpp"
 #include "auth/instance_id.hpp"
 #include "base/log.hpp"
@@ -22,6 +23,7 @@
 #include "http/client.hpp"
 #include "net/tls.hpp"
 #include "store/store.hpp"
+#include "storesvc/housekeeper.hpp"
 #include "storesvc/store_service.hpp"
 #include "sync/keeper.hpp"
 #include "sync/sync_service.hpp"
@@ -55,6 +57,9 @@ struct App::Impl {
   std::vector<std::unique_ptr<http::HttpClient>> http_clients;
   std::unique_ptr<cache::HotManifests> memo;  ///< used by api and pull: freed after both
   std::unique_ptr<cache::HotBlobs> hot_blobs;  ///< blob GET/HEAD fast path (api)
+  /// Cache management (issue #18): access times, eviction, scheduled GC,
+  /// check. Stopped before the store drains.
+  std::unique_ptr<storesvc::Housekeeper> housekeeper;
   std::unique_ptr<cache::PullThrough> pull;
   /// Sync windows and the replay to the parent (issue #15); null without a
   /// parent. Shut down before the cache and the store.
@@ -83,9 +88,12 @@ App::~App() {
   if (impl_->sync) impl_->sync->shutdown();
   if (impl_->pull) impl_->pull->shutdown();
   impl_->http_clients.clear();
+  if (impl_->housekeeper) impl_->housekeeper->stop();
   while (uv::pending_work() > 0) uv_run(impl_->loop.get(), UV_RUN_ONCE);
   impl_->auth.reset();
   impl_->ops.sync = nullptr;
+  impl_->ops.storage = nullptr;
+  impl_->housekeeper.reset();
   impl_->sync_control.reset();
   impl_->sync.reset();
   impl_->keeper.reset();
@@ -270,6 +278,21 @@ int App::run() {
   m.api.memo = m.memo.get();
   m.hot_blobs = std::make_unique<cache::HotBlobs>(m.store.get());
   m.api.blobs = m.hot_blobs.get();
+  {
+    // Cache management (issue #18): quota and free-space eviction, GC on a
+    // schedule, access times, check. Keys validated by the config loader.
+    storesvc::HousekeeperOptions ho;
+    ho.evict.max_size = *store::parse_size_limit(c.storage.max_size);
+    ho.evict.min_free = *store::parse_size_limit(c.storage.min_free);
+    ho.evict.grace_ms = static_cast<int64_t>(c.storage.evict_grace_ms);
+    ho.gc.upload_ttl_ms = static_cast<int64_t>(c.storage.upload_ttl_ms);
+    ho.gc_interval_ms = static_cast<int64_t>(c.storage.gc_interval_ms);
+    ho.check_rate = c.storage.check_rate;
+    m.housekeeper = std::make_unique<storesvc::Housekeeper>(m.loop.get(), *m.store, std::move(ho));
+    storesvc::Housekeeper* hk = m.housekeeper.get();
+    m.api.on_access = [hk](const Digest& d) { hk->touch(d); };
+    m.ops.storage = hk;
+  }
   if (!c.parent.url.empty() || !c.upstreams.empty()) {
     cache::PullOptions po;
     po.tag_ttl_ms = c.cache.tag_ttl_ms;
@@ -363,6 +386,7 @@ int App::run() {
   m.ops.started_ms = static_cast<uint64_t>(tv.tv_sec) * 1000 + static_cast<uint64_t>(tv.tv_usec) / 1000;
   register_ops_routes(m.router, m.ops);
   m.auth->register_routes(m.router);
+  register_storage_routes(m.router, m.housekeeper.get());
   api::register_routes(m.router, m.api);
 
   http::ServerLimits lim;
@@ -478,6 +502,7 @@ int App::run() {
   m.sigint = uv::Signal::start(m.loop.get(), SIGINT, on_signal);
 
   if (m.sync) m.sync->start();
+  m.housekeeper->start();
   sd_notify(0, "READY=1");
   m.watchdog = std::make_unique<Watchdog>(m.loop.get(), [&m] { return systemd_status_line(m.ops); });
   m.watchdog->start();
@@ -492,9 +517,12 @@ int App::run() {
   if (m.sync) m.sync->shutdown();  // cancels pushes in flight; their entries stay pending
   if (m.pull) m.pull->shutdown();
   m.http_clients.clear();
+  if (m.housekeeper) m.housekeeper->stop();  // cancels a check, flushes access times
   while (uv::pending_work() > 0) uv_run(m.loop.get(), UV_RUN_ONCE);
   m.auth.reset();
   m.ops.sync = nullptr;
+  m.ops.storage = nullptr;
+  m.housekeeper.reset();
   m.sync_control.reset();
   m.sync.reset();
   m.keeper.reset();

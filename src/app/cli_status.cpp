@@ -113,11 +113,11 @@ std::string status_table(const json& st) {
   line(out, "expired", text_at(st, "/sync/queue/expired"));
 
   out += "cache\n";
-  line(out, "bytes used", bytes_at(st, "/cache/bytes_used"));
-  line(out, "quota", bytes_at(st, "/cache/quota_bytes"));
+  line(out, "bytes used", bytes_at(st, "/storage/bytes/total"));
+  line(out, "quota", bytes_at(st, "/storage/quota_bytes"));
   line(out, "hit ratio", text_at(st, "/cache/hit_ratio") + " (" + text_at(st, "/cache/hits") + " hits, " +
                              text_at(st, "/cache/misses") + " misses)");
-  line(out, "evictions", text_at(st, "/cache/evictions"));
+  line(out, "evictions", text_at(st, "/storage/evicted/blobs"));
   line(out, "disk free", bytes_at(st, "/storage/fs_free_bytes") + " of " + bytes_at(st, "/storage/fs_size_bytes") +
                              " (" + text_at(st, "/storage/root") + ")");
 
@@ -150,7 +150,7 @@ int cli_status(CliArgs& a) {
     return 2;
   }
   const std::string base = admin_base_url(*cfg);
-  AdminAnswer ans = admin_get(base, "/outpost/status");
+  AdminGet ans = admin_get(base, "/outpost/status");
   if (ans.status == 0) {
     fprintf(stderr, "outpost: no outpost running at %s (%s)\n", base.c_str(), ans.error.c_str());
     return 1;

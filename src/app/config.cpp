@@ -22,6 +22,7 @@
 
 #include "base/size.hpp"
 #include "auth/scope.hpp"
+#include "store/evict.hpp"
 #include "sync/keep_pattern.hpp"
 
 namespace outpost::app {
@@ -173,6 +174,11 @@ Status check_schedule(std::string_view s) {
 }
 
 Status check_anonymous_pull(std::string_view s) { return auth::check_pattern(s); }
+Status check_size_limit(std::string_view s) {
+  auto r = store::parse_size_limit(s);
+  if (!r) return std::move(r).error();
+  return {};
+}
 
 Status check_keep(std::string_view s) {
   auto r = sync::KeepPattern::parse(s);
@@ -214,6 +220,18 @@ constexpr Setting kSettings[] = {
         Kind::Duration, "grace for in-flight requests after SIGTERM"),
     str<&Config::storage, &StorageConfig::root>("storage.root", 1,
         "directory holding blobs and metadata; relative to the working directory"),
+    checked_str<&Config::storage, &StorageConfig::max_size>("storage.max_size", &check_size_limit,
+        "blob bytes kept before cached content is evicted, \"200GiB\" or \"80%\" of the filesystem; empty: no quota"),
+    checked_str<&Config::storage, &StorageConfig::min_free>("storage.min_free", &check_size_limit,
+        "free space kept on the store's filesystem by evicting cached content, bytes or \"%\"; empty: none"),
+    num<&Config::storage, &StorageConfig::gc_interval_ms, 0, 7 * kDay>("storage.gc_interval", Kind::Duration,
+        "how often garbage collection runs (0s: never on its own)"),
+    num<&Config::storage, &StorageConfig::upload_ttl_ms, kSecond, 90 * kDay>("storage.upload_ttl", Kind::Duration,
+        "upload sessions idle this long are removed"),
+    num<&Config::storage, &StorageConfig::evict_grace_ms, 0, kDay>("storage.evict_grace", Kind::Duration,
+        "content read, filled or linked this recently is never evicted"),
+    num<&Config::storage, &StorageConfig::check_rate, 0, 100 * kGiB>("storage.check_rate", Kind::Size,
+        "bytes/s a check of a running server hashes (0: unlimited)"),
     str<&Config::registry, &RegistryConfig::name>("registry.name", 1,
         "this registry's name, shown in logs, metrics and status"),
     choice<&Config::registry, &RegistryConfig::mode>("registry.mode", kModes,

@@ -31,6 +31,13 @@ struct ServerConfig {
 
 struct StorageConfig {
   std::string root = "var/outpost";        ///< relative paths are relative to the working directory
+  // Cache management (issue #18; docs/configuration.md "[storage]").
+  std::string max_size;                    ///< "200GiB" or "80%" of the filesystem; empty: no quota
+  std::string min_free;                    ///< free space to keep, bytes or "%"; empty: none
+  uint64_t gc_interval_ms = 3'600'000;     ///< scheduled GC; 0: off
+  uint64_t upload_ttl_ms = 86'400'000;     ///< idle upload sessions are removed after this
+  uint64_t evict_grace_ms = 60'000;        ///< content used this recently is never evicted
+  uint64_t check_rate = 100ull << 20;      ///< bytes/s a server-side check hashes (0: unlimited)
 
   bool operator==(const StorageConfig&) const = default;
 };

@@ -8,6 +8,7 @@
 
 #include "app/request_log.hpp"
 #include "app/status_page.hpp"
+#include "app/ops_storage.hpp"
 #include "app/sync_control.hpp"
 #include "cache/pull_through.hpp"
 #include "http/router.hpp"
@@ -98,6 +99,7 @@ std::string metrics_text(const OpsSources& s, const DiskUsage* disk) {
   counter(out, "outpost_http_accept_out_of_fds_total", "accepts that failed for want of a file descriptor",
           st.accept_out_of_fds);
   if (s.requests) out += s.requests->metrics_text();
+  out += storage_metrics(s.storage);  // issue #18 (ops_storage.cpp)
   if (s.pull) {
     const auto& p = s.pull->stats();
     counter(out, "outpost_cache_served_offline_total", "answers served from cache without the parent's confirmation",
@@ -223,6 +225,10 @@ std::string status_json(const OpsSources& s, const DiskUsage* disk) {
   if (s.sync) {
     auto sj = json::parse(s.sync->status_json(), nullptr, false);
     if (!sj.is_discarded() && !sj.is_null()) j["sync"] = std::move(sj);
+  }
+  // Cache management figures (issue #18, ops_storage.cpp) join the disk's.
+  if (auto sj = storage_status_json(s.storage); sj.is_object()) {
+    for (auto& [k, v] : sj.items()) j["storage"][k] = v;
   }
   return j.dump(2) + "\n";
 }

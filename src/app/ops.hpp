@@ -13,6 +13,7 @@ typedef struct uv_loop_s uv_loop_t;
 
 namespace outpost::http { class Server; class Router; }
 namespace outpost::cache { class PullThrough; }
+namespace outpost::storesvc { class Housekeeper; }
 
 namespace outpost::app {
 
@@ -49,6 +50,8 @@ struct OpsSources {
   /// /readyz: the store is open and every listener bound (set by app once
   /// they are; cleared when shutdown starts).
   bool ready = false;
+  /// Cache management figures (issue #18); null in tests.
+  const storesvc::Housekeeper* storage = nullptr;
 };
 
 std::string metrics_text(const OpsSources& s, const DiskUsage* disk = nullptr);

@@ -150,9 +150,9 @@ std::string status_page_html(const json& st, const RequestLog* log) {
   row(out, "Hit ratio", "cache-hit-ratio", text_at(st, "/cache/hit_ratio"));
   row(out, "Hits", "cache-hits", text_at(st, "/cache/hits"));
   row(out, "Misses", "cache-misses", text_at(st, "/cache/misses"));
-  row(out, "Bytes used", "cache-bytes-used", text_at(st, "/cache/bytes_used"), human_bytes(st, "/cache/bytes_used"));
-  row(out, "Quota", "cache-quota", text_at(st, "/cache/quota_bytes"), human_bytes(st, "/cache/quota_bytes"));
-  row(out, "Evictions", "cache-evictions", text_at(st, "/cache/evictions"));
+  row(out, "Bytes used", "cache-bytes-used", text_at(st, "/storage/bytes/total"), human_bytes(st, "/storage/bytes/total"));
+  row(out, "Quota", "cache-quota", text_at(st, "/storage/quota_bytes"), human_bytes(st, "/storage/quota_bytes"));
+  row(out, "Evictions", "cache-evictions", text_at(st, "/storage/evicted/blobs"));
   row(out, "Storage root", "storage-root", text_at(st, "/storage/root"));
   row(out, "Disk free", "fs-free", text_at(st, "/storage/fs_free_bytes"), human_bytes(st, "/storage/fs_free_bytes"));
   out += "</table>\n</div></div>\n";

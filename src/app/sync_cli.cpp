@@ -143,8 +143,8 @@ std::string admin_base_url(const Config& cfg) {
   return "http://" + host + ":" + port;
 }
 
-AdminAnswer admin_get(const std::string& base, const std::string& path) {
-  AdminAnswer out;
+AdminGet admin_get(const std::string& base, const std::string& path) {
+  AdminGet out;
   auto url = http::Url::parse(base + path);
   if (!url) {
     out.error = "bad admin address " + base + ": " + url.error().message();

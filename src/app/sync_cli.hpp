@@ -26,12 +26,12 @@ std::string admin_base_url(const Config& cfg);
 /// One GET of `path` at the running daemon's admin URL `base`, run to its
 /// end (bounded by its own deadlines). `error` is set (status 0) when the
 /// daemon could not be reached. For `outpost status` and the like.
-struct AdminAnswer {
+struct AdminGet {
   int status = 0;
   std::string body;
   std::string error;
 };
-AdminAnswer admin_get(const std::string& base, const std::string& path);
+AdminGet admin_get(const std::string& base, const std::string& path);
 
 /// Runs the command; lines go to `out`, errors to `err`. Exit status:
 /// 0 the window was opened (or was open) and, with --wait, the queue is

@@ -37,7 +37,7 @@ void Fill::start() {
   // filesystem call, and the loop makes none.
   store_->run<Session>(
       [repo](store::Store& st) -> Result<Session> {
-        auto id = st.start_upload(repo);
+        auto id = st.start_upload(repo, /*internal=*/true);
         if (!id) return std::move(id).error();
         Session s{*id, {}};
         if (auto uid = store::UploadId::parse(s.id))

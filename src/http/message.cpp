@@ -127,6 +127,7 @@ std::string_view status_reason(int status) {
     case 501: return "Not Implemented";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
+    case 507: return "Insufficient Storage";
     case 504: return "Gateway Timeout";
     default: return "Unknown";
   }

@@ -25,6 +25,10 @@ Error errno_error(std::string_view what, const std::string& path, int err) {
   d += path;
   d += ": ";
   d += std::strerror(err);
+  // Disk full is not an I/O fault: the client gets 507 saying so, and the
+  // write can succeed once eviction or the operator frees space.
+  if (err == ENOSPC || err == EDQUOT)
+    return Error(Errc::InsufficientStorage, "insufficient storage: the registry's disk is full (" + d + ")");
   return Error(Errc::Io, std::move(d));
 }
 

@@ -25,6 +25,11 @@ Status collect_blobs(const GcTargets& t, const GcOptions& o, int64_t cutoff, GcR
     if (batch.empty()) return {};
     for (const auto& c : batch) {
       after = c.digest.str();
+      if (o.dry_run) {
+        ++rep.blobs_removed;
+        rep.bytes_removed += c.size;
+        continue;
+      }
       // Exclusive publish lock: no upload commit or manifest put can be
       // between "file renamed" and "row recorded" for this digest right now.
       std::unique_lock pub(t.publish_mu);
@@ -41,7 +46,9 @@ Status collect_blobs(const GcTargets& t, const GcOptions& o, int64_t cutoff, GcR
   }
 }
 
-Status sweep_blob_files(const GcTargets& t, int64_t cutoff, GcReport& rep) {
+}  // namespace
+
+Status sweep_rowless_blobs(const GcTargets& t, int64_t cutoff, GcReport& rep, bool dry_run) {
   Status err;
   auto st = t.blobs.scan([&](bool valid, const Digest& d, const std::string& path) {
     auto mt = fs::mtime_ms(path);
@@ -60,12 +67,12 @@ Status sweep_blob_files(const GcTargets& t, int64_t cutoff, GcReport& rep) {
         return false;
       }
       if (*row) return true;  // recorded meanwhile
-      if (!fs::remove_file(path).ok()) return true;
+      if (!dry_run && !fs::remove_file(path).ok()) return true;
     } else {
       // Not a name we ever create in blobs/ (stray copy, editor backup...).
       struct stat lst {};
       if (::lstat(path.c_str(), &lst) != 0 || S_ISDIR(lst.st_mode)) return true;
-      if (!fs::remove_file(path).ok()) return true;
+      if (!dry_run && !fs::remove_file(path).ok()) return true;
     }
     ++rep.orphan_files_removed;
     rep.orphan_bytes_removed += bytes;
@@ -75,8 +82,15 @@ Status sweep_blob_files(const GcTargets& t, int64_t cutoff, GcReport& rep) {
   return err;
 }
 
+namespace {
+
 Status expire_uploads(const GcTargets& t, const GcOptions& o, int64_t now, GcReport& rep) {
   const int64_t cutoff = now - o.upload_ttl_ms;
+  if (o.dry_run) {
+    STORE_ASSIGN(auto stale, t.meta.stale_uploads(cutoff, size_t{1} << 20));
+    rep.uploads_expired = stale.size();
+    return {};
+  }
   for (;;) {
     STORE_ASSIGN(auto stale, t.meta.stale_uploads(cutoff, o.batch));
     size_t removed = 0;
@@ -118,8 +132,9 @@ Result<GcReport> collect_garbage(const GcTargets& t, const GcOptions& opts) {
   const int64_t now = t.meta.now_ms();
   const int64_t cutoff = now - o.grace_ms;
   OUTPOST_TRY(collect_blobs(t, o, cutoff, rep));
-  if (o.sweep_blob_files) OUTPOST_TRY(sweep_blob_files(t, cutoff, rep));
+  if (o.sweep_blob_files) OUTPOST_TRY(sweep_rowless_blobs(t, cutoff, rep, o.dry_run));
   OUTPOST_TRY(expire_uploads(t, o, now, rep));
+  if (o.dry_run) return rep;
   STORE_ASSIGN(rep.upload_dirs_removed, t.uploads.sweep_orphans(cutoff));
   // After the expiries: a repository whose only content was a dead session.
   STORE_ASSIGN(rep.repos_removed, t.meta.delete_empty_repos());

@@ -33,6 +33,8 @@ struct GcOptions {
   bool sweep_blob_files = true;
   /// Rows fetched per query; bounds memory independently of store size.
   size_t batch = 256;
+  /// Report what would be removed; remove nothing (`outpost gc --dry-run`).
+  bool dry_run = false;
 };
 
 struct GcReport {
@@ -63,6 +65,10 @@ struct GcTargets {
 /// on a worker thread. Safe to run while the store serves and accepts
 /// uploads: each removal re-checks its condition under the publish lock.
 Result<GcReport> collect_garbage(const GcTargets& t, const GcOptions& opts);
+
+/// Removes files under blobs/ that have no row (or a name we never create)
+/// and an mtime at or before `cutoff_ms`; counts them into `rep`.
+Status sweep_rowless_blobs(const GcTargets& t, int64_t cutoff_ms, GcReport& rep, bool dry_run = false);
 
 /// Removes every entry of tmp/ whose mtime is at or before `cutoff_ms`.
 Result<size_t> sweep_temp_dir(const Layout& layout, int64_t cutoff_ms);

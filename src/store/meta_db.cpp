@@ -143,7 +143,7 @@ Result<uint64_t> MetaDb::blob_size_in_repo(std::string_view repo, const Digest& 
   std::lock_guard lk(mu_);
   STORE_ASSIGN(auto st, db_.prepare(
       "SELECT b.size FROM blobs b JOIN repositories r ON r.name = ?1"
-      " WHERE b.digest = ?2"
+      " WHERE b.digest = ?2 AND b.bad = 0"
       "   AND (EXISTS(SELECT 1 FROM repo_blobs x WHERE x.repo_id = r.id AND x.digest = b.digest)"
       "     OR EXISTS(SELECT 1 FROM manifests m WHERE m.repo_id = r.id AND m.digest = b.digest))"));
   st.bind(1, repo).bind(2, d.str());
@@ -159,8 +159,10 @@ Status MetaDb::record_blob(std::string_view repo, const Descriptor& blob, Origin
   const int64_t now = clock_();
   STORE_ASSIGN(auto txn, sql::Txn::begin(db_));
   STORE_ASSIGN(auto up, db_.prepare(
-      "INSERT INTO blobs(digest, size, created, touched) VALUES(?1, ?2, ?3, ?3)"
-      " ON CONFLICT(digest) DO UPDATE SET touched = excluded.touched"));
+      // Verified bytes were just published under this name: a blob a check
+      // marked bad is good again (schema v4).
+      "INSERT INTO blobs(digest, size, created, touched, accessed) VALUES(?1, ?2, ?3, ?3, ?3)"
+      " ON CONFLICT(digest) DO UPDATE SET touched = excluded.touched, bad = 0"));
   up.bind(1, blob.digest.str()).bind(2, static_cast<int64_t>(blob.size)).bind(3, now);
   OUTPOST_TRY(up.run());
   if (!repo.empty()) {
@@ -245,15 +247,15 @@ Status MetaDb::unlink_blob(std::string_view repo, const Digest& d) {
 
 // ---- uploads ------------------------------------------------------------------------
 
-Status MetaDb::insert_upload(const UploadId& id, std::string_view repo) {
+Status MetaDb::insert_upload(const UploadId& id, std::string_view repo, bool internal) {
   OUTPOST_TRY(check_repo_name(repo));
   std::lock_guard lk(mu_);
   const int64_t now = clock_();
   STORE_ASSIGN(auto txn, sql::Txn::begin(db_));
   STORE_ASSIGN(int64_t repo_id, ensure_repo_locked(repo));
   STORE_ASSIGN(auto st, db_.prepare(
-      "INSERT INTO uploads(uuid, repo_id, size, created, updated) VALUES(?1, ?2, 0, ?3, ?3)"));
-  st.bind(1, id.str()).bind(2, repo_id).bind(3, now);
+      "INSERT INTO uploads(uuid, repo_id, size, created, updated, internal) VALUES(?1, ?2, 0, ?3, ?3, ?4)"));
+  st.bind(1, id.str()).bind(2, repo_id).bind(3, now).bind(4, int64_t{internal ? 1 : 0});
   OUTPOST_TRY(st.run());
   return txn.commit();
 }

@@ -93,7 +93,9 @@ class MetaDb {
                                  const std::optional<std::string>& artifact_type, const PageRequest& page);
 
   // ---- uploads ----------------------------------------------------------
-  Status insert_upload(const UploadId& id, std::string_view repo);
+  /// `internal`: no client ever holds the id (monolithic POST, fill); such
+  /// sessions are removed at the next open (schema v4).
+  Status insert_upload(const UploadId& id, std::string_view repo, bool internal = false);
   /// BlobUploadUnknown when there is no such session.
   Result<UploadRow> get_upload(const UploadId& id);
   /// Records the durable size and bumps `updated`.
@@ -156,6 +158,42 @@ class MetaDb {
   /// anything it references (transitively: index children, config, layers)
   /// or a referrer of any of those (and their content). Never evicted.
   Result<bool> is_pinned(std::string_view repo, const Digest& d);
+
+  // ---- cache management (meta_db_storage.cpp; issue #18) ------------------
+  /// Records read times (digest, ms) in one transaction; unknown digests
+  /// are ignored. Only ever moves `accessed` forward.
+  Status record_access(const std::vector<std::pair<Digest, int64_t>>& batch);
+  /// Bytes held by origin (StorageUsage in types.hpp).
+  Result<StorageUsage> storage_usage();
+  /// Cached manifests no other manifest of their repository lists and no
+  /// pushed tag names, least recently used first, last used at or before
+  /// `cutoff_ms`, after the key (`after_lru`, `after_id`), at most `limit`.
+  Result<std::vector<EvictCandidate>> evict_manifest_candidates(int64_t cutoff_ms, int64_t after_lru,
+                                                                int64_t after_id, size_t limit);
+  /// Re-checks a candidate (still cached, unlisted, not used since `c.lru_ms`)
+  /// and deletes it, its tags and the cached links of its refs no manifest of
+  /// the repository still names, in one transaction. Returns the digests
+  /// whose blobs may now be unreferenced (nullopt: skipped).
+  Result<std::optional<std::vector<Digest>>> evict_manifest(const EvictCandidate& c);
+  /// Cached blob links no manifest of their repository names, LRU first,
+  /// last used at or before `cutoff_ms`, at most `limit`.
+  Result<std::vector<EvictCandidate>> evict_link_candidates(int64_t cutoff_ms, size_t limit);
+  /// Re-checks and deletes one such link; true when deleted.
+  Result<bool> evict_link(const EvictCandidate& c);
+  /// Blob rows with digest > `after`, ascending, at most `limit` (check).
+  Result<std::vector<BlobRow>> blob_rows(const std::string& after, size_t limit);
+  /// Whether `d`'s row is marked bad (false when there is no row).
+  Result<bool> blob_is_bad(const Digest& d);
+  /// Marks a blob bad (never served) or good again.
+  Status set_blob_bad(const Digest& d, bool bad);
+  /// Whether any pushed link or pushed manifest holds `d` (check --repair).
+  Result<bool> is_pushed(const Digest& d);
+  /// (repository, tag) pairs naming a bad manifest, at most `limit`.
+  Result<std::vector<std::pair<std::string, std::string>>> tags_on_bad(size_t limit);
+  /// Blob rows nothing references (what GC would remove past its grace).
+  Result<uint64_t> count_unreferenced();
+  /// Sessions whose id no client holds (insert_upload `internal`).
+  Result<std::vector<UploadId>> internal_uploads();
 
   const ReplayPolicy& replay_policy() const { return replay_; }
   int64_t now_ms() const { return clock_(); }

@@ -74,8 +74,8 @@ Result<ManifestInfo> MetaDb::put_manifest(const ManifestPut& m, uint64_t size) {
   STORE_ASSIGN(auto txn, sql::Txn::begin(db_));
 
   STORE_ASSIGN(auto blob, db_.prepare(
-      "INSERT INTO blobs(digest, size, created, touched) VALUES(?1, ?2, ?3, ?3)"
-      " ON CONFLICT(digest) DO UPDATE SET touched = excluded.touched"));
+      "INSERT INTO blobs(digest, size, created, touched, accessed) VALUES(?1, ?2, ?3, ?3, ?3)"
+      " ON CONFLICT(digest) DO UPDATE SET touched = excluded.touched, bad = 0"));
   blob.bind(1, m.digest.str()).bind(2, static_cast<int64_t>(size)).bind(3, now);
   OUTPOST_TRY(blob.run());
   STORE_ASSIGN(int64_t repo_id, ensure_repo_locked(m.repo));
@@ -180,6 +180,9 @@ Result<ManifestInfo> MetaDb::get_manifest(std::string_view repo, const Digest& d
   std::string q = "SELECT ";
   q += kManifestCols;
   q += " FROM manifests m JOIN repositories r ON r.id = m.repo_id WHERE r.name = ?1 AND m.digest = ?2";
+  // A manifest whose bytes failed a check is not served (schema v4 `bad`):
+  // unknown here, so pull-through fetches it again from the parent.
+  q += " AND NOT EXISTS(SELECT 1 FROM blobs b WHERE b.digest = m.digest AND b.bad != 0)";
   STORE_ASSIGN(auto st, db_.prepare(q));
   st.bind(1, repo).bind(2, d.str());
   STORE_ASSIGN(bool row, st.step());

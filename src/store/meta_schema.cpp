@@ -169,7 +169,25 @@ CREATE TABLE kept_tags (
 CREATE INDEX kept_tags_by_pattern ON kept_tags(pattern);
 )sql";
 
-constexpr std::string_view kSteps[] = {kV1, kV2, kV3};
+// v4. Cache management (issue #18).
+// blobs.accessed: the last read (GET of the blob, or of the manifest it is),
+// flushed in batches from memory (a crash loses recency, never data);
+// eviction orders cached content by MAX(accessed, touched).
+// blobs.bad: 1 once `outpost check` found the file missing or not hashing to
+// its digest: never served again (reads answer BLOB_UNKNOWN / MANIFEST_UNKNOWN,
+// so pull-through refetches it), cleared when verified bytes are published
+// again (a fill, a re-push).
+// uploads.internal: 1 for sessions whose id no client ever holds (a
+// monolithic POST, a pull-through fill): a restart removes them at once
+// instead of waiting for storage.upload_ttl.
+constexpr std::string_view kV4 = R"sql(
+ALTER TABLE blobs ADD COLUMN accessed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE blobs ADD COLUMN bad INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE uploads ADD COLUMN internal INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX blobs_bad ON blobs(bad) WHERE bad != 0;
+)sql";
+
+constexpr std::string_view kSteps[] = {kV1, kV2, kV3, kV4};
 
 }  // namespace
 

@@ -171,6 +171,8 @@ Error Db::last_error(std::string_view context) const {
   d += context;
   d += ": ";
   d += db_ != nullptr ? sqlite3_errmsg(db_) : "no connection";
+  if (db_ != nullptr && (sqlite3_errcode(db_) & 0xff) == SQLITE_FULL)
+    return Error(Errc::InsufficientStorage, "insufficient storage: the registry's disk is full (" + d + ")");
   return Error(Errc::Db, std::move(d));
 }
 

@@ -78,10 +78,25 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& root, StoreOptions
   // crashed create/cancel. Sessions with rows survive (resumable uploads).
   constexpr int64_t kAll = std::numeric_limits<int64_t>::max();
   STORE_ASSIGN(size_t tmp_removed, sweep_temp_dir(layout, kAll));
+  // Sessions whose id no client ever held (a monolithic POST, a fill) died
+  // with the process that owned them (issue #18).
+  STORE_ASSIGN(auto internal, store->meta_->internal_uploads());
+  size_t internal_removed = 0;
+  for (const auto& id : internal) {
+    STORE_ASSIGN(bool gone, store->uploads_->expire(id, kAll));
+    if (gone) ++internal_removed;
+  }
   STORE_ASSIGN(size_t dirs_removed, store->uploads_->sweep_orphans(kAll));
-  if (tmp_removed + dirs_removed > 0)
+  // Verified files whose row never committed (a kill between the rename and
+  // the commit): nothing is mid-publish while we hold the lock.
+  GcReport swept;
+  OUTPOST_TRY(sweep_rowless_blobs(store->targets(), kAll, swept));
+  if (tmp_removed + dirs_removed + internal_removed + swept.orphan_files_removed > 0)
     log::info("store recovered crash leftovers",
-              " temp_files=" + std::to_string(tmp_removed) + " upload_dirs=" + std::to_string(dirs_removed));
+              " temp_files=" + std::to_string(tmp_removed) + " upload_dirs=" + std::to_string(dirs_removed) +
+                  " internal_uploads=" + std::to_string(internal_removed) + " rowless_blobs=" +
+                  std::to_string(swept.orphan_files_removed) + " rowless_bytes=" +
+                  std::to_string(swept.orphan_bytes_removed));
   return store;
 }
 
@@ -114,9 +129,11 @@ Result<Descriptor> Store::put_blob(std::string_view repo, const Digest& d, std::
   std::shared_lock pub(publish_mu_);
   // Files under blobs/ are only ever verified content, so an existing one
   // (even one not yet recorded) can be reused as is.
+  // A file a check marked bad is rewritten.
   auto have = blobs_.stat(d);
-  if (!have || *have != bytes.size()) OUTPOST_TRY(blobs_.write_verified(d, bytes));
-  OUTPOST_TRY(meta_->record_blob(repo, desc, origin));
+  if (!have || *have != bytes.size() || blob_bad(d)) OUTPOST_TRY(note_space(blobs_.write_verified(d, bytes)));
+  OUTPOST_TRY(note_space(meta_->record_blob(repo, desc, origin)));
+  written_.fetch_add(desc.size, std::memory_order_relaxed);
   return desc;
 }
 
@@ -134,14 +151,15 @@ Status Store::delete_blob(std::string_view repo, const Digest& d) {
 
 // ---- uploads --------------------------------------------------------------------------
 
-Result<std::string> Store::start_upload(std::string_view repo) {
-  STORE_ASSIGN(auto id, uploads_->create(repo));
-  return id.str();
+Result<std::string> Store::start_upload(std::string_view repo, bool internal) {
+  auto id = note_space(uploads_->create(repo, internal));
+  if (!id) return std::move(id).error();
+  return id->str();
 }
 
 Result<uint64_t> Store::append_upload(std::string_view repo, std::string_view id, uint64_t offset,
                                       std::string_view bytes) {
-  return uploads_->append(repo, id, offset, bytes);
+  return note_space(uploads_->append(repo, id, offset, bytes));
 }
 
 Result<uint64_t> Store::prepare_upload(std::string_view repo, std::string_view id) {
@@ -153,7 +171,7 @@ Result<uint64_t> Store::rewind_upload(std::string_view repo, std::string_view id
 }
 
 Result<uint64_t> Store::flush_upload(std::string_view repo, std::string_view id) {
-  return uploads_->flush(repo, id);
+  return note_space(uploads_->flush(repo, id));
 }
 
 Result<uint64_t> Store::upload_status(std::string_view repo, std::string_view id) {
@@ -166,7 +184,9 @@ Result<Digest> Store::upload_digest(std::string_view repo, std::string_view id) 
 
 Result<Descriptor> Store::commit_upload(std::string_view repo, std::string_view id, const Digest& expected,
                                         Origin origin) {
-  return uploads_->commit(repo, id, expected, origin);
+  auto r = note_space(uploads_->commit(repo, id, expected, origin));
+  if (r) written_.fetch_add(r->size, std::memory_order_relaxed);
+  return r;
 }
 
 Status Store::cancel_upload(std::string_view repo, std::string_view id) { return uploads_->cancel(repo, id); }
@@ -189,8 +209,10 @@ Result<ManifestInfo> Store::put_manifest(const ManifestPut& m, std::string_view 
   }
   std::shared_lock pub(publish_mu_);
   auto have = blobs_.stat(m.digest);
-  if (!have || *have != bytes.size()) OUTPOST_TRY(blobs_.write_verified(m.digest, bytes));
-  return bump_manifests(meta_->put_manifest(m, bytes.size()));
+  if (!have || *have != bytes.size() || blob_bad(m.digest))
+    OUTPOST_TRY(note_space(blobs_.write_verified(m.digest, bytes)));
+  written_.fetch_add(bytes.size(), std::memory_order_relaxed);
+  return bump_manifests(note_space(meta_->put_manifest(m, bytes.size())));
 }
 
 Result<ManifestInfo> Store::get_manifest(std::string_view repo, const Digest& d) {
@@ -270,7 +292,34 @@ Result<std::optional<std::string>> Store::replay_mount_source(const Digest& d, s
 Result<GcReport> Store::gc(const GcOptions& opts) {
   // GC removes repository rows (delete_empty_repos): bump, to be safe.
   // It removes blob rows and files too.
-  return bump_blobs(bump_manifests(collect_garbage(GcTargets{layout_, *meta_, blobs_, *uploads_, publish_mu_}, opts)));
+  return bump_blobs(bump_manifests(collect_garbage(targets(), opts)));
+}
+
+// ---- cache management (issue #18) ------------------------------------------------------
+
+bool Store::blob_bad(const Digest& d) {
+  auto st = meta_->blob_is_bad(d);
+  return !st || *st;  // unsure: rewrite (verified bytes are at hand)
+}
+
+Result<EvictReport> Store::evict(const EvictOptions& opts) {
+  auto r = store::evict(targets(), opts);
+  // Manifests, tags, links and blobs may be gone: no memo may serve them.
+  if (!r || r->manifests_removed + r->links_removed + r->blobs_removed > 0) {
+    manifest_gen_.fetch_add(1, std::memory_order_acq_rel);
+    blob_gen_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  return r;
+}
+
+Result<CheckReport> Store::check(const CheckOptions& opts, CheckProgress* progress) {
+  auto r = check_store(targets(), opts, progress);
+  // Blobs marked bad are no longer readable: drop every memo entry.
+  if (!r || r->corrupt + r->missing > 0) {
+    manifest_gen_.fetch_add(1, std::memory_order_acq_rel);
+    blob_gen_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  return r;
 }
 
 }  // namespace outpost::store

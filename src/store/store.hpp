@@ -16,6 +16,8 @@
 #include "base/digest.hpp"
 #include "base/result.hpp"
 #include "store/blob_store.hpp"
+#include "store/check.hpp"
+#include "store/evict.hpp"
 #include "store/fs.hpp"
 #include "store/gc.hpp"
 #include "store/layout.hpp"
@@ -86,7 +88,9 @@ class Store {
   Status delete_blob(std::string_view repo, const Digest& d);
 
   // ---- uploads (semantics in upload.hpp) --------------------------------
-  Result<std::string> start_upload(std::string_view repo);                      ///< [sync]
+  /// [sync] `internal`: the id is never handed to a client (a monolithic
+  /// POST, a pull-through fill), so the next open removes the session.
+  Result<std::string> start_upload(std::string_view repo, bool internal = false);
   Result<uint64_t> append_upload(std::string_view repo, std::string_view id,    ///< [meta]-ish: pwrite
                                  uint64_t offset, std::string_view bytes);
   /// [bulk] after a restart or eviction (re-hash); returns the offset.
@@ -175,6 +179,26 @@ class Store {
   // ---- maintenance ------------------------------------------------------
   /// [bulk] One GC pass (gc.hpp); safe while serving.
   Result<GcReport> gc(const GcOptions& opts = {});
+  /// [bulk] One eviction pass (evict.hpp); bumps both generations when it
+  /// removed anything. Safe while serving.
+  Result<EvictReport> evict(const EvictOptions& opts);
+  /// [bulk] Verify every blob (check.hpp); blobs found bad are never served
+  /// again (both generations bumped). Safe while serving.
+  Result<CheckReport> check(const CheckOptions& opts, CheckProgress* progress = nullptr);
+  /// [sync] Batched read times (MetaDb::record_access); a crash loses them.
+  Status record_access(const std::vector<std::pair<Digest, int64_t>>& batch) { return meta_->record_access(batch); }
+  /// [meta]-ish: a few aggregate queries over blobs.
+  Result<StorageUsage> storage_usage() { return meta_->storage_usage(); }
+  /// [bulk] Bytes to free now under `opts` (0: within limits); `used`/`quota` out.
+  Result<uint64_t> bytes_over(const EvictOptions& opts, uint64_t* used, uint64_t* quota) {
+    return store::bytes_over(targets(), opts, used, quota);
+  }
+  /// Blob bytes published since open (pushes, fills, manifests): an atomic,
+  /// so loop code may poll it to decide when to look at the quota.
+  uint64_t bytes_written() const { return written_.load(std::memory_order_relaxed); }
+  /// Writes refused because the disk is full (Errc::InsufficientStorage)
+  /// since open: an atomic; the Housekeeper evicts when it grows.
+  uint64_t nospace_errors() const { return nospace_.load(std::memory_order_relaxed); }
 
   /// Bumped after every write that can change what a (repository,
   /// reference) resolves to: manifest and tag puts/deletes, GC. Blob links
@@ -198,6 +222,9 @@ class Store {
 
  private:
   Store(Layout layout, StoreOptions opts, UniqueFd lock, std::unique_ptr<MetaDb> meta);
+  GcTargets targets() { return GcTargets{layout_, *meta_, blobs_, *uploads_, publish_mu_}; }
+  /// Whether `d`'s row is marked bad (or unknown to be good).
+  bool blob_bad(const Digest& d);
 
   Layout layout_;
   StoreOptions opts_;
@@ -210,6 +237,14 @@ class Store {
   std::unique_ptr<Uploads> uploads_;
   std::atomic<uint64_t> manifest_gen_{0};
   std::atomic<uint64_t> blob_gen_{0};
+  std::atomic<uint64_t> written_{0};
+  std::atomic<uint64_t> nospace_{0};
+  /// Counts a disk-full failure of a write.
+  template <typename R>
+  R note_space(R r) {
+    if (!r && r.error().code == Errc::InsufficientStorage) nospace_.fetch_add(1, std::memory_order_relaxed);
+    return r;
+  }
   /// After the write's commit (or failure: a harmless extra bump).
   template <typename R>
   R bump_manifests(R r) {

@@ -94,6 +94,35 @@ struct KeptTag {
   int64_t kept_ms = 0;
 };
 
+/// Bytes the store holds, by origin (issue #18). A blob counts as pushed
+/// when a pushed link or pushed manifest holds it (owed or local work, never
+/// evicted), as kept when a kept tag pins it, else as cached.
+struct StorageUsage {
+  uint64_t total = 0;   ///< every blob row
+  uint64_t blobs = 0;   ///< number of blob rows
+  uint64_t pushed = 0;
+  uint64_t cached = 0;  ///< total - pushed (kept content counts here too, and in `kept`)
+  uint64_t kept = 0;    ///< pinned by sync.keep (a subset of cached or pushed)
+  uint64_t bad = 0;     ///< blobs marked bad by a check (count)
+};
+
+/// A cached manifest or blob link eviction may remove, with its LRU key.
+struct EvictCandidate {
+  std::string repo;
+  int64_t repo_id = 0;
+  int64_t id = 0;  ///< manifest id (links: 0)
+  Digest digest;
+  int64_t lru_ms = 0;  ///< MAX(accessed, touched) of its blob
+  uint64_t size = 0;
+};
+
+/// A blob row as check reads it.
+struct BlobRow {
+  Digest digest;
+  uint64_t size = 0;
+  bool bad = false;
+};
+
 struct ReferrerPage {
   std::vector<Referrer> items;  ///< ordered by digest
   bool has_more = false;

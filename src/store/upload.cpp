@@ -165,7 +165,7 @@ void Uploads::cancel_locked(Session& s) {
   forget(s.id);
 }
 
-Result<UploadId> Uploads::create(std::string_view repo) {
+Result<UploadId> Uploads::create(std::string_view repo, bool internal) {
   OUTPOST_TRY(check_repo_name(repo));
   STORE_ASSIGN(auto id, UploadId::generate());
   const std::string dir = layout_.upload_dir(id);
@@ -181,7 +181,7 @@ Result<UploadId> Uploads::create(std::string_view repo) {
   // entries and row are made durable before returning.
   if (st.ok()) st = fs::fsync_dir(dir);
   if (st.ok()) st = fs::fsync_dir(layout_.uploads_dir());
-  if (st.ok()) st = meta_.insert_upload(id, repo);
+  if (st.ok()) st = meta_.insert_upload(id, repo, internal);
   if (!st.ok()) {
     (void)fs::remove_flat_dir(dir);
     return std::move(st).error();

@@ -49,7 +49,8 @@ class Uploads {
 
   /// Starts a session for `repo` (NameInvalid on a bad name): creates
   /// uploads/<id>/data, fsyncs it and records the row. Durable on return.
-  Result<UploadId> create(std::string_view repo);
+  /// `internal`: no client holds the id (MetaDb::insert_upload).
+  Result<UploadId> create(std::string_view repo, bool internal = false);
 
   /// Writes `bytes` at `offset`, which must equal the session's current offset
   /// (RangeInvalid otherwise: distribution-spec answers an out-of-order chunk

@@ -24,6 +24,8 @@ void StoreService::gc(store::GcOptions opts, Done<store::GcReport> done) {
 
 uint64_t StoreService::manifest_generation() const { return store_->manifest_generation(); }
 uint64_t StoreService::blob_generation() const { return store_->blob_generation(); }
+uint64_t StoreService::bytes_written() const { return store_->bytes_written(); }
+uint64_t StoreService::nospace_errors() const { return store_->nospace_errors(); }
 
 const store::Layout& StoreService::layout() const { return store_->layout(); }
 

@@ -92,6 +92,11 @@ class StoreService {
   /// Loop-safe, non-blocking: the store's blob generation (an atomic;
   /// store::Store::blob_generation()).
   uint64_t blob_generation() const;
+  /// Loop-safe, non-blocking: blob bytes published since the store opened
+  /// (an atomic; store::Store::bytes_written()). The Housekeeper polls it.
+  uint64_t bytes_written() const;
+  /// Loop-safe, non-blocking: writes refused for a full disk since open.
+  uint64_t nospace_errors() const;
   /// Loop-safe: the store's on-disk paths (fixed at open).
   const store::Layout& layout() const;
   uv_loop_t* loop() const { return loop_; }

@@ -248,7 +248,7 @@ TEST_CASE("embedded default parses and equals the built-in defaults", "[config]"
       ++keys;
     }
   }
-  CHECK(keys == 38);  // 33 + [auth] (issue #16): enabled, realm, service, anonymous_pull, token_ttl
+  CHECK(keys == 44);  // 33 + [auth] (issue #16): 5 + six [storage] keys (issue #18)
 }
 
 TEST_CASE("dump_config round-trips", "[config]") {

@@ -649,7 +649,9 @@ TEST_CASE("replay: a store made before the queue existed upgrades in place", "[s
   {
     auto db = sql::Db::open(sb.root() + "/meta.db");
     REQUIRE(db.ok());
-    REQUIRE(db->exec("DROP TABLE kept_tags; DROP TABLE replay_counters; DROP TABLE replay_sent; DROP TABLE replay_deps;"
+    REQUIRE(db->exec("DROP INDEX blobs_bad; ALTER TABLE blobs DROP COLUMN bad; ALTER TABLE blobs DROP COLUMN accessed;"
+                     " ALTER TABLE uploads DROP COLUMN internal; "
+                     "DROP TABLE kept_tags; DROP TABLE replay_counters; DROP TABLE replay_sent; DROP TABLE replay_deps;"
                      " DROP TABLE replay_queue; PRAGMA user_version = 1;")
                 .ok());
   }
