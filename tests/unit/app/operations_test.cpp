@@ -37,7 +37,8 @@ TEST_CASE("status table: missing keys are n/a, never a crash", "[app][ops]") {
   const std::string empty = app::status_table(nlohmann::json::object());
   CHECK(empty.find("quota                n/a") != std::string::npos);
   CHECK(empty.find("none (no parent configured)") != std::string::npos);
-  nlohmann::json st = {{"cache", {{"hits", 3}, {"misses", 1}, {"hit_ratio", 0.75}, {"quota_bytes", 1073741824}}},
+  nlohmann::json st = {{"cache", {{"hits", 3}, {"misses", 1}, {"hit_ratio", 0.75}}},
+                       {"storage", {{"quota_bytes", 1073741824}}},
                        {"sync", {{"queue", {{"pending", 2}, {"bytes_pending", 2048}, {"oldest_age_s", 3700}}}}}};
   const std::string t = app::status_table(st);
   CHECK(t.find("hit ratio            75.0% (3 hits, 1 misses)") != std::string::npos);
@@ -45,7 +46,7 @@ TEST_CASE("status table: missing keys are n/a, never a crash", "[app][ops]") {
   CHECK(t.find("bytes                2.0 KiB") != std::string::npos);
   CHECK(t.find("oldest               1h 1m") != std::string::npos);
   // A key of the wrong type is shown as n/a too.
-  CHECK(app::status_table(nlohmann::json{{"cache", {{"quota_bytes", "lots"}}}}).find("quota                n/a") !=
+  CHECK(app::status_table(nlohmann::json{{"storage", {{"quota_bytes", "lots"}}}}).find("quota                n/a") !=
         std::string::npos);
 }
 
