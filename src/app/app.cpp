@@ -16,6 +16,7 @@
 #include "cache/pull_through.hpp"
 #include "http/client.hpp"
 #include "net/tls.hpp"
+#include "net/tls_server.hpp"
 #include "store/store.hpp"
 #include "storesvc/store_service.hpp"
 #include "sync/keeper.hpp"
@@ -55,6 +56,8 @@ struct App::Impl {
   std::unique_ptr<http::Server> server;
   uv::Signal* sigterm = nullptr;
   uv::Signal* sigint = nullptr;
+  std::shared_ptr<net::TlsServerContext> tls;  ///< [tls] listeners' certificate (issue #16)
+  uv::Signal* sighup = nullptr;
 };
 
 App::App(Config cfg) : impl_(std::make_unique<Impl>()) { impl_->cfg = std::move(cfg); }
@@ -344,6 +347,38 @@ int App::run() {
       return 1;
     }
   }
+  // ---- HTTPS listeners and the certificate reload on SIGHUP (issue #16) ----
+  // TLS-CERT-RELOAD: the lead folds this SIGHUP handler into the general
+  // config reload; reload_certificates() is the call to keep.
+  if (!c.tls.listen.empty()) {
+    net::TlsServerOptions to{c.tls.cert, c.tls.key, "tls.cert", "tls.key"};
+    auto tls = net::TlsServerContext::create(to);
+    if (!tls) {
+      log::error("cannot start", " reason=" + log::quote(tls.error().message()));
+      return 1;
+    }
+    m.tls = std::move(*tls);
+    const auto& cur = m.tls->current();
+    if (!cur->warning().empty()) log::warn("tls certificate", " problem=" + log::quote(cur->warning()));
+    log::info("tls certificate loaded", " " + cur->summary());
+    for (const auto& addr : c.tls.listen) {
+      if (auto st = m.server->listen(addr, m.tls); !st) {
+        log::error("cannot start", " reason=" + log::quote(st.error().message()));
+        return 1;
+      }
+    }
+    m.sighup = uv::Signal::start(m.loop.get(), SIGHUP, [&m](int) {
+      if (auto st = m.tls->reload_certificates(); !st) {
+        log::error("tls certificate reload failed; keeping the old certificate",
+                   " reason=" + log::quote(st.error().message()));
+        return;
+      }
+      const auto& now = m.tls->current();
+      if (!now->warning().empty()) log::warn("tls certificate", " problem=" + log::quote(now->warning()));
+      log::info("tls certificate reloaded", " " + now->summary());
+    });
+  }
+  // ---- end of HTTPS ----
 
   bool stopping = false;
   auto on_signal = [&m, &stopping, &c](int sig) {
@@ -359,6 +394,7 @@ int App::run() {
       m.sigterm->close();
       m.sigint->close();
       m.sigterm = m.sigint = nullptr;
+      if (m.sighup) m.sighup->close(), m.sighup = nullptr;  // HTTPS (issue #16)
       m.loop.stop();
     });
   };
