@@ -18,8 +18,8 @@ import threading
 import time
 import unittest
 
-from harness import (Outpost, free_port, make_oci_layout, random_layer, rss_kb, scaled, sha256_digest, skopeo,
-                     wait_until)
+from harness import (Outpost, free_port, make_oci_layout, random_layer, rss_kb, run_outpost, scaled, sha256_digest,
+                     skopeo, to_toml, wait_until)
 from registry_helpers import Client
 
 
@@ -258,6 +258,44 @@ class Tls(unittest.TestCase):
         self.assertEqual(n, size)
         self.assertEqual("sha256:" + h.hexdigest(), digest)
         self.assertLess(peak - base, 8 * 1024, f"RSS grew {peak - base} KiB while streaming")
+
+
+class TlsStartChecks(unittest.TestCase):
+    """Bad [tls] files stop the start with a message naming the key."""
+
+    def start_fails(self, cert: str, key: str) -> str:
+        with tempfile.TemporaryDirectory(prefix="outpost-tls-bad-") as d:
+            conf = os.path.join(d, "o.toml")
+            with open(conf, "w") as f:
+                f.write(to_toml({"server": {"listen": [f"127.0.0.1:{free_port()}"]},
+                                 "tls": {"listen": [f"127.0.0.1:{free_port()}"], "cert": cert, "key": key},
+                                 "storage": {"root": os.path.join(d, "root")}}))
+            p = run_outpost("serve", "--config", conf, cwd=d)
+            self.assertNotEqual(p.returncode, 0, p.stderr)
+            return p.stderr
+
+    def test_unreadable_mismatched_and_expired(self):
+        with tempfile.TemporaryDirectory(prefix="outpost-tls-files-") as d:
+            ca = make_ca(d, "ca")
+            crt, key = make_server_cert(d, ca, "0x3003", "s")
+            _, other_key = make_server_cert(d, ca, "0x3004", "t")
+            err = self.start_fails(os.path.join(d, "missing.pem"), key)
+            self.assertIn("tls.cert: cannot read", err)
+            err = self.start_fails(crt, other_key)
+            self.assertIn("tls.key", err)
+            self.assertIn("does not match", err)
+            err = self.start_fails(crt, crt)
+            self.assertIn("tls.key", err)
+            # Expired: starts, with a warning naming tls.cert.
+            exp = os.path.join(d, "expired.pem")
+            shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "unit", "net", "data",
+                                     "expired.pem"), exp)
+            data_key = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "unit", "net", "data",
+                                    "server.key")
+            with Outpost(config={"tls": {"listen": [f"127.0.0.1:{free_port()}"], "cert": exp,
+                                         "key": data_key}}) as op:
+                wait_until(lambda: "tls certificate loaded" in op.log_text(), timeout=10)
+                self.assertIn("expired", op.log_text())
 
 
 if __name__ == "__main__":
