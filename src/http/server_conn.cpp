@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <iterator>
 #include <cerrno>
 #include <cstring>
 
@@ -708,7 +709,27 @@ ssize_t ServerConn::write_front() {
   if (out_.empty()) return 0;
   OutItem& front = out_.front();
   if (front.file_fd < 0) {
-    const ssize_t n = tls_ ? tls_send(front.bytes.data() + front.off, front.bytes.size() - front.off) : send_bytes();
+    ssize_t n;
+    if (!tls_) {
+      n = send_bytes();
+    } else if (front.bytes.size() - front.off >= kTlsRecord || std::next(out_.begin()) == out_.end() ||
+               std::next(out_.begin())->file_fd >= 0) {
+      n = tls_send(front.bytes.data() + front.off, front.bytes.size() - front.off);
+    } else {
+      // Several small byte items (a head, then a body): one record, one
+      // send, as sendmsg gathers them on a plain connection. The items stay
+      // queued until sent, so a retry after WantWrite gathers the same
+      // leading bytes (new items only ever go to the back).
+      // (mbedTLS copies the bytes into its record: one buffer serves every connection.)
+      static thread_local char stage[kTlsRecord];
+      size_t len = 0;
+      for (auto it = out_.begin(); it != out_.end() && it->file_fd < 0 && len < kTlsRecord; ++it) {
+        const size_t take = std::min(it->bytes.size() - it->off, kTlsRecord - len);
+        std::memcpy(stage + len, it->bytes.data() + it->off, take);
+        len += take;
+      }
+      n = tls_send(stage, len);
+    }
     if (n > 0) consume_bytes(static_cast<size_t>(n));
     return n;
   }
