@@ -97,11 +97,12 @@ def ab_head(url: str, conns: int, duration_s: int, headers: list[str] = ()) -> R
     return Rate(float(m.group(1)), ", ".join(errs))
 
 
-def fetch_all(urls: list[str], parallel: int, expect_bytes: int, timeout_s: int = 600) -> float:
+def fetch_all(urls: list[str], parallel: int, expect_bytes: int, timeout_s: int = 600,
+              extra: list[str] = ()) -> float:
     """Download every URL (to /dev/null) with up to `parallel` at once in one curl,
     each on its own connection; returns wall seconds. Raises unless every
     download got 200 and exactly expect_bytes."""
-    argv = ["curl", "-sS", "-w", "%{http_code} %{size_download}\n"]
+    argv = ["curl", "-sS", *extra, "-w", "%{http_code} %{size_download}\n"]
     if parallel > 1:
         argv += ["--parallel", "--parallel-immediate", "--parallel-max", str(parallel)]
     for u in urls:

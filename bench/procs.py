@@ -192,12 +192,19 @@ def start_distribution(dir: str, name: str, proxy_remote: str = "", access_log: 
     return _start(name, ["/usr/bin/docker-registry", "serve", conf], port, dir, "server")
 
 
-def start_nginx(dir: str, name: str, root: str, workers: str) -> Server:
+def start_nginx(dir: str, name: str, root: str, workers: str, tls: tuple[str, str, int] | None = None) -> Server:
     """nginx serving `root` statically: sendfile, access log off, keep-alive
     without a request limit, the Docker-Distribution-API-Version header Outpost
-    sends too. workers: "1" or "auto" (one per CPU)."""
+    sends too. workers: "1" or "auto" (one per CPU). tls = (cert, key, port):
+    also HTTPS on that port, TLS 1.2 ECDHE-ECDSA-AES128-GCM-SHA256 (the suite
+    Outpost picks for an EC certificate)."""
     os.makedirs(dir, exist_ok=True)
     port = free_port()
+    ssl = ""
+    if tls:
+        ssl = (f"  server {{\n    listen 127.0.0.1:{tls[2]} ssl;\n    root {root};\n"
+               f"    ssl_certificate {tls[0]};\n    ssl_certificate_key {tls[1]};\n"
+               f"    ssl_protocols TLSv1.2;\n    ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256;\n  }}\n")
     conf = os.path.join(dir, "nginx.conf")
     temp = "".join(f"  {k}_temp_path {dir}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     with open(conf, "w") as f:
@@ -216,7 +223,7 @@ http {{
     root {root};
     add_header Docker-Distribution-API-Version registry/2.0;
   }}
-}}
+{ssl}}}
 """)
     # Any answer from / means it is up (the root has no index: 403/404).
     return _start(name, ["nginx", "-p", dir, "-c", conf, "-g", "daemon off;"], port, dir, "server",

@@ -22,6 +22,7 @@
 #include "cache/pull_through.hpp"
 #include "http/client.hpp"
 #include "net/tls.hpp"
+#include "net/tls_server.hpp"
 #include "store/store.hpp"
 #include "storesvc/housekeeper.hpp"
 #include "storesvc/store_service.hpp"
@@ -76,6 +77,7 @@ struct App::Impl {
   std::unique_ptr<http::Server> server;
   uv::Signal* sigterm = nullptr;
   uv::Signal* sigint = nullptr;
+  std::shared_ptr<net::TlsServerContext> tls;  ///< [tls] listeners' certificate (issue #16)
 };
 
 App::App(Config cfg) : impl_(std::make_unique<Impl>()) { impl_->cfg = std::move(cfg); }
@@ -441,6 +443,40 @@ int App::run() {
       return 1;
     }
   }
+  // ---- HTTPS listeners and their certificate reload (issue #16) ----
+  if (!c.tls.listen.empty()) {
+    net::TlsServerOptions to{c.tls.cert, c.tls.key, "tls.cert", "tls.key"};
+    auto tls = net::TlsServerContext::create(to);
+    if (!tls) {
+      log::error("cannot start", " reason=" + log::quote(tls.error().message()));
+      return 1;
+    }
+    m.tls = std::move(*tls);
+    const auto& cur = m.tls->current();
+    if (!cur->warning().empty()) log::warn("tls certificate", " problem=" + log::quote(cur->warning()));
+    log::info("tls certificate loaded", " " + cur->summary());
+    for (const auto& addr : c.tls.listen) {
+      if (auto st = m.server->listen(addr, m.tls); !st) {
+        log::error("cannot start", " reason=" + log::quote(st.error().message()));
+        return 1;
+      }
+    }
+    // SIGHUP re-reads the certificate and key (the general reload below runs
+    // this hook on every reload, so a file replaced under the same name is
+    // picked up); a bad file keeps the old certificate.
+    m.reloader.add("tls", [&m](const Config&, const Config&) -> Status {
+      if (auto st = m.tls->reload_certificates(); !st) {
+        log::error("tls certificate reload failed; keeping the old certificate",
+                   " reason=" + log::quote(st.error().message()));
+        return st;
+      }
+      const auto& now = m.tls->current();
+      if (!now->warning().empty()) log::warn("tls certificate", " problem=" + log::quote(now->warning()));
+      log::info("tls certificate reloaded", " " + now->summary());
+      return {};
+    });
+  }
+  // ---- end of HTTPS ----
 
   m.ops.ready = true;  // the store is open and every listener bound
   // What SIGHUP may change live (issue #17); every other key is refused

@@ -218,6 +218,12 @@ constexpr Setting kSettings[] = {
         "longest time a client may stop reading a response"),
     num<&Config::server, &S::shutdown_timeout_ms, 100, kDay>("server.shutdown_timeout",
         Kind::Duration, "grace for in-flight requests after SIGTERM"),
+    list<&Config::tls, &TlsConfig::listen>("tls.listen", 0, &check_listen,
+        "addresses serving HTTPS only, \"host:port\" as in server.listen; empty: no HTTPS"),
+    str<&Config::tls, &TlsConfig::cert>("tls.cert", 0,
+        "PEM file: the server certificate, then any intermediates; reloaded on SIGHUP"),
+    str<&Config::tls, &TlsConfig::key>("tls.key", 0,
+        "PEM file: the unencrypted private key of tls.cert; reloaded on SIGHUP"),
     str<&Config::storage, &StorageConfig::root>("storage.root", 1,
         "directory holding blobs and metadata; relative to the working directory"),
     checked_str<&Config::storage, &StorageConfig::max_size>("storage.max_size", &check_size_limit,
@@ -675,6 +681,10 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
       if (convert(*s, node, &v, &problems)) s->store(c, std::move(v));
     }
   }
+
+  // [tls]: listeners need both files (checked for content at start, by net::TlsServerConfig).
+  if (!c.tls.listen.empty() && (c.tls.cert.empty() || c.tls.key.empty()))
+    problems.push_back({0, "tls.listen is set: tls.cert and tls.key must name the PEM certificate and key"});
 
   if (problems.empty()) {
     if (Status st = apply_test_knobs(&c); !st) return std::move(st).error();

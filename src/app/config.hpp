@@ -29,6 +29,16 @@ struct ServerConfig {
   bool operator==(const ServerConfig&) const = default;
 };
 
+/// HTTPS listeners (issue #16). Plain listeners stay in server.listen; the
+/// addresses here speak TLS only, all with this certificate chain and key.
+struct TlsConfig {
+  std::vector<std::string> listen;  ///< "host:port" like server.listen; empty: no HTTPS
+  std::string cert;                 ///< PEM: server certificate, then intermediates
+  std::string key;                  ///< PEM: its private key (unencrypted)
+
+  bool operator==(const TlsConfig&) const = default;
+};
+
 struct StorageConfig {
   std::string root = "var/outpost";        ///< relative paths are relative to the working directory
   // Cache management (issue #18; docs/configuration.md "[storage]").
@@ -110,6 +120,7 @@ struct AuthConfig {
 
 struct Config {
   ServerConfig server;
+  TlsConfig tls;
   StorageConfig storage;
   RegistryConfig registry;
   UpstreamConfig parent;

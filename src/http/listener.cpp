@@ -72,7 +72,8 @@ Status parse_listen_address(const std::string& addr, sockaddr_storage* out, unsi
   return Error(Errc::ConfigInvalid, "listen address '" + addr + "' is not a numeric IPv4/IPv6 address");
 }
 
-Result<Listener*> Listener::start(Server* server, const std::string& addr) {
+Result<Listener*> Listener::start(Server* server, const std::string& addr,
+                                  std::shared_ptr<net::TlsServerContext> tls) {
   sockaddr_storage ss;
   unsigned len = 0;
   OUTPOST_TRY(parse_listen_address(addr, &ss, &len));
@@ -86,14 +87,21 @@ Result<Listener*> Listener::start(Server* server, const std::string& addr) {
     ::close(fd);
     return Error(Errc::Io, "cannot listen on " + addr + ": " + strerror(e));
   }
-  auto* l = new Listener(server, fd, addr);
+  auto* l = new Listener(server, fd, addr, std::move(tls));
   uv_poll_init_socket(server->loop(), &l->poll_, fd);
   l->poll_.data = l;
   uv_poll_start(&l->poll_, UV_READABLE, on_readable);
   return l;
 }
 
-Listener::Listener(Server* s, int fd, std::string addr) : server_(s), fd_(fd), addr_(std::move(addr)) {}
+Listener::Listener(Server* s, int fd, std::string addr, std::shared_ptr<net::TlsServerContext> tls)
+    : server_(s), fd_(fd), addr_(std::move(addr)), tls_(std::move(tls)) {}
+
+void Listener::accepted(int fd, const sockaddr_storage& ss) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  server_->on_accept_(fd, peer_string(ss), tls_ ? tls_->current() : nullptr);
+}
 
 void Listener::close() {
   uv_poll_stop(&poll_);
@@ -122,9 +130,7 @@ bool Listener::on_out_of_fds(int err) {
     const bool nobody = fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
     if (fd >= 0 && server_->shed_quiet_("out of file descriptors")) {
       server_->take_reserve_fd_();  // the shed connection's descriptor
-      int one = 1;
-      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      server_->on_accept_(fd, peer_string(ss));
+      accepted(fd, ss);
       return true;
     }
     if (fd >= 0) server_->refuse_(fd, peer_string(ss));
@@ -166,9 +172,7 @@ void Listener::on_readable(uv_poll_t* h, int status, int) noexcept {
         log::warn("accept failed", " addr=" + l->addr_ + " err=" + log::quote(strerror(errno)));
       return;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    l->server_->on_accept_(fd, peer_string(ss));
+    l->accepted(fd, ss);
   }
 }
 

@@ -52,11 +52,12 @@ Server::~Server() {
     uv_close(reinterpret_cast<uv_handle_t*>(shutdown_timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
 }
 
-Status Server::listen(const std::string& addr) {
-  auto l = Listener::start(this, addr);
+Status Server::listen(const std::string& addr, std::shared_ptr<net::TlsServerContext> tls) {
+  const bool https = tls != nullptr;
+  auto l = Listener::start(this, addr, std::move(tls));
   if (!l) return l.error();
   listeners_.push_back(*l);
-  log::info("listening", " addr=" + addr);
+  log::info("listening", " addr=" + addr + (https ? " scheme=https" : " scheme=http"));
   return {};
 }
 
@@ -70,7 +71,7 @@ std::string Server::next_request_id_() {
   return buf;
 }
 
-void Server::on_accept_(int fd, std::string peer) {
+void Server::on_accept_(int fd, std::string peer, std::shared_ptr<net::TlsServerConfig> tls) {
   // Full: make room by closing the connection that has been quiet longest
   // (idle between requests, nothing buffered), so that a crowd of silent or
   // idle sockets cannot lock out a real client. One mid-request is never shed.
@@ -79,7 +80,7 @@ void Server::on_accept_(int fd, std::string peer) {
     return;
   }
   stats_.connections_accepted++;
-  auto* c = new ServerConn(this, fd, std::move(peer));
+  auto* c = new ServerConn(this, fd, std::move(peer), std::move(tls));
   conns_.insert(c);
   c->start();
 }
@@ -176,6 +177,16 @@ void Server::note_tls_on_plain_(const std::string& peer) {
               " peer=" + peer);
   else
     log::debug("TLS handshake on a plain-HTTP listener", " peer=" + peer);
+}
+
+void Server::note_plain_on_tls_(const std::string& peer) {
+  stats_.plain_on_tls++;
+  std::string host = peer.substr(0, peer.rfind(':'));
+  if (plain_warned_.size() >= 4096) plain_warned_.clear();
+  if (plain_warned_.insert(host).second)
+    log::warn("plain HTTP request on an HTTPS listener; configure the client for https", " peer=" + peer);
+  else
+    log::debug("plain HTTP request on an HTTPS listener", " peer=" + peer);
 }
 
 void Server::shutdown(uint64_t deadline_ms, std::function<void()> done) {

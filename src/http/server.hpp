@@ -14,6 +14,7 @@
 
 #include "base/result.hpp"
 #include "http/exchange.hpp"
+#include "net/tls_server.hpp"
 
 namespace outpost::http {
 
@@ -39,6 +40,9 @@ struct ServerStats {
   uint64_t connections_shed = 0;      ///< quiet connections closed to admit a new one
   uint64_t accept_out_of_fds = 0;     ///< accepts that failed for want of a file descriptor
   uint64_t tls_on_plain = 0;          ///< TLS handshakes closed on a plain-HTTP listener
+  uint64_t plain_on_tls = 0;          ///< plain HTTP requests answered 400 on an HTTPS listener
+  uint64_t tls_handshakes = 0;        ///< completed on HTTPS listeners
+  uint64_t tls_handshake_failures = 0;
   uint64_t requests = 0;
   uint64_t bytes_sent = 0;
 };
@@ -58,8 +62,9 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  /// Binds and listens on "host:port" ("[::1]:5000" for IPv6).
-  Status listen(const std::string& addr);
+  /// Binds and listens on "host:port" ("[::1]:5000" for IPv6); with `tls`,
+  /// the listener speaks HTTPS only, with tls->current() at each accept.
+  Status listen(const std::string& addr, std::shared_ptr<net::TlsServerContext> tls = nullptr);
   /// Headers added to every response (e.g. Docker-Distribution-API-Version).
   void add_default_header(std::string name, std::string value);
 
@@ -78,7 +83,7 @@ class Server {
   const Handler& handler() const { return handler_; }
   const std::vector<Header>& default_headers() const { return default_headers_; }
   ServerStats& mutable_stats() { return stats_; }
-  void on_accept_(int fd, std::string peer);
+  void on_accept_(int fd, std::string peer, std::shared_ptr<net::TlsServerConfig> tls = nullptr);
   /// Closes the longest-quiet connection (logging `why`); false when there is none.
   bool shed_quiet_(const char* why);
   /// Writes the canned 503 to a just-accepted socket and closes it.
@@ -94,6 +99,8 @@ class Server {
   void defer_(ServerConn* c);
   /// A TLS ClientHello reached a plain-HTTP listener: warns once per client address.
   void note_tls_on_plain_(const std::string& peer);
+  /// A plain HTTP request reached an HTTPS listener: warns once per client address.
+  void note_plain_on_tls_(const std::string& peer);
   /// Quiet connections (ServerConn::quiet()), longest quiet at the front.
   std::list<ServerConn*>::iterator quiet_add_(ServerConn* c) { return quiet_.insert(quiet_.end(), c); }
   void quiet_remove_(std::list<ServerConn*>::iterator it) { quiet_.erase(it); }
@@ -120,6 +127,7 @@ class Server {
   std::vector<ServerConn*> pending_;
   std::vector<ServerConn*>* running_pending_ = nullptr;
   std::unordered_set<std::string> tls_warned_;  // client addresses told about TLS (bounded)
+  std::unordered_set<std::string> plain_warned_;  // client addresses told about plain HTTP (bounded)
   uint32_t rid_prefix_ = 0;
   uint64_t rid_counter_ = 0;
 };

@@ -6,10 +6,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <iterator>
 #include <cerrno>
 #include <cstring>
 
 #include "base/log.hpp"
+#include "http/file_pump.hpp"
 #include "http/server.hpp"
 #include "http/url.hpp"
 
@@ -26,6 +28,8 @@ constexpr size_t kKeepInputCapacity = 4 * 1024;  // an idle connection's input b
 constexpr uint64_t kLingerMs = 2000;     // how long we drain an unread request body before closing
 constexpr size_t kMaxIov = 16;
 constexpr uint64_t kSendfileChunk = 8ull << 20;
+// Plaintext per mbedtls_ssl_write: one full TLS record.
+constexpr size_t kTlsRecord = 16 * 1024;
 
 llhttp_settings_t make_settings();
 const llhttp_settings_t kSettings = make_settings();
@@ -36,8 +40,12 @@ ServerConn* self(llhttp_t* p) { return static_cast<ServerConn*>(p->data); }
 // ---------------------------------------------------------------------------
 // lifetime
 
-ServerConn::ServerConn(Server* server, int fd, std::string peer)
+ServerConn::ServerConn(Server* server, int fd, std::string peer, std::shared_ptr<net::TlsServerConfig> tls)
     : server_(server), fd_(fd), peer_(std::move(peer)) {
+  if (tls) {
+    tls_ = std::make_unique<net::TlsSession>(std::move(tls), fd_);
+    handshaking_ = true;
+  }
   uv_poll_init_socket(server_->loop(), &poll_, fd_);
   uv_timer_init(server_->loop(), &timer_);
   poll_.data = this;
@@ -48,12 +56,19 @@ ServerConn::ServerConn(Server* server, int fd, std::string peer)
 }
 
 ServerConn::~ServerConn() {
-  for (auto& it : out_)
-    if (it.file_fd >= 0) ::close(it.file_fd);
+  for (auto& it : out_) {
+    if (it.pump) it.pump->release();  // closes the file, now or after its read in flight
+    else if (it.file_fd >= 0) ::close(it.file_fd);
+  }
 }
 
 void ServerConn::start() {
   accepted_ms_ = idle_since_ = uv_now(server_->loop());
+  if (tls_ && !tls_->setup_ok()) {
+    log::error("tls session setup failed", " peer=" + peer_ + " reason=" + log::quote(tls_->last_error()));
+    close();
+    return;
+  }
   update_poll();
   refresh_timer();
 }
@@ -86,6 +101,10 @@ void ServerConn::close() {
   uv_timer_stop(&timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), on_handle_closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_handle_closed);
+  if (tls_) {
+    if (!handshaking_) tls_->close_notify();
+    tls_.reset();  // its buffers go now, not when libuv frees the handles
+  }
   ::close(fd_);  // the poll handle is stopped: safe to close its fd now
   fd_ = -1;
   server_->on_conn_closed_(this);
@@ -111,8 +130,63 @@ void ServerConn::on_poll(uv_poll_t* h, int status, int events) noexcept {
     c->close();
     return;
   }
+  if (c->handshaking_) {
+    c->continue_handshake();
+    return;
+  }
   if (events & UV_WRITABLE) c->flush();
   if (c->state_ != State::Closing && (events & UV_READABLE)) c->on_readable();
+}
+
+void ServerConn::continue_handshake() {
+  if (!sniffed_ && refuse_plain_http()) return;
+  const net::TlsIo io = tls_->handshake();
+  switch (io) {
+    case net::TlsIo::Done:
+      handshaking_ = hs_want_write_ = false;
+      server_->mutable_stats().tls_handshakes++;
+      // The first request may already wait in the socket: level-triggered
+      // polling reports it on the next turn.
+      break;
+    case net::TlsIo::WantRead: hs_want_write_ = false; break;
+    case net::TlsIo::WantWrite: hs_want_write_ = true; break;
+    case net::TlsIo::Closed:
+    case net::TlsIo::Failed:
+      server_->mutable_stats().tls_handshake_failures++;
+      log::debug("tls handshake failed", " peer=" + peer_ + " reason=" + log::quote(tls_->last_error()));
+      close();
+      return;
+  }
+  update_poll();
+  refresh_timer();
+}
+
+bool ServerConn::refuse_plain_http() {
+  // A handshake starts with a TLS record (0x16); a request line starts with
+  // a method in capitals. Tell the plain client in its own language (as
+  // nginx does) instead of a TLS alert it cannot read.
+  char first[8];
+  ssize_t n = ::recv(fd_, first, sizeof first, MSG_PEEK);
+  if (n < 0) return false;  // nothing yet: the handshake reports WantRead
+  sniffed_ = true;
+  if (n == 0 || first[0] < 'A' || first[0] > 'Z') return false;
+  static const std::string kAnswer = [] {
+    std::string body =
+        "{\"errors\":[{\"code\":\"UNSUPPORTED\",\"message\":\"this port speaks HTTPS: use an https:// URL\"}]}";
+    return "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  }();
+  // Read what the client sent first: closing on unread input sends RST,
+  // which can destroy the answer before the client reads it.
+  char sink[4096];
+  for (int i = 0; i < 16 && ::recv(fd_, sink, sizeof sink, 0) > 0; ++i) {
+  }
+  ssize_t w = ::send(fd_, kAnswer.data(), kAnswer.size(), MSG_NOSIGNAL);
+  (void)w;
+  ::shutdown(fd_, SHUT_WR);
+  server_->note_plain_on_tls_(peer_);
+  close();
+  return true;
 }
 
 void ServerConn::on_readable() {
@@ -123,11 +197,30 @@ void ServerConn::on_readable() {
     update_poll();
     return;
   }
-  ssize_t n = ::read(fd_, buf, body_active() ? kBodyReadChunk : kReadChunk);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-    close();
-    return;
+  ssize_t n;
+  if (tls_ && state_ != State::Lingering) {
+    // One record per call (the buffer holds a whole one, so nothing stays
+    // decrypted inside mbedTLS that polling would not report); the next
+    // record waits in the socket, which stays readable.
+    size_t got = 0;
+    switch (tls_->read(buf, sizeof buf, &got)) {
+      case net::TlsIo::Done: n = static_cast<ssize_t>(got); break;
+      case net::TlsIo::WantRead:
+      case net::TlsIo::WantWrite: return;
+      case net::TlsIo::Closed: n = 0; break;  // close_notify: the client's EOF
+      case net::TlsIo::Failed:
+      default:
+        log::debug("tls read failed", " peer=" + peer_ + " reason=" + log::quote(tls_->last_error()));
+        close();
+        return;
+    }
+  } else {
+    n = ::read(fd_, buf, body_active() ? kBodyReadChunk : kReadChunk);  // lingering over TLS: the bytes are discarded unread
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+      close();
+      return;
+    }
   }
   if (state_ == State::Lingering) {
     if (n == 0) close();
@@ -574,6 +667,7 @@ void ServerConn::start_lingering() {
   // the response before the client reads it; half-close and drain instead.
   state_ = State::Lingering;
   update_quiet();
+  if (tls_) tls_->close_notify();
   ::shutdown(fd_, SHUT_WR);
   in_.clear();
   in_off_ = 0;
@@ -584,72 +678,19 @@ void ServerConn::start_lingering() {
 
 void ServerConn::flush() {
   while (!out_.empty() && state_ != State::Closing) {
-    OutItem& front = out_.front();
-    ssize_t n;
-    bool short_write = false;
-    if (front.file_fd < 0) {
-      iovec iov[kMaxIov];
-      size_t cnt = 0;
-      for (auto it = out_.begin(); it != out_.end() && it->file_fd < 0 && cnt < kMaxIov; ++it, ++cnt) {
-        iov[cnt].iov_base = it->bytes.data() + it->off;
-        iov[cnt].iov_len = it->bytes.size() - it->off;
-      }
-      // sendmsg rather than writev for MSG_NOSIGNAL: a peer that left must
-      // give EPIPE, not kill a process that did not ignore SIGPIPE.
-      msghdr mh{};
-      mh.msg_iov = iov;
-      mh.msg_iovlen = cnt;
-      size_t want = 0;
-      for (size_t i = 0; i < cnt; ++i) want += iov[i].iov_len;
-      n = ::sendmsg(fd_, &mh, MSG_NOSIGNAL);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) { write_blocked_ = true; break; }
-        close();
-        return;
-      }
-      // A short write means the socket buffer is full: wait for POLLOUT
-      // instead of a second call that would only say EAGAIN (as nginx does).
-      short_write = static_cast<size_t>(n) < want;
-      size_t left = static_cast<size_t>(n);
-      out_bytes_ -= left;
-      while (left > 0) {
-        OutItem& f = out_.front();
-        size_t avail = f.bytes.size() - f.off;
-        if (left >= avail) { left -= avail; out_.pop_front(); }
-        else { f.off += left; left = 0; }
-      }
-      // Drop empty items (e.g. a 100-continue that was not needed).
-      while (!out_.empty() && out_.front().file_fd < 0 && out_.front().off == out_.front().bytes.size()) out_.pop_front();
-    } else {
-      off_t off = static_cast<off_t>(front.file_off);
-      const uint64_t want = std::min(front.file_left, kSendfileChunk);
-      n = ::sendfile(fd_, front.file_fd, &off, want);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) { write_blocked_ = true; break; }
-        close();
-        return;
-      }
-      if (n == 0) {  // the file is shorter than promised: the response is broken
-        log::error("file shorter than its response length", " peer=" + peer_);
-        close();
-        return;
-      }
-      short_write = static_cast<uint64_t>(n) < want;
-      front.file_off += static_cast<uint64_t>(n);
-      front.file_left -= static_cast<uint64_t>(n);
-      if (front.file_left == 0) {
-        ::close(front.file_fd);
-        out_.pop_front();
-        out_files_--;
-      }
+    write_blocked_ = false;
+    const ssize_t n = write_front();
+    if (n < 0) {
+      close();
+      return;
     }
+    if (n == 0) break;
     server_->mutable_stats().bytes_sent += static_cast<uint64_t>(n);
     if (cur_) cur_->bytes_sent_ += static_cast<uint64_t>(n);
     last_progress_ = uv_now(server_->loop());
-    write_blocked_ = short_write;
-    if (short_write) break;
+    // A short plain write means the socket buffer is full: wait for POLLOUT
+    // instead of a second call that would only say EAGAIN (as nginx does).
+    if (write_blocked_) break;
   }
   if (state_ == State::Closing) return;
   if (drain_wanted_ && out_bytes_ < kLowWater && cur_) {
@@ -667,6 +708,144 @@ void ServerConn::flush() {
     server_->defer_(this);
   update_poll();
   refresh_timer();
+}
+
+ssize_t ServerConn::write_front() {
+  // Drop empty items (e.g. a 100-continue that was not needed).
+  while (!out_.empty() && out_.front().file_fd < 0 && out_.front().off == out_.front().bytes.size()) out_.pop_front();
+  if (out_.empty()) return 0;
+  OutItem& front = out_.front();
+  if (front.file_fd < 0) {
+    ssize_t n;
+    if (!tls_) {
+      n = send_bytes();
+    } else if (front.bytes.size() - front.off >= kTlsRecord || std::next(out_.begin()) == out_.end() ||
+               std::next(out_.begin())->file_fd >= 0) {
+      n = tls_send(front.bytes.data() + front.off, front.bytes.size() - front.off);
+    } else {
+      // Several small byte items (a head, then a body): one record, one
+      // send, as sendmsg gathers them on a plain connection. The items stay
+      // queued until sent, so a retry after WantWrite gathers the same
+      // leading bytes (new items only ever go to the back).
+      // (mbedTLS copies the bytes into its record: one buffer serves every connection.)
+      static thread_local char stage[kTlsRecord];
+      size_t len = 0;
+      for (auto it = out_.begin(); it != out_.end() && it->file_fd < 0 && len < kTlsRecord; ++it) {
+        const size_t take = std::min(it->bytes.size() - it->off, kTlsRecord - len);
+        std::memcpy(stage + len, it->bytes.data() + it->off, take);
+        len += take;
+      }
+      n = tls_send(stage, len);
+    }
+    if (n > 0) consume_bytes(static_cast<size_t>(n));
+    return n;
+  }
+  ssize_t n;
+  if (tls_) {
+    // sendfile cannot encrypt: read the file in bounded chunks off the loop.
+    if (!front.pump)
+      front.pump = FilePump::start(server_->loop(), front.file_fd, front.file_off, front.file_left,
+                                   [this] { on_file_ready(); });
+    if (!front.pump->error().empty()) {
+      log::error("cannot read the file being sent", " peer=" + peer_ + " reason=" + log::quote(front.pump->error()));
+      return -1;
+    }
+    const std::string_view ready = front.pump->ready();
+    if (ready.empty()) return 0;  // on_file_ready flushes when the read ends
+    n = tls_send(ready.data(), ready.size());
+    if (n > 0) front.pump->consume(static_cast<size_t>(n));
+  } else {
+    off_t off = static_cast<off_t>(front.file_off);
+    const uint64_t want = std::min(front.file_left, kSendfileChunk);
+    do n = ::sendfile(fd_, front.file_fd, &off, want);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+      write_blocked_ = true;
+      return 0;
+    }
+    if (n == 0) {  // the file is shorter than promised: the response is broken
+      log::error("file shorter than its response length", " peer=" + peer_);
+      return -1;
+    }
+    if (static_cast<uint64_t>(n) < want) write_blocked_ = true;  // the socket buffer is full
+  }
+  if (n > 0) {
+    front.file_off += static_cast<uint64_t>(n);
+    front.file_left -= static_cast<uint64_t>(n);
+    if (front.file_left == 0) drop_file_item();
+  }
+  return n;
+}
+
+ssize_t ServerConn::send_bytes() {
+  iovec iov[kMaxIov];
+  size_t cnt = 0;
+  for (auto it = out_.begin(); it != out_.end() && it->file_fd < 0 && cnt < kMaxIov; ++it, ++cnt) {
+    iov[cnt].iov_base = it->bytes.data() + it->off;
+    iov[cnt].iov_len = it->bytes.size() - it->off;
+  }
+  // sendmsg rather than writev for MSG_NOSIGNAL: a peer that left must
+  // give EPIPE, not kill a process that did not ignore SIGPIPE.
+  msghdr mh{};
+  mh.msg_iov = iov;
+  mh.msg_iovlen = cnt;
+  size_t want = 0;
+  for (size_t i = 0; i < cnt; ++i) want += iov[i].iov_len;
+  ssize_t n;
+  do n = ::sendmsg(fd_, &mh, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+    write_blocked_ = true;
+    return 0;
+  }
+  if (static_cast<size_t>(n) < want) write_blocked_ = true;  // the socket buffer is full
+  return n;
+}
+
+ssize_t ServerConn::tls_send(const char* p, size_t n) {
+  // At most one record per call. After WantWrite mbedTLS holds the record
+  // and expects the same call again: the front item (or pump buffer) is not
+  // consumed meanwhile, so the retry passes the same bytes.
+  // (A client may negotiate records shorter than 16 KiB: the length held
+  // back is remembered rather than recomputed.)
+  const size_t len = tls_retry_len_ ? std::min(tls_retry_len_, n) : std::min(n, kTlsRecord);
+  size_t written = 0;
+  switch (tls_->write(p, len, &written)) {
+    case net::TlsIo::Done: tls_retry_len_ = 0; return static_cast<ssize_t>(written);
+    case net::TlsIo::WantWrite:
+    case net::TlsIo::WantRead:
+      tls_retry_len_ = len - written;
+      write_blocked_ = true;
+      return static_cast<ssize_t>(written);
+    default:
+      log::debug("tls write failed", " peer=" + peer_ + " reason=" + log::quote(tls_->last_error()));
+      return -1;
+  }
+}
+
+void ServerConn::consume_bytes(size_t left) {
+  out_bytes_ -= left;
+  while (left > 0) {
+    OutItem& f = out_.front();
+    size_t avail = f.bytes.size() - f.off;
+    if (left >= avail) { left -= avail; out_.pop_front(); }
+    else { f.off += left; left = 0; }
+  }
+}
+
+void ServerConn::drop_file_item() {
+  OutItem& f = out_.front();
+  if (f.pump) f.pump->release();
+  else ::close(f.file_fd);
+  out_.pop_front();
+  out_files_--;
+}
+
+void ServerConn::on_file_ready() {
+  if (state_ == State::Closing) return;
+  if (!write_blocked_) flush();
 }
 
 bool ServerConn::output_backlogged() const {
@@ -689,7 +868,8 @@ bool ServerConn::want_read() const {
 
 void ServerConn::update_poll() {
   if (state_ == State::Closing) return;
-  int events = (want_read() ? UV_READABLE : 0) | (write_blocked_ ? UV_WRITABLE : 0);
+  int events = handshaking_ ? (hs_want_write_ ? UV_WRITABLE : UV_READABLE)
+                            : (want_read() ? UV_READABLE : 0) | (write_blocked_ ? UV_WRITABLE : 0);
   if (events == poll_events_) return;
   poll_events_ = events;
   if (events == 0) uv_poll_stop(&poll_);

@@ -4,6 +4,11 @@
 // writes responses from an output queue (bytes with writev, file regions
 // with sendfile), and enforces the per-connection deadlines.
 //
+// On an HTTPS listener the same machine runs over a net::TlsSession: a
+// handshake first (under the head deadline), then reads decrypt into the
+// parser and writes encrypt, record by record; file regions go through a
+// FilePump (see write_front: the one place plain and TLS output differ).
+//
 //   Idle --first byte--> Head --headers done--> Handling --response done--> Idle
 //                          |                      |  (body streamed to the Exchange)
 //                          +--timeout: 408        +--client gone: Exchange::on_abort
@@ -20,14 +25,18 @@
 
 #include "http/exchange.hpp"
 #include "http/message.hpp"
+#include "net/tls.hpp"
 
 namespace outpost::http {
 
 class Server;
+class FilePump;
 
 class ServerConn {
  public:
-  ServerConn(Server* server, int fd, std::string peer);
+  /// With `tls`, the connection speaks HTTPS with that certificate (kept
+  /// for its whole life, whatever a reload does).
+  ServerConn(Server* server, int fd, std::string peer, std::shared_ptr<net::TlsServerConfig> tls = nullptr);
   void start();
   /// Tears the connection down now; the object frees itself after libuv
   /// closes its handles. Safe to call more than once.
@@ -77,6 +86,8 @@ class ServerConn {
   static void on_timer(uv_timer_t* t) noexcept;
   static void on_handle_closed(uv_handle_t* h) noexcept;
   void on_readable();
+  void continue_handshake();
+  bool refuse_plain_http();  // a plain HTTP request on the TLS port: answered and closed
   void process_input();
   void on_parse_error(llhttp_errno_t err);
   bool answered_for_good() const;  // an answer is out or queued: lingering or closing follows
@@ -88,6 +99,16 @@ class ServerConn {
   void dispatch();
   void reject(int status, std::string_view message);  // error before or instead of the handler
   void flush();
+  /// One write step for the front of out_: plain bytes with sendmsg and file
+  /// regions with sendfile, or over TLS records via mbedTLS and files via a
+  /// FilePump. Returns bytes taken (> 0), 0 to wait (socket full:
+  /// write_blocked_ set; or a disk read in flight), -1 when the connection failed.
+  ssize_t write_front();
+  ssize_t send_bytes();
+  ssize_t tls_send(const char* p, size_t n);
+  void consume_bytes(size_t n);
+  void drop_file_item();
+  void on_file_ready();
   void finish_cycle();
   void start_lingering();
   void update_poll();
@@ -103,6 +124,11 @@ class ServerConn {
   Server* server_;
   int fd_;
   std::string peer_;
+  std::unique_ptr<net::TlsSession> tls_;  // null on a plain-HTTP listener
+  bool handshaking_ = false;
+  bool hs_want_write_ = false;
+  bool sniffed_ = false;          // first bytes checked for plain HTTP
+  size_t tls_retry_len_ = 0;      // plaintext length of a record mbedTLS holds back (WantWrite)
   uv_poll_t poll_;
   uv_timer_t timer_;
   int poll_events_ = 0;
@@ -154,6 +180,7 @@ class ServerConn {
     int file_fd = -1;
     uint64_t file_off = 0;
     uint64_t file_left = 0;
+    FilePump* pump = nullptr;  // TLS: reads the file (and owns file_fd) once started
   };
   std::deque<OutItem> out_;
   size_t out_bytes_ = 0;         // bytes held in memory (file regions not counted)

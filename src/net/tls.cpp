@@ -8,6 +8,7 @@
 #include <cerrno>
 
 #include "base/log.hpp"
+#include "net/tls_server.hpp"
 
 namespace outpost::net {
 
@@ -72,6 +73,21 @@ TlsSession::TlsSession(const TlsClientConfig& cfg, int fd, const std::string& se
   }
   mbedtls_ssl_set_bio(&ssl_, this, send_cb, recv_cb, nullptr);
   setup_ok_ = true;
+}
+
+TlsSession::TlsSession(std::shared_ptr<TlsServerConfig> cfg, int fd) : fd_(fd), server_cfg_(std::move(cfg)) {
+  mbedtls_ssl_init(&ssl_);
+  int rc = mbedtls_ssl_setup(&ssl_, server_cfg_->get());
+  if (rc != 0) {
+    err_ = mbed_error(rc);
+    return;
+  }
+  mbedtls_ssl_set_bio(&ssl_, this, send_cb, recv_cb, nullptr);
+  setup_ok_ = true;
+}
+
+void TlsSession::close_notify() {
+  if (setup_ok_ && ssl_.state == MBEDTLS_SSL_HANDSHAKE_OVER) (void)mbedtls_ssl_close_notify(&ssl_);
 }
 
 TlsSession::~TlsSession() { mbedtls_ssl_free(&ssl_); }

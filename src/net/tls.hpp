@@ -1,6 +1,7 @@
 // TLS over mbedTLS 2.28 on a non-blocking socket the caller polls.
 // TlsClientConfig owns the shared pieces (entropy, DRBG, CA chain, ssl
-// config); TlsSession owns one mbedtls_ssl_context bound to one fd.
+// config); TlsSession owns one mbedtls_ssl_context bound to one fd, as a
+// client or (with a TlsServerConfig, net/tls_server.hpp) as a server.
 // Knows nothing about HTTP or libuv.
 #pragma once
 #include <mbedtls/ctr_drbg.h>
@@ -39,9 +40,14 @@ class TlsClientConfig {
 /// Result of a non-blocking TLS step.
 enum class TlsIo { Done, WantRead, WantWrite, Closed, Failed };
 
+class TlsServerConfig;
+
 class TlsSession {
  public:
   TlsSession(const TlsClientConfig& cfg, int fd, const std::string& server_name);
+  /// Server side: keeps `cfg` alive as long as the session (a certificate
+  /// reload must not free the config an open connection uses).
+  TlsSession(std::shared_ptr<TlsServerConfig> cfg, int fd);
   ~TlsSession();
   TlsSession(const TlsSession&) = delete;
   TlsSession& operator=(const TlsSession&) = delete;
@@ -54,6 +60,8 @@ class TlsSession {
   TlsIo read(char* p, size_t n, size_t* got);
   /// Bytes decrypted and waiting inside mbedTLS (poll will not report them).
   bool has_pending() const;
+  /// Sends close_notify once, best effort (never waits for the socket).
+  void close_notify();
   const std::string& last_error() const { return err_; }
 
  private:
@@ -62,6 +70,7 @@ class TlsSession {
   TlsIo map(int rc);
   mbedtls_ssl_context ssl_;
   int fd_;
+  std::shared_ptr<TlsServerConfig> server_cfg_;
   bool setup_ok_ = false;
   std::string err_;
 };

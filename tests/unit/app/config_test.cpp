@@ -248,7 +248,7 @@ TEST_CASE("embedded default parses and equals the built-in defaults", "[config]"
       ++keys;
     }
   }
-  CHECK(keys == 44);  // 33 + [auth] (issue #16): 5 + six [storage] keys (issue #18)
+  CHECK(keys == 47);  // 33 + [auth] 5 + [tls] 3 (issue #16) + six [storage] keys (issue #18)
 }
 
 TEST_CASE("dump_config round-trips", "[config]") {
