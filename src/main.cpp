@@ -11,6 +11,9 @@
 #include "app/cli_args.hpp"
 #include "app/config.hpp"
 #include "app/sync_cli.hpp"
+#include "app/cli_export.hpp"
+#include "app/cli_import.hpp"
+#include "app/cli_inventory.hpp"
 #include "base/log.hpp"
 #include "base/size.hpp"
 #include "http/server.hpp"
@@ -32,6 +35,13 @@ int usage(FILE* out) {
           "            to the first server.listen address); --wait prints progress until\n"
           "            the replay queue is empty or the window ends (at most --timeout, 1h)\n"
           "  version   print the version and exit\n"
+          "  export --repo PATTERN[:TAGFILTER]... [--platform OS/ARCH]... [--have FILE]\n"
+          "         [--max-part SIZE] [--resume] [--compress none|gzip|zstd] -o FILE\n"
+          "            write a bundle (OCI layout tar) of the matching tags\n"
+          "  import [--repo NAME] FILE|FILE.000|DIR...\n"
+          "            verify and store bundles, docker save archives or OCI layouts\n"
+          "  inventory -o FILE\n"
+          "            list the digests held here, for the sender's export --have\n"
           "\n"
           "options:\n"
           "  --config FILE   TOML configuration (see conf/outpost.toml); without it the\n"
@@ -135,6 +145,9 @@ constexpr Command kCommands[] = {
     {"config", cmd_config},
     {"sync", cmd_sync},
     {"version", cmd_version},
+    {"export", outpost::app::cli_export},
+    {"import", outpost::app::cli_import},
+    {"inventory", outpost::app::cli_inventory},
 };
 
 }  // namespace

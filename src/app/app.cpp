@@ -8,6 +8,7 @@
 #include <system_error>
 
 #include "app/ops.hpp"
+#include "app/bundle_admin.hpp"
 #include "app/sync_control.hpp"
 #include "base/log.hpp"
 #include "http/router.hpp"
@@ -305,6 +306,7 @@ int App::run() {
   uv_gettimeofday(&tv);
   m.ops.started_ms = static_cast<uint64_t>(tv.tv_sec) * 1000 + static_cast<uint64_t>(tv.tv_usec) / 1000;
   register_ops_routes(m.router, m.ops);
+  register_bundle_routes(m.router, *m.store);  // /outpost/bundle/ (issue #19)
   api::register_routes(m.router, m.api);
 
   http::ServerLimits lim;
