@@ -159,8 +159,10 @@ Result<std::string> admin_request(const Config& cfg, bool post, const std::strin
   std::string msg = a->body.substr(0, 400);
   auto j = json::parse(a->body, nullptr, false);
   if (j.is_object() && j.contains("errors") && j["errors"].is_array() && !j["errors"].empty() &&
-      j["errors"][0].is_object())
-    msg = j["errors"][0].value("message", msg);
+      j["errors"][0].is_object()) {
+    const auto& e = j["errors"][0];
+    msg = e.contains("detail") && e["detail"].is_string() ? e["detail"].get<std::string>() : e.value("message", msg);
+  }
   return Error(Errc::BadRequest, base + " answered " + std::to_string(a->status) + ": " + msg);
 }
 

@@ -32,6 +32,40 @@ Result<std::string> safe_entry_name(std::string_view name) {
   return std::string(name);
 }
 
+Result<std::string> resolve_link(const std::string& name, std::string_view target) {
+  auto bad = [&] {
+    return Error(Errc::BadRequest, "entry \"" + name + "\": link target \"" + std::string(target) +
+                                       "\" leaves the bundle; refusing the bundle");
+  };
+  if (target.empty() || target.front() == '/') return bad();
+  std::vector<std::string> parts;
+  auto push = [&](std::string_view path, bool is_dir_of_name) -> bool {
+    std::vector<std::string_view> comps;
+    size_t start = 0;
+    while (start <= path.size()) {
+      size_t slash = path.find('/', start);
+      comps.push_back(path.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start));
+      if (slash == std::string_view::npos) break;
+      start = slash + 1;
+    }
+    if (is_dir_of_name && !comps.empty()) comps.pop_back();  // the entry's own file name
+    for (auto c : comps) {
+      if (c.empty() || c == ".") continue;
+      if (c == "..") {
+        if (parts.empty()) return false;
+        parts.pop_back();
+      } else {
+        parts.emplace_back(c);
+      }
+    }
+    return true;
+  };
+  if (!push(name, true) || !push(target, false) || parts.empty()) return bad();
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : "/") + p;
+  return out;
+}
+
 namespace {
 
 constexpr size_t kReadBlock = 256 * 1024;
@@ -81,13 +115,19 @@ class TarEntries final : public EntryReader {
     if (!p) return Error(Errc::BadRequest, "after entry \"" + last_ + "\": an entry name that cannot be read");
     auto name = safe_entry_name(p);
     if (!name) return std::move(name).error();
-    // A link's target is checked too, though links are never followed.
-    if (const char* t = archive_entry_symlink(e); t && !safe_entry_name(t))
-      return Error(Errc::BadRequest, "entry \"" + *name + "\": link target \"" + t + "\" leaves the bundle; refusing the bundle");
-    if (const char* t = archive_entry_hardlink(e); t && !safe_entry_name(t))
-      return Error(Errc::BadRequest, "entry \"" + *name + "\": link target \"" + t + "\" leaves the bundle; refusing the bundle");
-    last_ = *name;
     EntryInfo info;
+    // A link's target must stay inside too; links are only ever followed
+    // to other entries of the bundle (docker save's shared layers).
+    if (const char* t = archive_entry_symlink(e)) {
+      auto l = resolve_link(*name, t);
+      if (!l) return std::move(l).error();
+      info.link = *l;
+    } else if (const char* h = archive_entry_hardlink(e)) {
+      auto l = safe_entry_name(h);
+      if (!l) return Error(Errc::BadRequest, "entry \"" + *name + "\": link target \"" + h + "\" leaves the bundle; refusing the bundle");
+      info.link = *l;
+    }
+    last_ = *name;
     info.name = *name;
     info.size = archive_entry_size_is_set(e) ? static_cast<uint64_t>(archive_entry_size(e)) : 0;
     info.regular = archive_entry_filetype(e) == AE_IFREG && !archive_entry_hardlink(e);

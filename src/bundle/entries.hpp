@@ -18,6 +18,9 @@ struct EntryInfo {
   std::string name;  ///< normalised: no leading "./"
   uint64_t size = 0;
   bool regular = false;  ///< a regular file (directories, links and devices are skipped by callers)
+  /// For a symbolic or hard link: its target as a bundle path (a symlink's
+  /// resolved against the entry's directory), checked to stay inside.
+  std::string link;
 };
 
 class EntryReader {
@@ -38,5 +41,9 @@ Result<std::unique_ptr<EntryReader>> open_entries(const std::vector<std::string>
 /// The name without leading "./", or BadRequest when it is absolute or has
 /// a ".." component ("path traversal").
 Result<std::string> safe_entry_name(std::string_view name);
+
+/// `target` of a symlink at `name`, as a bundle path; BadRequest naming the
+/// entry when it is absolute or climbs out of the bundle.
+Result<std::string> resolve_link(const std::string& name, std::string_view target);
 
 }  // namespace outpost::bundle

@@ -93,6 +93,8 @@ class Importer {
     for (int pass = 0; pass < kMaxPasses; ++pass) {
       rep_.passes = pass + 1;
       deferred_ = false;
+      const bool index_at_start = have_index_;
+      const size_t loaded_before = loaded_;
       OUTPOST_TRY(read_pass());
       if (!have_index_ && !docker_json_.empty() && !docker_planned_) {
         OUTPOST_TRY(plan_docker());
@@ -103,7 +105,8 @@ class Importer {
       if (have_index_) {
         OUTPOST_TRY(manifests_from_store());
         if (pending_ > 0) {
-          if (deferred_) continue;
+          // Another pass helps only if this one could still find manifests.
+          if (deferred_ && !(index_at_start && loaded_ == loaded_before)) continue;
           OUTPOST_TRY(missing_manifest());
           return Error(Errc::Internal, "manifest plan inconsistent");
         }
@@ -139,6 +142,7 @@ class Importer {
       if (!e) return std::move(e).error();
       if (!*e) break;
       const EntryInfo& info = **e;
+      if (!info.link.empty()) links_[info.name] = info.link;
       if (!info.regular) continue;
       OUTPOST_TRY(entry(info));
     }
@@ -293,6 +297,7 @@ class Importer {
     n.bytes = std::move(bytes);
     n.loaded = true;
     --pending_;
+    ++loaded_;
     const std::set<std::string> repos = n.repos;  // propagate may grow the map, not this node's set
     for (const auto& r : repos) propagate(d, manifests_[d.str()], r);
     return {};
@@ -486,12 +491,12 @@ class Importer {
       DockerImage di;
       auto cfg = safe_entry_name(img["Config"].get<std::string>());
       if (!cfg) return std::move(cfg).error();
-      di.config = *cfg;
+      di.config = follow(*cfg);
       for (const auto& l : img["Layers"]) {
         if (!l.is_string()) return Error(Errc::BadRequest, where + ": a layer that is not a path");
         auto ln = safe_entry_name(l.get<std::string>());
         if (!ln) return std::move(ln).error();
-        di.layers.push_back(*ln);
+        di.layers.push_back(follow(*ln));
       }
       if (img.contains("RepoTags") && img["RepoTags"].is_array())
         for (const auto& rt : img["RepoTags"]) {
@@ -512,6 +517,17 @@ class Importer {
     }
     docker_planned_ = true;
     return {};
+  }
+
+  /// An entry name through the archive's links (docker save links a layer
+  /// shared by two images to the first copy), a few hops at most.
+  std::string follow(std::string name) const {
+    for (int hop = 0; hop < 8; ++hop) {
+      auto it = links_.find(name);
+      if (it == links_.end()) break;
+      name = it->second;
+    }
+    return name;
   }
 
   Status store_docker_file(const EntryInfo& e, DockerFile& f) {
@@ -577,6 +593,8 @@ class Importer {
   std::vector<Root> roots_;
   std::map<std::string, ManifestNode> manifests_;  ///< digest -> node
   size_t pending_ = 0;                              ///< wanted, not loaded
+  size_t loaded_ = 0;                               ///< manifests loaded so far
+  std::map<std::string, std::string> links_;        ///< link entry -> target entry
   std::map<std::string, BlobNeed> blobs_;           ///< digest -> need
   std::set<std::string> committed_;                 ///< repo@digest
 
