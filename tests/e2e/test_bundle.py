@@ -20,7 +20,7 @@ import tempfile
 import unittest
 
 from harness import (ACCEPT_ALL_MANIFESTS, OCI_INDEX, OCI_MANIFEST, DockerRegistry, Outpost, http, make_oci_layout,
-                     random_layer, run_outpost, scaled, sha256_digest, skopeo_copy, wait_until)
+                     random_layer, run_outpost, scaled, sha256_digest, skopeo, skopeo_copy, wait_until)
 from registry_helpers import Client
 
 REPO = "e2e/app"
@@ -140,6 +140,9 @@ class Bundles(unittest.TestCase):
         roots = {(m["annotations"].get("io.outpost.repository"), m["annotations"].get(
             "org.opencontainers.image.ref.name"), m["digest"]) for m in index["manifests"]}
         self.assertEqual(roots, {(REPO, "v1", self.v1.top_digest), (REPO, None, self.referrer_digest)})
+        # Any OCI tool reads it: skopeo sees the tag in the archive.
+        p = skopeo("inspect", "--raw", f"oci-archive:{bundle}:v1", timeout=60)
+        self.assertEqual(p.stdout.encode(), self.v1.top_bytes)
         b = self.site()
         p = self.outpost("import", "--config", b.config_path, bundle)
         self.assertIn("imported", p.stdout)
