@@ -132,8 +132,10 @@ class Walker {
     for (const auto& r : parsed->refs) {
       if (r.is_manifest) {
         auto child = s_.get_manifest(repo, r.digest);
-        if (!child) return Error(child.error().code, what + ": child " + r.digest.str() + " of " + d.str() + ": " +
-                                                         child.error().message());
+        if (!child)
+          return Error(child.error().code, what + ": child " + r.digest.str() + " of " + d.str() + ": " +
+                                               child.error().message() +
+                                               " (a pull-through copy holds only the platforms pulled: give --platform)");
         OUTPOST_TRY(visit(repo, what, r.digest, child->media_type, child->size));
         continue;
       }
