@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app/bundle_cli.hpp"
+#include "base/log.hpp"
 #include "base/size.hpp"
 
 namespace outpost::app {
@@ -54,6 +55,9 @@ int cli_export(CliArgs& a) {
   req.resume = a.take_flag("--resume");
   if (req.repos.empty()) return usage_error("at least one --repo PATTERN[:TAGFILTER] is required (\"**\" for everything)");
   if (a.reject_leftovers("export")) return 2;
+  // The store's info lines (root created, recovery) would interleave with
+  // the progress line and the summary; warnings and errors still show.
+  log::set_level(log::Level::Warn);
   auto cfg = a.load_config();
   if (!cfg) return usage_error(cfg.error().message());
 

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app/bundle_cli.hpp"
+#include "base/log.hpp"
 #include "bundle/parts.hpp"
 
 namespace outpost::app {
@@ -65,6 +66,9 @@ int cli_import(CliArgs& a) {
     for (const auto& f : files) seen.push_back(f);
     bundles.push_back(files);
   }
+  // The store's info lines (root created, recovery) would interleave with
+  // the progress line and the summary; warnings and errors still show.
+  log::set_level(log::Level::Warn);
   auto cfg = a.load_config();
   if (!cfg) {
     fprintf(stderr, "outpost import: %s\n", cfg.error().message().c_str());

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app/bundle_cli.hpp"
+#include "base/log.hpp"
 #include "bundle/inventory.hpp"
 
 namespace outpost::app {
@@ -20,6 +21,9 @@ int cli_inventory(CliArgs& a) {
     return 2;
   }
   if (a.reject_leftovers("inventory")) return 2;
+  // The store's info lines (root created, recovery) would interleave with
+  // the progress line and the summary; warnings and errors still show.
+  log::set_level(log::Level::Warn);
   auto cfg = a.load_config();
   if (!cfg) {
     fprintf(stderr, "outpost inventory: %s\n", cfg.error().message().c_str());
