@@ -1,5 +1,6 @@
 #include "app/bundle_admin.hpp"
 
+#include <filesystem>
 #include <memory>
 
 #include "api/common.hpp"
@@ -39,6 +40,23 @@ void with_body(const http::ExchangePtr& ex, storesvc::StoreService* svc,
       });
 }
 
+/// Whether `path` (absolute) is `dir` or below it, after resolving what
+/// exists of it (symlinks, "..").
+bool inside(const std::string& path, const std::string& dir) {
+  std::error_code ec;
+  auto canon = [&](const std::string& p) {
+    auto c = std::filesystem::weakly_canonical(p, ec);
+    return ec ? std::filesystem::path(p).lexically_normal() : c;
+  };
+  const auto d = canon(dir), p = canon(path);
+  auto dit = d.begin(), pit = p.begin();
+  for (; dit != d.end(); ++dit, ++pit) {
+    if (dit->empty() && std::next(dit) == d.end()) break;  // trailing "/"
+    if (pit == p.end() || *dit != *pit) return false;
+  }
+  return true;
+}
+
 bool loopback_only(const http::ExchangePtr& ex) {
   if (is_loopback_peer(ex->req().peer)) return true;
   ex->respond_error(Errc::Denied, "/outpost/bundle/ is accepted from loopback clients only");
@@ -54,6 +72,9 @@ void register_bundle_routes(http::Router& r, storesvc::StoreService& store) {
     with_body(ex, svc, [](store::Store& s, const std::string& body) -> Result<std::string> {
       auto req = export_request_from_json(body);
       if (!req) return std::move(req).error();
+      // The server writes with its own rights: never over its own store.
+      if (inside(req->output, s.layout().root()))
+        return Error(Errc::Denied, "the output " + req->output + " is inside the storage root");
       auto rep = run_export(s, *req, {});
       if (!rep) return std::move(rep).error();
       return bundle::report_json(*rep);

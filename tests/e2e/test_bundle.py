@@ -254,6 +254,13 @@ class Bundles(unittest.TestCase):
             inv = json.loads(self.outpost("inventory", "--config", b.config_path, "-o", "-").stdout)
             self.assertIn(self.v1.top_digest, inv["manifests"])
 
+    def test_running_server_refuses_to_export_into_its_storage_root(self):
+        target = os.path.join(self.a.root, "blobs", "evil.tar")
+        p = self.outpost("export", "--config", self.a.config_path, "--repo", f"{REPO}:v1", "-o", target, ok=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("inside the storage root", p.stderr)
+        self.assertFalse(os.path.exists(target))
+
     def test_docker_save_archive_imports(self):
         arch = self.path("docker.tar")
         skopeo_copy(f"docker://{self.a.host}:{self.a.port}/{REPO}:v1", f"docker-archive:{arch}:e2e/dock:saved",
