@@ -254,6 +254,29 @@ class Bundles(unittest.TestCase):
             inv = json.loads(self.outpost("inventory", "--config", b.config_path, "-o", "-").stdout)
             self.assertIn(self.v1.top_digest, inv["manifests"])
 
+    def test_layout_with_index_last_and_no_repository_needs_repo_and_passes(self):
+        """A foreign layout tar: blobs first, index.json last, ref.name only
+        (as other tools write): --repo names the repository; read in passes."""
+        src = self.plain_v1()
+        with tarfile.open(src) as t:
+            files = {m.name: t.extractfile(m).read() for m in t.getmembers() if m.isfile()}
+        idx = json.loads(files.pop("index.json"))
+        for m in idx["manifests"]:
+            m["annotations"].pop("io.outpost.repository")
+        foreign = self.path("foreign.tar")
+        with tarfile.open(foreign, "w") as out:
+            for name, data in sorted(files.items(), reverse=True) + [("index.json", json.dumps(idx).encode())]:
+                ti = tarfile.TarInfo("./" + name)
+                ti.size = len(data)
+                out.addfile(ti, io.BytesIO(data))
+        b = self.site()
+        p = self.outpost("import", "--config", b.config_path, foreign, ok=False)
+        self.assertIn("give --repo", p.stderr)
+        self.outpost("import", "--config", b.config_path, "--repo", "other/name", foreign)
+        inv = self.inventory(b)
+        self.assertIn(self.v1.top_digest, inv["manifests"])
+        self.assertIn(sha256_digest(self.base_layer), inv["blobs"])
+
     def test_running_server_refuses_to_export_into_its_storage_root(self):
         target = os.path.join(self.a.root, "blobs", "evil.tar")
         p = self.outpost("export", "--config", self.a.config_path, "--repo", f"{REPO}:v1", "-o", target, ok=False)
