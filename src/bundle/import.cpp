@@ -154,7 +154,7 @@ class Importer {
     if (e.size > max) return Error(Errc::BadRequest, entry_msg(e.name, "larger than " + std::to_string(max) + " bytes"));
     std::string out;
     out.reserve(e.size);
-    for (size_t guard = 0; guard <= max / 4096 + 2; ++guard) {
+    for (uint64_t guard = 0; guard <= max + 1; ++guard) {  // every read gives at least a byte, or 0 at the end
       auto n = entries_->read(buf_.data(), buf_.size());
       if (!n) return std::move(n).error();
       if (*n == 0) break;
@@ -359,7 +359,7 @@ class Importer {
       (void)s_.cancel_upload(repo, *id);
       return err;
     };
-    for (uint64_t guard = 0; guard <= e.size / 4096 + 2; ++guard) {
+    for (uint64_t guard = 0; guard <= e.size + 1; ++guard) {  // every read gives at least a byte, or 0 at the end
       auto n = entries_->read(buf_.data(), buf_.size());
       if (!n) return fail(std::move(n).error());
       if (*n == 0) break;
