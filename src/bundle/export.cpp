@@ -24,11 +24,16 @@ constexpr size_t kChunk = 1 << 20;  // blob copy buffer: the export's memory doe
 struct Sink {
   PartWriter parts;
   Status failed;  ///< the first PartWriter error (libarchive only sees -1)
+  /// Set when the export failed: libarchive's own close (from
+  /// archive_write_free) would otherwise end the tar neatly after the last
+  /// good entry, a tail that --resume could not match.
+  bool discard = false;
   Sink(const ExportOptions& o) : parts(o.output, o.max_part, o.resume) {}
 };
 
 la_ssize_t write_cb(archive*, void* data, const void* buf, size_t len) {
   auto* s = static_cast<Sink*>(data);
+  if (s->discard) return static_cast<la_ssize_t>(len);
   auto st = s->parts.write(buf, len);
   if (!st) {
     if (s->failed) s->failed = std::move(st);
@@ -40,6 +45,9 @@ la_ssize_t write_cb(archive*, void* data, const void* buf, size_t len) {
 class Writer {
  public:
   Writer(const ExportOptions& o) : o_(o), sink_(o) {}
+  ~Writer() { sink_.discard = !closed_; }
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
 
   Status open() {
     a_.reset(archive_write_new());
@@ -96,7 +104,9 @@ class Writer {
 
   Status close() {
     if (archive_write_close(a_.get()) != ARCHIVE_OK) return fail("finishing " + o_.output);
-    return sink_.parts.finish();
+    OUTPOST_TRY(sink_.parts.finish());
+    closed_ = true;
+    return {};
   }
 
   const PartWriter& parts() const { return sink_.parts; }
@@ -122,6 +132,7 @@ class Writer {
   Sink sink_;
   ArchiveWriter a_;
   std::vector<char> buf_;
+  bool closed_ = false;
 };
 
 std::string blob_name(const Digest& d) { return "blobs/sha256/" + std::string(d.hex()); }

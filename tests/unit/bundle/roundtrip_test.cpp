@@ -1,4 +1,5 @@
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -6,6 +7,7 @@
 #include "bundle/export.hpp"
 #include "bundle/import.hpp"
 #include "bundle/inventory.hpp"
+#include "bundle/parts.hpp"
 #include "store_fixture.hpp"
 
 using namespace outpost;
@@ -28,10 +30,10 @@ struct Image {
   Digest config_d, layer_d, manifest_d;
 };
 
-Image make_image(size_t layer_size) {
+Image make_image(size_t layer_size, uint32_t seed = 12345) {
   Image im;
   im.layer.resize(layer_size);
-  uint32_t x = 12345;
+  uint32_t x = seed;
   for (auto& c : im.layer) {
     x = x * 1103515245u + 12345u;
     c = static_cast<char>(x >> 24);
@@ -189,4 +191,31 @@ TEST_CASE("the same export gives the same bytes (gzip, zstd): what --resume reli
     REQUIRE(export_bundle(*a, o2));
     CHECK(slurp(sa.dir() + "/one") == slurp(sa.dir() + "/two"));
   }
+}
+
+TEST_CASE("an export that fails half way leaves a stream --resume continues", "[bundle]") {
+  Sandbox sa;
+  auto a = open_store(sa.root());
+  const Image v1 = make_image(2 * 1024 * 1024 + 5, 1), v2 = make_image(300'000, 2);
+  push(*a, "site/app", "v1", v1);
+  push(*a, "site/app", "v2", v2);
+  ExportOptions whole = all_to(sa.dir() + "/whole");
+  whole.max_part = 1024 * 1024;
+  REQUIRE(export_bundle(*a, whole));
+
+  ExportOptions o = all_to(sa.dir() + "/cut");
+  o.max_part = whole.max_part;
+  const std::string blob = a->layout().blob_file(v2.layer_d);
+  std::filesystem::rename(blob, blob + ".away");  // v2's layer (the last entry) cannot be read
+  auto failed = export_bundle(*a, o);
+  REQUIRE_FALSE(failed);
+  CHECK(failed.error().detail.find(v2.layer_d.str()) != std::string::npos);
+  std::filesystem::rename(blob + ".away", blob);
+  o.resume = true;
+  auto rep = export_bundle(*a, o);
+  REQUIRE(rep);
+  CHECK(rep->bytes_verified >= 2 * 1024 * 1024);  // two full parts (v1 layer) were on disk already
+  REQUIRE(rep->files.size() == 3);
+  for (size_t i = 0; i < rep->files.size(); ++i)
+    CHECK(slurp(part_path(sa.dir() + "/cut", i)) == slurp(part_path(sa.dir() + "/whole", i)));
 }
