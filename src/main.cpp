@@ -15,6 +15,9 @@
 #include "app/config.hpp"
 #include "app/cli_token.hpp"
 #include "app/sync_cli.hpp"
+#include "app/cli_export.hpp"
+#include "app/cli_import.hpp"
+#include "app/cli_inventory.hpp"
 #include "base/log.hpp"
 #include "base/size.hpp"
 #include "http/server.hpp"
@@ -50,6 +53,13 @@ int usage(FILE* out) {
           "            --repair moves corrupt files aside (cached ones are refetched on\n"
           "            the next pull); exit 1 when problems are found\n"
           "  version   print the version and exit\n"
+          "  export --repo PATTERN[:TAGFILTER]... [--platform OS/ARCH]... [--have FILE]\n"
+          "         [--max-part SIZE] [--resume] [--compress none|gzip|zstd] -o FILE\n"
+          "            write a bundle (OCI layout tar) of the matching tags\n"
+          "  import [--repo NAME] FILE|FILE.000|DIR...\n"
+          "            verify and store bundles, docker save archives or OCI layouts\n"
+          "  inventory -o FILE\n"
+          "            list the digests held here, for the sender's export --have\n"
           "\n"
           "options:\n"
           "  --config FILE   TOML configuration (see conf/outpost.toml); without it the\n"
@@ -157,6 +167,9 @@ constexpr Command kCommands[] = {
     {"check", outpost::app::cli_check},
     {"version", cmd_version},
     {"token", outpost::app::cli_token},
+    {"export", outpost::app::cli_export},
+    {"import", outpost::app::cli_import},
+    {"inventory", outpost::app::cli_inventory},
 };
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "app/request_log.hpp"
 #include "app/watchdog.hpp"
 #include "app/ops_storage.hpp"
+#include "app/bundle_admin.hpp"
 #include "app/sync_control.hpp"
 #include "auth/instance_id.hpp"
 #include "base/log.hpp"
@@ -389,6 +390,7 @@ int App::run() {
   register_ops_routes(m.router, m.ops);
   m.auth->register_routes(m.router);
   register_storage_routes(m.router, m.housekeeper.get());
+  register_bundle_routes(m.router, *m.store);  // /outpost/bundle/ (issue #19)
   api::register_routes(m.router, m.api);
 
   http::ServerLimits lim;

@@ -1,3 +1,4 @@
+#include "base/size.hpp"
 #include "app/cli_storage.hpp"
 
 #include <uv.h>
@@ -74,18 +75,5 @@ std::string admin_error_text(const AdminAnswer& a) {
   return a.body.substr(0, 200);
 }
 
-std::string human_size(uint64_t n) {
-  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  if (u == 0) snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(n));
-  else snprintf(buf, sizeof buf, "%.1f %s", v, kUnits[u]);
-  return buf;
-}
 
 }  // namespace outpost::app

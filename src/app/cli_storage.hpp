@@ -28,6 +28,5 @@ AdminAnswer admin_call(const Config& cfg, http::Method m, const std::string& pat
 /// "CODE: detail" of an OCI error body, else the start of the body.
 std::string admin_error_text(const AdminAnswer& a);
 
-std::string human_size(uint64_t n);
 
 }  // namespace outpost::app

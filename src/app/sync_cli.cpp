@@ -1,3 +1,4 @@
+#include "base/size.hpp"
 #include "app/sync_cli.hpp"
 
 #include <unistd.h>
@@ -86,19 +87,6 @@ std::string error_text(const Answer& a) {
   return b;
 }
 
-std::string human_bytes(uint64_t n) {
-  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  if (u == 0) snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(n));
-  else snprintf(buf, sizeof buf, "%.1f %s", v, kUnits[u]);
-  return buf;
-}
 
 uint64_t num(const json& j, const char* key) {
   auto it = j.find(key);
@@ -120,9 +108,9 @@ bool flag(const json& j, const char* key) {
 std::string progress_line(const json& j) {
   std::string s = flag(j, "window_open") ? "window open" : "window closed";
   s += ": " + std::to_string(num(j, "queue_depth")) + " pending";
-  if (j.contains("bytes_pending")) s += " (" + human_bytes(num(j, "bytes_pending")) + ")";
+  if (j.contains("bytes_pending")) s += " (" + human_size(num(j, "bytes_pending")) + ")";
   s += ", " + std::to_string(num(j, "sent")) + " sent";
-  if (j.contains("bytes_sent")) s += " (" + human_bytes(num(j, "bytes_sent")) + ")";
+  if (j.contains("bytes_sent")) s += " (" + human_size(num(j, "bytes_sent")) + ")";
   s += ", " + std::to_string(num(j, "failed")) + " failed, " + std::to_string(num(j, "expired")) + " expired";
   if (auto e = str(j, "last_error")) s += "; last error: " + *e;
   return s;

@@ -4,6 +4,7 @@
 // detail reads well after a "file:line: key: " prefix.
 #include "base/size.hpp"
 
+#include <cstdio>
 #include <limits>
 #include <string>
 
@@ -110,6 +111,20 @@ Result<uint64_t> parse_duration_ms(std::string_view s) {
       break;
   }
   return Error(Errc::ConfigInvalid, quoted(s) + " is not a duration (e.g. \"30s\", \"5m\")");
+}
+
+std::string human_size(uint64_t n) {
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  if (u == 0) snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(n));
+  else snprintf(buf, sizeof buf, "%.1f %s", v, kUnits[u]);
+  return buf;
 }
 
 }  // namespace outpost

@@ -2,6 +2,7 @@
 // durations ("30s", "4h", "7d", "250ms").
 #pragma once
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "base/result.hpp"
@@ -10,6 +11,9 @@ namespace outpost {
 
 /// Bytes from "<n>[B|KiB|MiB|GiB|TiB|KB|MB|GB|TB]"; plain digits are bytes.
 Result<uint64_t> parse_size(std::string_view s);
+
+/// A byte count for people: "512 B", "1.5 MiB", "2.0 GiB" (binary units).
+std::string human_size(uint64_t n);
 
 /// Milliseconds from "<n>(ms|s|m|h|d)".
 Result<uint64_t> parse_duration_ms(std::string_view s);
