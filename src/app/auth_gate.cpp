@@ -17,12 +17,15 @@ namespace {
 /// one pool thread; beyond this a guessing client gets 429 at once, so it
 /// cannot hold the pool from the store jobs other clients wait on.
 constexpr size_t kMaxDeriving = 8;
-/// And at most this many derivations start per second (a token bucket of
-/// kMaxDeriving): a guessing client costs at most about a fifth of one core
-/// (a derivation is ~9 ms here), however many connections it opens. A
-/// legitimate credential is derived once a minute (the cache), so this
-/// admits over a thousand distinct active tokens per minute.
-constexpr double kDerivePerSecond = 20;
+/// And at most this many derivations start per second, from a token bucket
+/// of kDeriveBurst: a guessing client costs at most about a third of one
+/// core (a derivation is ~9 ms here), however many connections it opens. A
+/// legitimate credential is derived once a minute (the cache, which a change
+/// to other tokens leaves alone), so this admits over two thousand distinct
+/// active tokens per minute, and the burst lets a site's clients log in
+/// together after a restart or right after a guessing attack.
+constexpr double kDerivePerSecond = 40;
+constexpr double kDeriveBurst = 40;
 constexpr size_t kMaxAdminBody = 64 * 1024;
 
 int64_t now_s() {
@@ -160,7 +163,7 @@ void AuthGate::authenticate(const http::ExchangePtr& ex, api::Access access, OnP
   if (c.outcome == O::Ok) return next(std::move(c.principal));
   if (c.outcome == O::Invalid) return challenge(ex, access, Errc::Unauthorized, c.why);
   const uint64_t now_mono = uv_now(loop_);
-  bucket_ = std::min<double>(kMaxDeriving, bucket_ + static_cast<double>(now_mono - bucket_ms_) * kDerivePerSecond / 1000);
+  bucket_ = std::min<double>(kDeriveBurst, bucket_ + static_cast<double>(now_mono - bucket_ms_) * kDerivePerSecond / 1000);
   bucket_ms_ = now_mono;
   if (deriving_ >= kMaxDeriving || bucket_ < 1) {
     ex->add_header("Retry-After", "1");

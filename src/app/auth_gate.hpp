@@ -66,7 +66,7 @@ class AuthGate {
   uv::SerialQueuePtr queue_;
   auth::Authorizer authz_;
   size_t deriving_ = 0;  ///< key derivations queued or running
-  double bucket_ = 8;    ///< derivations that may start now (refilled over time)
+  double bucket_ = 40;   ///< derivations that may start now (refilled over time)
   uint64_t bucket_ms_ = 0;  ///< uv_now of the last refill
 };
 

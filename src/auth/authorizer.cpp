@@ -25,7 +25,8 @@ void Authorizer::set_tokens(std::vector<TokenRecord> tokens) {
     tokens_.emplace(std::move(name), std::move(t));
   }
   ++generation_;
-  cache_.clear();
+  // Cached credentials stay: each is checked against its token's current
+  // record (enabled, expiry, hash, secret generation) on every use.
 }
 
 const TokenRecord* Authorizer::find(std::string_view name) const {
@@ -68,8 +69,8 @@ Authorizer::BasicCheck Authorizer::check_basic(std::string_view name, std::strin
   out.why = "invalid credentials";
   if (!rec || !rec->enabled || rec->expired(now_s)) return out;
   auto it = cache_.find(cache_key(name, secret));
-  if (it != cache_.end() && it->second.generation == generation_ && it->second.expires_ms > now_ms &&
-      it->second.name == name) {
+  if (it != cache_.end() && it->second.expires_ms > now_ms && it->second.name == name &&
+      it->second.hash == rec->hash && it->second.token_generation == rec->generation) {
     out.outcome = BasicCheck::Outcome::Ok;
     out.principal = token_principal(*rec, Principal::Kind::Basic);
     return out;
@@ -92,7 +93,7 @@ std::optional<Principal> Authorizer::remember(const TokenRecord& rec, uint64_t g
       }
       if (cache_.size() >= o_.cache_max) cache_.clear();
     }
-    cache_[cache_key(rec.name, secret)] = Cached{rec.name, now_ms + o_.cache_ttl_ms, generation_};
+    cache_[cache_key(rec.name, secret)] = Cached{rec.name, now_ms + o_.cache_ttl_ms, cur->hash, cur->generation};
   }
   return token_principal(*cur, Principal::Kind::Basic);
 }

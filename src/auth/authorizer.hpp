@@ -90,10 +90,14 @@ class Authorizer {
   Binding bind_instance(const std::string& token, const std::string& instance, bool* newly);
 
  private:
+  /// A verified credential, valid while its token keeps the same secret
+  /// (hash) and generation: a change to *other* tokens does not drop it, so
+  /// creating one token does not send every client back to a derivation.
   struct Cached {
     std::string name;
     uint64_t expires_ms = 0;
-    uint64_t generation = 0;
+    std::string hash;          ///< the token's stored secret hash when verified
+    int64_t token_generation = 0;   ///< the token's secret generation (rotate bumps it)
   };
   static std::string cache_key(std::string_view name, std::string_view secret);
   Principal token_principal(const TokenRecord& rec, Principal::Kind kind) const;

@@ -368,8 +368,11 @@ class AccessControl(unittest.TestCase):
         self.assertGreater(during, loaded * 0.5, f"anonymous pulls in 2 s: {alone} alone, {loaded} beside pulls,"
                                                  f" {during} beside guesses {statuses}")
         self.assertIsNone(self.op.proc.poll())
-        # The real secret still works after all that.
-        self.assertEqual(self.get("/v2/factory/line-3/app/manifests/1", basic("line3", self.line3)).status, 200)
+        # The real secret works again once the guesses the server had already
+        # read are answered (by design they may get 429 with Retry-After
+        # until then, docs/operations.md "Access control"); bounded.
+        wait_until(lambda: self.get("/v2/factory/line-3/app/manifests/1", basic("line3", self.line3)).status == 200,
+                   timeout=15, message="the real secret is accepted again after the attack")
 
     def test_disable_and_rotate_hold_at_once(self):
         s = create_token(self.op, "temp", "factory/**:pull")

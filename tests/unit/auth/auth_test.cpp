@@ -214,6 +214,12 @@ TEST_CASE("authorizer: Basic cache, bearer grants, disable and rotate hold at on
   CHECK(a.check_basic("line3", secret, 2000, 100).outcome == O::Ok);
   CHECK(a.check_basic("line3", secret + "x", 2000, 100).outcome == O::Derive);
   CHECK(a.check_basic("line3", secret, 1000 + o.cache_ttl_ms + 1, 100).outcome == O::Derive);
+  // A change to another token leaves this cached credential alone (it used
+  // to clear the whole cache: every client derived again at once, and 429s
+  // followed right after a guessing attack had emptied the bucket).
+  REQUIRE(db->apply({{"op", "create"}, {"name", "other"}, {"scopes", {"x/*:pull"}}}, 101));
+  a.set_tokens(*db->load_all());
+  CHECK(a.check_basic("line3", secret, 2000, 101).outcome == O::Ok);
 
   // Bearer: the intersection of asked and allowed.
   Claims claims;
@@ -240,6 +246,8 @@ TEST_CASE("authorizer: Basic cache, bearer grants, disable and rotate hold at on
   REQUIRE(db->apply({{"op", "rotate"}, {"name", "line3"}}, 162));
   a.set_tokens(*db->load_all());
   CHECK_FALSE(a.check_bearer(t, 162));
+  // ... and the old secret's cached credential with it.
+  CHECK(a.check_basic("line3", secret, 2000, 162).outcome == O::Derive);
 
   // Expired token: refused without derivation.
   REQUIRE(db->apply({{"op", "create"}, {"name", "temp"}, {"expires_in", 10}}, 100));
