@@ -128,7 +128,9 @@ std::string AuthGate::realm(const http::ExchangePtr& ex) const {
   if (!cfg_.realm.empty()) return cfg_.realm;
   auto host = ex->req().headers.get("Host");
   std::string h = host && quotable(*host) && !host->empty() ? std::string(*host) : "localhost";
-  return "http://" + h + "/token";
+  // The token endpoint is on the listener the client came in on: an https
+  // client must not be sent to plain http (Docker refuses, or leaks Basic).
+  return std::string(ex->req().tls ? "https://" : "http://") + h + "/token";
 }
 
 void AuthGate::challenge(const http::ExchangePtr& ex, api::Access access, Errc code, std::string detail,

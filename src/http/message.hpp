@@ -49,6 +49,7 @@ struct Request {
   std::optional<uint64_t> content_length;
   bool expect_continue = false;
   std::string peer;        ///< "ip:port" of the client
+  bool tls = false;        ///< arrived on an HTTPS listener (URLs we hand out are https://)
 
   /// Percent-decoded value of query parameter `name` (first occurrence).
   std::optional<std::string> query_param(std::string_view name) const;

@@ -458,6 +458,7 @@ int ServerConn::on_headers_complete(llhttp_t* p) noexcept {
   r.has_body = r.chunked || (r.content_length && *r.content_length > 0);
   if (auto e = r.headers.get("Expect")) r.expect_continue = iequals(*e, "100-continue");
   r.peer = c->peer_;
+  r.tls = c->tls_ != nullptr;
   r.request_id = c->server_->next_request_id_();
   c->http_minor_ = p->http_minor;
   c->keep_alive_ = llhttp_should_keep_alive(p) && !c->close_when_idle_;
