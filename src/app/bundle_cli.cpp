@@ -1,21 +1,14 @@
 #include "base/size.hpp"
 #include "app/bundle_cli.hpp"
 
-#include <fcntl.h>
-#include <sys/file.h>
 #include <unistd.h>
-#include <uv.h>
 
-#include <cerrno>
 #include <chrono>
 #include <nlohmann/json.hpp>
 
-#include "app/sync_cli.hpp"
+#include "app/admin_client.hpp"
 #include "bundle/inventory.hpp"
-#include "http/client.hpp"
-#include "http/url.hpp"
 #include "sync/keep_pattern.hpp"
-#include "uv/loop.hpp"
 
 namespace outpost::app {
 
@@ -27,14 +20,6 @@ store::StoreOptions bundle_store_options(const Config& c) {
   so.replay = !c.parent.url.empty() && c.registry.mode != "ReadOnly";  // as App::run
   so.replay_deletes = so.replay && c.sync.replay_deletes;
   return so;
-}
-
-bool store_in_use(const Config& cfg) {
-  int fd = ::open((cfg.storage.root + "/LOCK").c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;  // no store yet: nobody serves it
-  bool busy = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
-  ::close(fd);  // releases our probe lock, if we got it
-  return busy;
 }
 
 std::string to_json(const ExportRequest& r) {
@@ -118,55 +103,20 @@ Result<bundle::ImportReport> run_import(store::Store& s, const ImportRequest& r,
 
 Result<std::string> admin_request(const Config& cfg, bool post, const std::string& path, const std::string& body) {
   const std::string base = admin_base_url(cfg);
-  auto url = http::Url::parse(base + path);
-  if (!url) return Error(Errc::BadRequest, "bad admin address " + base + ": " + url.error().message());
-  uv::Loop loop;
-  http::HttpClient client(loop.get(), nullptr);
-  struct Answer {
-    int status = 0;
-    std::string body;
-    Status st;
-    bool done = false;
-  };
-  auto a = std::make_shared<Answer>();
-  http::ClientRequest req;
-  req.method = post ? http::Method::Post : http::Method::Get;
-  req.url = *url;
-  if (post) {
-    req.body = body;
-    req.headers.add("Content-Type", "application/json");
-  }
   // The server answers when the whole export or import is done.
-  req.timeouts.connect_ms = 5'000;
-  req.timeouts.first_byte_ms = 7ull * 24 * 3'600'000;
-  req.timeouts.progress_ms = 600'000;
-  auto call = client.send(
-      std::move(req),
-      [a](const http::ClientResponse& r) {
-        a->status = r.status;
-        return true;
-      },
-      [a](std::string_view chunk) {
-        if (a->body.size() + chunk.size() <= (64u << 20)) a->body.append(chunk);
-      },
-      [a](Status st) {
-        a->st = std::move(st);
-        a->done = true;
-      });
-  while (!a->done) uv_run(loop.get(), UV_RUN_ONCE);  // the call's own deadlines end it
-  (void)call;
-  if (!a->st) return Error(a->st.error().code, "cannot reach the outpost at " + base + ": " + a->st.error().message());
-  if (a->status == 200) return a->body;
-  std::string msg = a->body.substr(0, 400);
-  auto j = json::parse(a->body, nullptr, false);
+  AdminAnswer a = admin_call(base, post ? http::Method::Post : http::Method::Get, path, 7ull * 24 * 3'600'000,
+                             post ? body : std::string(), "application/json");
+  if (!a.st) return Error(a.st.error().code, "cannot reach the outpost at " + base + ": " + a.st.error().message());
+  if (a.status == 200) return a.body;
+  std::string msg = a.body.substr(0, 400);
+  auto j = json::parse(a.body, nullptr, false);
   if (j.is_object() && j.contains("errors") && j["errors"].is_array() && !j["errors"].empty() &&
       j["errors"][0].is_object()) {
     const auto& e = j["errors"][0];
     msg = e.contains("detail") && e["detail"].is_string() ? e["detail"].get<std::string>() : e.value("message", msg);
   }
-  return Error(Errc::BadRequest, base + " answered " + std::to_string(a->status) + ": " + msg);
+  return Error(Errc::BadRequest, base + " answered " + std::to_string(a.status) + ": " + msg);
 }
-
 
 std::string absolute_path(const std::string& p) {
   if (!p.empty() && p.front() == '/') return p;

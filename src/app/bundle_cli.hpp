@@ -21,9 +21,6 @@ namespace outpost::app {
 /// queues replay entries exactly like a push to the server would.
 store::StoreOptions bundle_store_options(const Config& cfg);
 
-/// True when another process holds the store's LOCK (a running server).
-bool store_in_use(const Config& cfg);
-
 /// Request bodies of POST /outpost/bundle/{export,import}.
 struct ExportRequest {
   std::vector<std::string> repos;      ///< --repo PATTERN[:TAGFILTER]

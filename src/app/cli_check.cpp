@@ -130,19 +130,10 @@ int cli_check(CliArgs& a) {
     fprintf(stderr, "outpost: check: --rate needs bytes per second (e.g. 100MiB; 0: unlimited)\n");
     return 2;
   }
-  if (a.reject_leftovers("check")) return 2;
-  auto cfg = a.load_config();
-  if (!cfg) {
-    fprintf(stderr, "outpost: %s\n", cfg.error().message().c_str());
-    return 2;
-  }
-  bool running = false;
-  auto st = open_store_offline(*cfg, &running);
-  if (!st) {
-    fprintf(stderr, "outpost: check: cannot open the store %s: %s\n", cfg->storage.root.c_str(),
-            st.error().message().c_str());
-    return 1;
-  }
+  StorageTarget target;
+  if (int rc = open_storage_target(a, "check", &target)) return rc;
+  const Config* cfg = &target.cfg;
+  const bool running = !target.store;
   if (running) return run_online(*cfg, repair, rate, as_json);
 
   store::CheckOptions o;
@@ -152,7 +143,7 @@ int cli_check(CliArgs& a) {
   Result<store::CheckReport> rep = Error(Errc::Internal, "not run");
   std::atomic<bool> finished{false};
   std::thread worker([&] {
-    rep = (*st)->check(o, &progress);
+    rep = target.store->check(o, &progress);
     finished = true;
   });
   ProgressLine line;

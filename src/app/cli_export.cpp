@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "app/admin_client.hpp"
 #include "app/bundle_cli.hpp"
 #include "base/log.hpp"
 #include "base/size.hpp"
@@ -61,7 +62,7 @@ int cli_export(CliArgs& a) {
   auto cfg = a.load_config();
   if (!cfg) return usage_error(cfg.error().message());
 
-  if (store_in_use(*cfg)) {
+  if (store_in_use(cfg->storage.root)) {
     fprintf(stderr, "outpost export: the store is in use by the running server: exporting through it\n");
     auto body = admin_request(*cfg, true, "/outpost/bundle/export", to_json(req));
     if (!body) {

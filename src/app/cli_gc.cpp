@@ -46,19 +46,10 @@ int cli_gc(CliArgs& a) {
     fprintf(stderr, "outpost: gc: --grace needs a duration (e.g. 0s, 10m)\n");
     return 2;
   }
-  if (a.reject_leftovers("gc")) return 2;
-  auto cfg = a.load_config();
-  if (!cfg) {
-    fprintf(stderr, "outpost: %s\n", cfg.error().message().c_str());
-    return 2;
-  }
-  bool running = false;
-  auto st = open_store_offline(*cfg, &running);
-  if (!st) {
-    fprintf(stderr, "outpost: gc: cannot open the store %s: %s\n", cfg->storage.root.c_str(),
-            st.error().message().c_str());
-    return 1;
-  }
+  StorageTarget target;
+  if (int rc = open_storage_target(a, "gc", &target)) return rc;
+  const Config* cfg = &target.cfg;
+  const bool running = !target.store;
   if (running) {
     std::string path = std::string("/outpost/gc?dry_run=") + (dry_run ? "1" : "0");
     if (grace) path += "&grace=" + *grace;
@@ -84,7 +75,7 @@ int cli_gc(CliArgs& a) {
   o.upload_ttl_ms = static_cast<int64_t>(cfg->storage.upload_ttl_ms);
   o.dry_run = dry_run;
   if (grace_ms) o.grace_ms = static_cast<int64_t>(*grace_ms);
-  auto rep = (*st)->gc(o);
+  auto rep = target.store->gc(o);
   if (!rep) {
     fprintf(stderr, "outpost: gc failed: %s\n", rep.error().message().c_str());
     return 1;

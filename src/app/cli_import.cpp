@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "app/admin_client.hpp"
 #include "app/bundle_cli.hpp"
 #include "base/log.hpp"
 #include "bundle/parts.hpp"
@@ -75,7 +76,7 @@ int cli_import(CliArgs& a) {
     fprintf(stderr, "outpost import: %s\n", cfg.error().message().c_str());
     return 2;
   }
-  const bool server = store_in_use(*cfg);
+  const bool server = store_in_use(cfg->storage.root);
   std::unique_ptr<store::Store> store;
   if (server) {
     fprintf(stderr, "outpost import: the store is in use by the running server: importing through it\n");

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "app/admin_client.hpp"
 #include "app/bundle_cli.hpp"
 #include "base/log.hpp"
 #include "bundle/inventory.hpp"
@@ -30,7 +31,7 @@ int cli_inventory(CliArgs& a) {
     return 2;
   }
   std::string text;
-  if (store_in_use(*cfg)) {
+  if (store_in_use(cfg->storage.root)) {
     fprintf(stderr, "outpost inventory: the store is in use by the running server: asking it\n");
     auto body = admin_request(*cfg, false, "/outpost/bundle/inventory", "");
     if (!body) {

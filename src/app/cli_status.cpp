@@ -2,7 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "app/sync_cli.hpp"
+#include "app/admin_client.hpp"
+#include "base/size.hpp"
 
 namespace outpost::app {
 
@@ -34,18 +35,7 @@ std::string text_at(const json& j, const char* pointer) {
 std::string bytes_at(const json& j, const char* pointer) {
   const json::json_pointer p(pointer);
   if (!j.contains(p) || !is_count(j.at(p))) return kNa;
-  const uint64_t n = j.at(p).get<uint64_t>();
-  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[64];
-  if (u == 0) snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(n));
-  else snprintf(buf, sizeof buf, "%.1f %s", v, kUnits[u]);
-  return buf;
+  return human_size(j.at(p).get<uint64_t>());
 }
 
 std::string duration(const json& j, const char* pointer) {
@@ -150,9 +140,9 @@ int cli_status(CliArgs& a) {
     return 2;
   }
   const std::string base = admin_base_url(*cfg);
-  AdminGet ans = admin_get(base, "/outpost/status");
-  if (ans.status == 0) {
-    fprintf(stderr, "outpost: no outpost running at %s (%s)\n", base.c_str(), ans.error.c_str());
+  AdminAnswer ans = admin_call(base, http::Method::Get, "/outpost/status", 10'000);
+  if (!ans.st.ok()) {
+    fprintf(stderr, "outpost: no outpost running at %s (%s)\n", base.c_str(), ans.st.error().message().c_str());
     return 1;
   }
   if (ans.status != 200) {

@@ -6,9 +6,10 @@
 #include <memory>
 #include <string>
 
+#include "app/admin_client.hpp"  // admin_call, admin_error_text for gc and check
+#include "app/cli_args.hpp"
 #include "app/config.hpp"
 #include "base/result.hpp"
-#include "http/message.hpp"
 #include "store/store.hpp"
 
 namespace outpost::app {
@@ -17,16 +18,15 @@ namespace outpost::app {
 /// another process (a running server) holds it; other failures are errors.
 Result<std::unique_ptr<store::Store>> open_store_offline(const Config& cfg, bool* running);
 
-struct AdminAnswer {
-  int status = 0;
-  std::string body;
-  Status st;  ///< transport failure
+/// What `outpost gc` and `outpost check` work on: the config and, offline,
+/// the store (null when a running server holds it: go through its admin URL).
+struct StorageTarget {
+  Config cfg;
+  std::unique_ptr<store::Store> store;
 };
-/// One request to the running server's admin address (admin_base_url),
-/// bounded by `timeout_ms`.
-AdminAnswer admin_call(const Config& cfg, http::Method m, const std::string& path_and_query, uint64_t timeout_ms);
-/// "CODE: detail" of an OCI error body, else the start of the body.
-std::string admin_error_text(const AdminAnswer& a);
-
+/// Rejects leftover arguments, loads the config and opens its store (see
+/// open_store_offline) for the command `cmd` ("gc", "check"). 0 on success,
+/// else the exit status, the reason printed: 2 usage or config, 1 the store.
+int open_storage_target(CliArgs& a, const char* cmd, StorageTarget* out);
 
 }  // namespace outpost::app

@@ -1,25 +1,15 @@
 #include "app/cli_token.hpp"
 
-#include <fcntl.h>
-#include <sys/file.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
-#include <memory>
 #include <nlohmann/json.hpp>
 
-#include "app/sync_cli.hpp"
+#include "app/admin_client.hpp"
 #include "auth/scope.hpp"
 #include "auth/token_db.hpp"
 #include "base/size.hpp"
-#include "http/client.hpp"
-#include "http/url.hpp"
-#include "uv/loop.hpp"
 
 namespace outpost::app {
 
@@ -31,57 +21,6 @@ constexpr const char* kUsage =
     "usage: outpost token create NAME [--scope 'PATTERN:pull,push,delete' ...] [--expires DUR] [--json]\n"
     "       outpost token list [--json]\n"
     "       outpost token show|disable|enable|delete|rotate|deactivate NAME [--json]\n";
-
-struct Answer {
-  int status = 0;
-  std::string body;
-  Status st;
-};
-
-/// POST `body` to the daemon and wait for the answer (bounded by the
-/// request's own deadlines and a ref'd timer).
-Answer post(const http::Url& url, std::string body) {
-  uv::Loop loop;
-  http::HttpClient client(loop.get(), nullptr);
-  auto a = std::make_shared<Answer>();
-  auto done = std::make_shared<bool>(false);
-  http::ClientRequest req;
-  req.method = http::Method::Post;
-  req.url = url;
-  req.headers.set("Content-Type", "application/json");
-  req.body = std::move(body);
-  req.timeouts.connect_ms = 5'000;
-  req.timeouts.first_byte_ms = 30'000;
-  req.timeouts.progress_ms = 30'000;
-  auto c = client.send(
-      std::move(req),
-      [a](const http::ClientResponse& r) {
-        a->status = r.status;
-        return true;
-      },
-      [a](std::string_view chunk) {
-        if (a->body.size() < (1u << 22)) a->body.append(chunk);
-      },
-      [a, done](Status st) {
-        a->st = std::move(st);
-        *done = true;
-      });
-  struct Guard {
-    uv_timer_t t;
-    bool fired = false;
-  };
-  auto* g = new Guard;
-  uv_timer_init(loop.get(), &g->t);
-  g->t.data = g;
-  uv_timer_start(&g->t, [](uv_timer_t* t) { static_cast<Guard*>(t->data)->fired = true; }, 60'000, 0);
-  while (!*done && !g->fired) uv_run(loop.get(), UV_RUN_ONCE);
-  uv_close(reinterpret_cast<uv_handle_t*>(&g->t), [](uv_handle_t* h) { delete static_cast<Guard*>(h->data); });
-  if (!*done) {
-    c->cancel();
-    a->st = Error(Errc::RequestTimeout, "no answer");
-  }
-  return *a;  // the client, then the loop, close what is left (uv::Loop walks its handles)
-}
 
 std::string when(int64_t t) {
   if (t == 0) return "-";
@@ -199,23 +138,21 @@ int cli_token(CliArgs& a) {
   // The store's lock says whether a server runs on this root: held, the
   // change goes through it (it keeps the table in memory); free, we hold
   // it while we change auth.db so no server starts half-way.
-  const std::string lock_path = root + "/LOCK";
-  int lock = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (lock < 0) {
-    fprintf(stderr, "outpost token: cannot open %s: %s\n", lock_path.c_str(), strerror(errno));
+  auto lock = StoreLock::try_take(root);
+  if (!lock) {
+    fprintf(stderr, "outpost token: %s\n", lock.error().message().c_str());
     return 1;
   }
-  if (::flock(lock, LOCK_EX | LOCK_NB) == 0) {
+  if (*lock) {
     fprintf(stderr, "outpost token: no server runs on %s: changing %s directly\n", root.c_str(),
             auth::TokenDb::path_in(root).c_str());
     auto db = auth::TokenDb::open(root);
     if (!db) {
       fprintf(stderr, "outpost token: %s\n", db.error().message().c_str());
-      ::close(lock);
       return 1;
     }
     auto ans = db->apply(req, static_cast<int64_t>(::time(nullptr)));
-    ::close(lock);
+    lock->reset();
     if (!ans) {
       fprintf(stderr, "outpost token: %s\n", ans.error().message().c_str());
       return 1;
@@ -223,15 +160,9 @@ int cli_token(CliArgs& a) {
     print_answer(op, *ans, as_json, stdout);
     return 0;
   }
-  ::close(lock);
   const std::string base = admin_base_url(*cfg);
   fprintf(stderr, "outpost token: a server holds %s: asking it at %s\n", root.c_str(), base.c_str());
-  auto url = http::Url::parse(base + "/outpost/tokens");
-  if (!url) {
-    fprintf(stderr, "outpost token: bad admin address %s\n", base.c_str());
-    return 1;
-  }
-  Answer r = post(*url, req.dump());
+  AdminAnswer r = admin_call(base, http::Method::Post, "/outpost/tokens", 30'000, req.dump(), "application/json");
   if (!r.st.ok()) {
     fprintf(stderr, "outpost token: cannot reach the server at %s: %s\n", base.c_str(), r.st.error().message().c_str());
     return 1;

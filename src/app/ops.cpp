@@ -9,6 +9,7 @@
 #include "app/request_log.hpp"
 #include "app/status_page.hpp"
 #include "app/ops_storage.hpp"
+#include "app/prom_text.hpp"
 #include "app/sync_control.hpp"
 #include "cache/pull_through.hpp"
 #include "http/router.hpp"
@@ -26,21 +27,8 @@ uint64_t wall_ms() {
   return static_cast<uint64_t>(tv.tv_sec) * 1000 + static_cast<uint64_t>(tv.tv_usec) / 1000;
 }
 
-void counter(std::string& out, const char* name, const char* help, uint64_t v, const char* type = "counter") {
-  out += "# HELP ";
-  out += name;
-  out += ' ';
-  out += help;
-  out += "\n# TYPE ";
-  out += name;
-  out += ' ';
-  out += type;
-  out += '\n';
-  out += name;
-  out += ' ';
-  out += std::to_string(v);
-  out += '\n';
-}
+using prom::counter;
+
 struct HitMiss {
   uint64_t hits = 0;
   uint64_t misses = 0;

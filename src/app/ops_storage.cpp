@@ -3,6 +3,7 @@
 #include <uv.h>
 
 #include "app/ops.hpp"
+#include "app/prom_text.hpp"
 #include "base/size.hpp"
 #include "http/router.hpp"
 #include "http/server.hpp"
@@ -25,25 +26,8 @@ std::string iso_ms(int64_t ms) {
 
 json time_or_null(int64_t ms) { return ms > 0 ? json(iso_ms(ms)) : json(nullptr); }
 
-void series(std::string& out, const char* name, const char* help, const char* type) {
-  out += "# HELP ";
-  out += name;
-  out += ' ';
-  out += help;
-  out += "\n# TYPE ";
-  out += name;
-  out += ' ';
-  out += type;
-  out += '\n';
-}
-
-void sample(std::string& out, const char* name, uint64_t v, const std::string& labels = {}) {
-  out += name;
-  if (!labels.empty()) out += "{" + labels + "}";
-  out += ' ';
-  out += std::to_string(v);
-  out += '\n';
-}
+using prom::sample;
+using prom::series;
 
 json progress_json(const store::CheckProgress& p) {
   return {{"bytes_done", p.bytes_done.load()},

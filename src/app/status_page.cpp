@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app/request_log.hpp"
+#include "base/size.hpp"
 #include "sync/sync_service.hpp"
 
 namespace outpost::app {
@@ -52,16 +53,7 @@ std::string text_at(const json& j, const char* pointer) {
 std::string human_bytes(const json& j, const char* pointer) {
   const json::json_pointer p(pointer);
   if (!j.contains(p) || !is_count(j.at(p))) return "";
-  double v = static_cast<double>(j.at(p).get<uint64_t>());
-  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[48];
-  snprintf(buf, sizeof buf, " (%.1f %s)", v, kUnits[u]);
-  return buf;
+  return " (" + human_size(j.at(p).get<uint64_t>()) + ")";
 }
 
 /// One table row whose value carries `id`; `extra` is trusted markup-free text.

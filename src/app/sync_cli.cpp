@@ -4,10 +4,10 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "app/admin_client.hpp"
 #include "http/client.hpp"
 #include "http/url.hpp"
 #include "uv/loop.hpp"
@@ -17,14 +17,6 @@ namespace outpost::app {
 namespace {
 
 using nlohmann::json;
-
-constexpr size_t kMaxBody = 1 << 20;  // progress and error bodies are small
-
-struct Answer {
-  int status = 0;
-  std::string body;
-  Status st;
-};
 
 /// Drives `loop` until `*flag` is set or `ms` pass (a ref'd timer keeps
 /// uv_run blocking rather than spinning, and bounds every wait).
@@ -41,52 +33,10 @@ void run_until(uv_loop_t* loop, const bool* flag, uint64_t ms) {
   uv_close(reinterpret_cast<uv_handle_t*>(&g->t), [](uv_handle_t* h) { delete static_cast<Guard*>(h->data); });
 }
 
-/// One request to the daemon, run to its end (its own deadlines bound it).
-Answer call(uv_loop_t* loop, http::HttpClient& client, http::Method m, const http::Url& url) {
-  auto a = std::make_shared<Answer>();
-  auto done = std::make_shared<bool>(false);
-  http::ClientRequest req;
-  req.method = m;
-  req.url = url;
-  req.timeouts.connect_ms = 5'000;
-  req.timeouts.first_byte_ms = 10'000;
-  req.timeouts.progress_ms = 10'000;
-  auto c = client.send(
-      std::move(req),
-      [a](const http::ClientResponse& r) {
-        a->status = r.status;
-        return true;
-      },
-      [a](std::string_view chunk) {
-        if (a->body.size() + chunk.size() <= kMaxBody) a->body.append(chunk);
-      },
-      [a, done](Status st) {
-        a->st = std::move(st);
-        *done = true;
-      });
-  run_until(loop, done.get(), 60'000);
-  if (!*done) {
-    c->cancel();
-    a->st = Error(Errc::RequestTimeout, "no answer");
-  }
-  return *a;
+/// One request of `sync now` (its own deadlines bound it).
+AdminAnswer call(uv_loop_t* loop, http::HttpClient& client, http::Method m, const http::Url& url) {
+  return admin_call(loop, client, m, url, 10'000);
 }
-
-/// The OCI error's detail (or message) from an error body, else the body.
-std::string error_text(const Answer& a) {
-  auto j = json::parse(a.body, nullptr, false);
-  if (j.is_object() && j.contains("errors") && j["errors"].is_array() && !j["errors"].empty()) {
-    const auto& e = j["errors"][0];
-    std::string out = e.value("code", std::string("ERROR"));
-    if (e.contains("detail") && e["detail"].is_string()) return out + ": " + e["detail"].get<std::string>();
-    if (e.contains("message") && e["message"].is_string()) return out + ": " + e["message"].get<std::string>();
-    return out;
-  }
-  std::string b = a.body.substr(0, 200);
-  while (!b.empty() && (b.back() == '\n' || b.back() == '\r')) b.pop_back();
-  return b;
-}
-
 
 uint64_t num(const json& j, const char* key) {
   auto it = j.find(key);
@@ -118,38 +68,6 @@ std::string progress_line(const json& j) {
 
 }  // namespace
 
-std::string admin_base_url(const Config& cfg) {
-  std::string host = "127.0.0.1";
-  std::string port = "5000";
-  if (!cfg.server.listen.empty()) {
-    if (auto a = parse_listen_address(cfg.server.listen.front())) {
-      port = std::to_string(a->port);
-      if (a->ipv6) host = (a->host == "::" || a->host == "::0") ? "[::1]" : "[" + a->host + "]";
-      else host = a->host == "0.0.0.0" ? "127.0.0.1" : a->host;
-    }
-  }
-  return "http://" + host + ":" + port;
-}
-
-AdminGet admin_get(const std::string& base, const std::string& path) {
-  AdminGet out;
-  auto url = http::Url::parse(base + path);
-  if (!url) {
-    out.error = "bad admin address " + base + ": " + url.error().message();
-    return out;
-  }
-  uv::Loop loop;
-  http::HttpClient client(loop.get(), nullptr);
-  Answer a = call(loop.get(), client, http::Method::Get, *url);
-  if (!a.st.ok()) {
-    out.error = a.st.error().message();
-    return out;
-  }
-  out.status = a.status;
-  out.body = std::move(a.body);
-  return out;
-}
-
 int sync_now(const Config& cfg, const SyncNowOptions& o, FILE* out, FILE* err) {
   const std::string base = admin_base_url(cfg);
   auto url = http::Url::parse(base + "/outpost/sync");
@@ -161,13 +79,13 @@ int sync_now(const Config& cfg, const SyncNowOptions& o, FILE* out, FILE* err) {
   {
     uv::Loop loop;
     http::HttpClient client(loop.get(), nullptr);
-    Answer a = call(loop.get(), client, http::Method::Post, *url);
+    AdminAnswer a = call(loop.get(), client, http::Method::Post, *url);
     if (!a.st.ok()) {
       fprintf(err, "outpost: cannot reach the outpost at %s: %s\n", base.c_str(), a.st.error().message().c_str());
       return 1;
     }
     if (a.status != 200 && a.status != 202) {
-      fprintf(err, "outpost: %s answered %d: %s\n", base.c_str(), a.status, error_text(a).c_str());
+      fprintf(err, "outpost: %s answered %d: %s\n", base.c_str(), a.status, admin_error_text(a).c_str());
       return 1;
     }
     auto j = json::parse(a.body, nullptr, false);
@@ -192,7 +110,7 @@ int sync_now(const Config& cfg, const SyncNowOptions& o, FILE* out, FILE* err) {
       if (!a.st.ok() || a.status != 200) {
         end_line();
         fprintf(err, "outpost: following progress at %s failed: %s\n", base.c_str(),
-                a.st.ok() ? (std::to_string(a.status) + " " + error_text(a)).c_str() : a.st.error().message().c_str());
+                a.st.ok() ? (std::to_string(a.status) + " " + admin_error_text(a)).c_str() : a.st.error().message().c_str());
         break;
       }
       j = json::parse(a.body, nullptr, false);

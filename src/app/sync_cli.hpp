@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <string>
 
+#include "app/admin_client.hpp"  // admin_base_url, for the callers that used it from here
 #include "app/config.hpp"
 
 namespace outpost::app {
@@ -18,20 +19,6 @@ struct SyncNowOptions {
   uint64_t timeout_ms = 3'600'000;  ///< --wait gives up after this (default 1h)
   uint64_t poll_ms = 1'000;         ///< GET /outpost/sync interval while waiting
 };
-
-/// The admin URL for `cfg`: "http://<first listen host>:<port>", with a
-/// wildcard address (0.0.0.0, ::) replaced by the loopback one.
-std::string admin_base_url(const Config& cfg);
-
-/// One GET of `path` at the running daemon's admin URL `base`, run to its
-/// end (bounded by its own deadlines). `error` is set (status 0) when the
-/// daemon could not be reached. For `outpost status` and the like.
-struct AdminGet {
-  int status = 0;
-  std::string body;
-  std::string error;
-};
-AdminGet admin_get(const std::string& base, const std::string& path);
 
 /// Runs the command; lines go to `out`, errors to `err`. Exit status:
 /// 0 the window was opened (or was open) and, with --wait, the queue is
