@@ -88,8 +88,12 @@ void handle_blob_get(ApiContext& ctx, const http::ExchangePtr& ex) {
   // the memo entry stale at once (cache/hot_blobs.hpp).
   const uint64_t generation = ctx.store->blob_generation();
   const bool keep_small = ctx.blobs != nullptr;
+  // With access control on, a caller's right to a repository's blob comes
+  // from the parent holding it there, so a blob cached for another
+  // repository is not linked in on our own say: the miss asks the parent.
+  const bool cross_link = route.has_value() && !ex->params().may_read;
   ctx.store->run<Found>(
-      [name, d = *d, pulled = route.has_value(), keep_small](store::Store& s) -> Result<Found> {
+      [name, d = *d, pulled = cross_link, keep_small](store::Store& s) -> Result<Found> {
         auto r = s.open_blob(name, d);
         // Held here for another repository: link it rather than fetch the
         // same bytes from the parent again (content by digest is the same).
