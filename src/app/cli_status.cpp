@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app/admin_client.hpp"
+#include "app/status_text.hpp"
 #include "base/size.hpp"
 
 namespace outpost::app {
@@ -11,24 +12,11 @@ using nlohmann::json;
 
 namespace {
 
-/// A non-negative integer (parsed JSON has them unsigned, built JSON maybe signed).
-bool is_count(const json& v) { return v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0); }
-
-constexpr const char* kNa = "n/a";
+using status_text::is_count;
+using status_text::kNa;
 
 std::string text_at(const json& j, const char* pointer) {
-  const json::json_pointer p(pointer);
-  if (!j.contains(p)) return kNa;
-  const json& v = j.at(p);
-  if (v.is_null()) return kNa;
-  if (v.is_string()) return v.get<std::string>();
-  if (v.is_boolean()) return v.get<bool>() ? "yes" : "no";
-  if (v.is_number_float()) {
-    char buf[32];
-    snprintf(buf, sizeof buf, "%.1f%%", v.get<double>() * 100);
-    return buf;
-  }
-  return v.dump();
+  return status_text::text_at(j, pointer, status_text::Fraction::Percent);
 }
 
 /// "1.5 GiB (1610612736)" for a byte count, "n/a" when absent.
