@@ -34,8 +34,7 @@ void RequestLog::observe(const http::Exchange& ex, std::string_view route, doubl
   auto it = routes_.find(label);
   if (it == routes_.end()) it = routes_.emplace(std::string(label), RouteStats{}).first;
   RouteStats& rs = it->second;
-  const std::string method(http::method_name(ex.req().method));
-  rs.by_method_status[{method, ex.status_}]++;
+  rs.by_method_status[{ex.req().method, ex.status_}]++;
   rs.bytes += ex.bytes_sent_;
   size_t b = 0;
   while (b < kBuckets.size() && elapsed_s > kBuckets[b]) ++b;
@@ -49,17 +48,24 @@ void RequestLog::observe(const http::Exchange& ex, std::string_view route, doubl
   if (route != kManifestRoute) return;
   const bool push = ex.req().method == http::Method::Put;
   if (!push && !get_or_head) return;
+  // Every cached manifest GET lands here: once the list is full, the oldest
+  // entry's strings are reused (assign keeps their capacity), so recording
+  // a pull allocates nothing on the hot path.
   RecentTransfer t;
+  if (recent_.size() >= kRecent) {
+    t = std::move(recent_.back());
+    recent_.pop_back();
+  }
   t.time_ms = now_wall_ms;
   t.kind = push ? "push" : "pull";
-  t.method = method;
-  t.repo = ex.params().name;
-  t.reference = ex.params().reference;
-  if (auto d = ex.resp_headers().get("Docker-Content-Digest")) t.digest = std::string(*d);
-  t.peer = ex.req().peer;
+  t.method = http::method_name(ex.req().method).data();
+  t.repo.assign(ex.params().name);
+  t.reference.assign(ex.params().reference);
+  const auto d = ex.resp_headers().get("Docker-Content-Digest");
+  t.digest.assign(d ? *d : std::string_view());
+  t.peer.assign(ex.req().peer);
   t.status = ex.status_;
   recent_.push_front(std::move(t));
-  if (recent_.size() > kRecent) recent_.pop_back();
 }
 
 std::string RequestLog::metrics_text() const {
@@ -69,7 +75,7 @@ std::string RequestLog::metrics_text() const {
   for (const auto& [route, rs] : routes_)
     for (const auto& [key, n] : rs.by_method_status)
       out += "outpost_http_route_requests_total{route=\"" + prom_label(route) + "\",method=\"" +
-             prom_label(std::get<0>(key)) + "\",status=\"" + std::to_string(std::get<1>(key)) + "\"} " +
+             prom_label(http::method_name(std::get<0>(key))) + "\",status=\"" + std::to_string(std::get<1>(key)) + "\"} " +
              std::to_string(n) + "\n";
   out += "# HELP outpost_http_route_sent_bytes_total bytes written to clients (heads and bodies), by route pattern\n"
          "# TYPE outpost_http_route_sent_bytes_total counter\n";

@@ -14,6 +14,8 @@
 #include <string_view>
 #include <tuple>
 
+#include "http/message.hpp"
+
 namespace outpost::http { class Exchange; }
 
 namespace outpost::app {
@@ -21,8 +23,8 @@ namespace outpost::app {
 /// One manifest pull (GET/HEAD) or push (PUT) as the page lists it.
 struct RecentTransfer {
   uint64_t time_ms = 0;    ///< wall clock, when the answer ended
-  std::string kind;        ///< "pull" or "push"
-  std::string method;      ///< GET, HEAD, PUT
+  const char* kind = "";   ///< "pull" or "push"
+  const char* method = ""; ///< GET, HEAD, PUT
   std::string repo;
   std::string reference;   ///< tag or digest as the client asked
   std::string digest;      ///< Docker-Content-Digest answered, "" if none
@@ -51,7 +53,8 @@ class RequestLog {
 
  private:
   struct RouteStats {
-    std::map<std::tuple<std::string, int>, uint64_t> by_method_status;
+    /// Keyed by the method itself: counting a request allocates nothing.
+    std::map<std::tuple<http::Method, int>, uint64_t> by_method_status;
     uint64_t bytes = 0;
     std::array<uint64_t, kBuckets.size()> buckets{};  ///< non-cumulative counts
     uint64_t count = 0;
