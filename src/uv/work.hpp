@@ -8,6 +8,8 @@
 #include <optional>
 #include <utility>
 
+#include "uv/pool_priority.hpp"
+
 namespace outpost::uv {
 
 namespace detail {
@@ -40,7 +42,11 @@ void run_in_pool(uv_loop_t* loop, std::function<T()> job, std::function<void(T)>
   ++pending_work();
   int rc = uv_queue_work(
       loop, &w->req,
-      [](uv_work_t* r) { auto* w = static_cast<detail::WorkReq<T>*>(r->data); w->result.emplace(w->job()); },
+      [](uv_work_t* r) {
+        lower_pool_thread_priority_once();
+        auto* w = static_cast<detail::WorkReq<T>*>(r->data);
+        w->result.emplace(w->job());
+      },
       [](uv_work_t* r, int) {
         auto* w = static_cast<detail::WorkReq<T>*>(r->data);
         if (!w->result) w->result.emplace(w->job());
