@@ -32,13 +32,16 @@ bool check_reference(const http::ExchangePtr& ex) {
 
 namespace {
 void respond_manifest(const ApiContext& ctx, const http::ExchangePtr& ex, const store::ManifestInfo& info,
-                      std::string bytes) {
+                      std::string_view bytes) {
   if (ctx.on_access) ctx.on_access(info.digest);  // LRU of cache management (issue #18)
   ex->add_header("Docker-Content-Digest", info.digest.str());
-  ex->add_header("ETag", "\"" + info.digest.str() + "\"");
+  std::string etag;
+  etag.reserve(info.digest.str().size() + 2);
+  etag += '"'; etag += info.digest.str(); etag += '"';
+  ex->add_header("ETag", std::move(etag));
   ex->add_header("Content-Type", info.media_type);
   if (ex->req().method == http::Method::Head) return ex->respond_head_only(200, info.size);
-  ex->respond(200, std::move(bytes));
+  ex->respond_view(200, bytes);
 }
 
 void respond_manifest_error(const http::ExchangePtr& ex, const Error& e, const std::string& ref) {
@@ -53,6 +56,10 @@ void handle_manifest_get(ApiContext& ctx, const http::ExchangePtr& ex) {
   const std::string ref = ex->params().reference;
   const bool head = ex->req().method == http::Method::Head;
   if (auto route = pull_route(ctx, ex)) {
+    // A cached, fresh manifest is answered here, without a callback or a
+    // copy of its bytes: the common request of every pull (issue #14).
+    if (const cache::HotManifest* hot = ctx.pull->hot_manifest(*route, ref))
+      return respond_manifest(ctx, ex, hot->info, *hot->bytes);
     const bool read_write = !ctx.options.read_only;
     ApiContext* c = &ctx;
     ctx.pull->manifest(*route, ref, !head, [c, ex, ref, head, read_write, route](Result<cache::ManifestResult> r) {
@@ -68,17 +75,20 @@ void handle_manifest_get(ApiContext& ctx, const http::ExchangePtr& ex) {
         ex->add_header("Outpost-Cache", "offline");
         if (r->tag_age_s) ex->add_header("Outpost-Tag-Age", std::to_string(*r->tag_age_s));
       }
-      respond_manifest(*c, ex, r->info, std::move(r->bytes));
+      respond_manifest(*c, ex, r->info, r->bytes);
     });
     return;
   }
   const std::string name = ex->params().name;
   if (ctx.memo) {
-    // Hot tags are answered on the loop thread (issue #14).
+    // Hot tags are answered on the loop thread (issue #14), a current
+    // entry without a callback or a copy.
+    if (const auto* hot = ctx.memo->peek(name, ref, [](const cache::HotManifest& h) { return h.bytes != nullptr; }))
+      return respond_manifest(ctx, ex, hot->info, *hot->bytes);
     ApiContext* c = &ctx;
     ctx.memo->get(name, ref, !head, [c, ex, ref](Result<cache::HotManifest> r) {
       if (!r) return respond_manifest_error(ex, r.error(), ref);
-      respond_manifest(*c, ex, r->info, r->bytes ? *r->bytes : std::string());
+      respond_manifest(*c, ex, r->info, r->bytes ? std::string_view(*r->bytes) : std::string_view());
     });
     return;
   }
@@ -96,7 +106,7 @@ void handle_manifest_get(ApiContext& ctx, const http::ExchangePtr& ex) {
       },
       [c = &ctx, ex, ref](Result<Fetched> r) {
         if (!r) return respond_manifest_error(ex, r.error(), ref);
-        respond_manifest(*c, ex, r->info, std::move(r->bytes));
+        respond_manifest(*c, ex, r->info, r->bytes);
       });
 }
 

@@ -409,10 +409,13 @@ int App::run() {
   m.server = std::make_unique<http::Server>(m.loop.get(), lim, [router, gate, requests](const http::ExchangePtr& ex) {
     auto match = router->match(ex->req().method, ex->req().path);
     // Metrics and the status page's recent pulls, when the exchange ends.
-    ex->set_on_done([requests, route = match.pattern, t0 = uv_hrtime()](const http::Exchange& done) {
+    // Two words of capture: the hook fits std::function's own buffer (no
+    // allocation per request); the route label travels on the exchange.
+    ex->set_route(match.pattern);
+    ex->set_on_done([requests, t0 = uv_hrtime()](const http::Exchange& done) {
       uv_timeval64_t tv;
       uv_gettimeofday(&tv);
-      requests->observe(done, route, static_cast<double>(uv_hrtime() - t0) / 1e9,
+      requests->observe(done, done.route(), static_cast<double>(uv_hrtime() - t0) / 1e9,
                         static_cast<uint64_t>(tv.tv_sec) * 1000 + static_cast<uint64_t>(tv.tv_usec) / 1000);
     });
     if (!match.handler) {

@@ -25,17 +25,25 @@ bool parse_level(std::string_view s, Level* out) {
   return false;
 }
 
-std::string quote(std::string_view v) {
+void append_quoted(std::string& out, std::string_view v) {
   bool need = v.empty();
   for (char c : v) if (c == ' ' || c == '"' || c == '=' || c < 0x20) need = true;
-  if (!need) return std::string(v);
-  std::string out = "\"";
+  if (!need) {
+    out += v;
+    return;
+  }
+  out += '"';
   for (char c : v) {
     if (c == '"' || c == '\\') { out += '\\'; out += c; }
     else if (static_cast<unsigned char>(c) < 0x20) out += '?';
     else out += c;
   }
   out += '"';
+}
+
+std::string quote(std::string_view v) {
+  std::string out;
+  append_quoted(out, v);
   return out;
 }
 
@@ -102,7 +110,7 @@ void write(Level l, std::string_view msg, std::string_view fields) {
     line += "Z ";
   }
   line += "level="; line += kNames[int(l)];
-  line += " msg="; line += quote(msg);
+  line += " msg="; append_quoted(line, msg);
   line += fields;
   line += '\n';
   if (hold) {

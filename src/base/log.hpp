@@ -32,6 +32,8 @@ void flush();
 
 /// Quotes a value for logfmt when it has spaces, quotes or '='.
 std::string quote(std::string_view v);
+/// quote(v) appended to `out` (no temporary string: the access log calls it per request).
+void append_quoted(std::string& out, std::string_view v);
 
 inline void debug(std::string_view m, std::string_view f = {}) { if (level() <= Level::Debug) write(Level::Debug, m, f); }
 inline void info(std::string_view m, std::string_view f = {}) { if (level() <= Level::Info) write(Level::Info, m, f); }

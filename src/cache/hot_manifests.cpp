@@ -10,9 +10,17 @@ namespace {
 // an estimate, so that many tiny entries still count against the bound.
 constexpr uint64_t kEntryOverhead = 256;
 
+// '@' cannot appear in a repository name, so the key is unambiguous.
+void memo_key_into(const std::string& repo, const std::string& reference, std::string* out) {
+  out->assign(repo);
+  *out += '@';
+  *out += reference;
+}
+
 std::string memo_key(const std::string& repo, const std::string& reference) {
-  // '@' cannot appear in a repository name, so the key is unambiguous.
-  return repo + "@" + reference;
+  std::string key;
+  memo_key_into(repo, reference, &key);
+  return key;
 }
 
 struct Read {
@@ -23,6 +31,14 @@ struct Read {
 
 HotManifests::HotManifests(storesvc::StoreService* store, uint64_t max_bytes)
     : store_(store), max_bytes_(max_bytes), max_entry_bytes_(max_bytes / 8) {}
+
+HotManifests::Entry* HotManifests::find_current(const std::string& repo, const std::string& reference) {
+  thread_local std::string key;
+  memo_key_into(repo, reference, &key);
+  auto it = index_.find(key);
+  if (it == index_.end() || it->second->generation != store_->manifest_generation()) return nullptr;
+  return &*it->second;
+}
 
 void HotManifests::get(const std::string& repo, const std::string& reference, bool want_bytes, Done done) {
   std::string key = memo_key(repo, reference);
@@ -77,7 +93,8 @@ void HotManifests::insert(std::string key, const HotManifest& value, uint64_t ge
     erase(std::prev(lru_.end()));
     stats_.evictions++;
   }
-  lru_.push_front(Entry{key, value, generation, cost});
+  lru_.push_front(Entry{key, value, generation, cost, {}});
+  lru_.front().self = lru_.begin();
   index_.emplace(std::move(key), lru_.begin());
   bytes_ += cost;
 }

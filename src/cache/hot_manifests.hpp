@@ -52,6 +52,19 @@ class HotManifests {
   /// reads the store and done runs later on the loop thread. Bytes are read
   /// when `want_bytes` or when the manifest is small enough to memoize.
   void get(const std::string& repo, const std::string& reference, bool want_bytes, Done done);
+  /// The current entry for `reference` in `repo`, without a callback or a
+  /// copy (the hot path of a cached manifest GET), when `accept(entry)`
+  /// says it may be served as it is; counted as a hit then. Null when there
+  /// is none or it was not accepted (then call get()). The pointer is valid
+  /// until the next call of any method of this object.
+  template <typename Accept>
+  const HotManifest* peek(const std::string& repo, const std::string& reference, Accept&& accept) {
+    Entry* e = find_current(repo, reference);
+    if (!e || !accept(e->value)) return nullptr;
+    stats_.hits++;
+    lru_.splice(lru_.begin(), lru_, e->self);  // most recently used
+    return &e->value;
+  }
 
   uint64_t bytes() const { return bytes_; }
   size_t entries() const { return index_.size(); }
@@ -63,8 +76,13 @@ class HotManifests {
     HotManifest value;
     uint64_t generation = 0;
     uint64_t cost = 0;
+    std::list<Entry>::iterator self;  ///< this entry's place in lru_
   };
   using Lru = std::list<Entry>;  ///< most recently used first
+
+  /// The entry for the key if it is current (no write committed since it
+  /// was read); no allocation once the thread's key buffer has grown.
+  Entry* find_current(const std::string& repo, const std::string& reference);
 
   void insert(std::string key, const HotManifest& value, uint64_t generation);
   void erase(Lru::iterator it);

@@ -181,23 +181,54 @@ std::string PullThrough::fetch_key(const Route& r, const std::string& reference)
   return "m:" + r.upstream->options().name + "/" + r.local_repo + "@" + reference;
 }
 
+PullThrough::LocalVerdict PullThrough::local_verdict(const Route& r, const std::string& reference,
+                                                     store::Origin origin) const {
+  // Invariant 5: while the parent is offline nobody waits on it, and
+  // every answer says it came from an offline cache.
+  if (r.upstream->offline()) return LocalVerdict::Offline;
+  // What was pushed here is authoritative here (issue #13): never
+  // revalidated against the parent.
+  if (origin == store::Origin::Pushed) return LocalVerdict::Serve;
+  if (looks_like_digest(reference)) return LocalVerdict::Serve;  // immutable: never revalidated
+  thread_local std::string key;  // tag_key(r, reference), without an allocation per request
+  key.assign(r.local_repo);
+  key += ':';
+  key += reference;
+  auto it = tag_checked_.find(key);
+  if (it != tag_checked_.end() && uv_now(loop_) - it->second < opts_.tag_ttl_ms) return LocalVerdict::Serve;
+  // Outside a sync window no background request reaches the parent, and
+  // a tag check is one (issue #15): the cached tag answers as it is.
+  if (!in_window()) return LocalVerdict::ServeOutsideWindow;
+  return LocalVerdict::Revalidate;
+}
+
+const HotManifest* PullThrough::hot_manifest(const Route& r, const std::string& reference) {
+  if (!memo_) return nullptr;
+  // Until its commit ends, a fetched manifest is newer than the store's.
+  if (!committing_.empty() && committing_.count(fetch_key(r, reference))) return nullptr;
+  bool outside_window = false;
+  const HotManifest* hot = memo_->peek(r.local_repo, reference, [&](const HotManifest& h) {
+    if (!h.bytes) return false;
+    switch (local_verdict(r, reference, h.info.origin)) {
+      case LocalVerdict::Serve: return true;
+      case LocalVerdict::ServeOutsideWindow: outside_window = true; return true;
+      default: return false;
+    }
+  });
+  if (hot && outside_window) stats_.revalidations_skipped++;
+  return hot;
+}
+
 void PullThrough::manifest(const Route& r, const std::string& reference, bool want_bytes, ManifestDone done) {
   local_manifest(r, reference, want_bytes, [this, r, reference, want_bytes, done](Result<ManifestResult> local) mutable {
     if (local) {
-      // Invariant 5: while the parent is offline nobody waits on it, and
-      // every answer says it came from an offline cache.
-      if (r.upstream->offline()) return done(offline_answer(r, reference, std::move(*local)));
-      // What was pushed here is authoritative here (issue #13): never
-      // revalidated against the parent.
-      if (local->info.origin == store::Origin::Pushed) return done(std::move(local));
-      if (looks_like_digest(reference)) return done(std::move(local));  // immutable: never revalidated
-      auto it = tag_checked_.find(tag_key(r, reference));
-      if (it != tag_checked_.end() && uv_now(loop_) - it->second < opts_.tag_ttl_ms) return done(std::move(local));
-      // Outside a sync window no background request reaches the parent, and
-      // a tag check is one (issue #15): the cached tag answers as it is.
-      if (!in_window()) {
-        stats_.revalidations_skipped++;
-        return done(std::move(local));
+      switch (local_verdict(r, reference, local->info.origin)) {
+        case LocalVerdict::Offline: return done(offline_answer(r, reference, std::move(*local)));
+        case LocalVerdict::Serve: return done(std::move(local));
+        case LocalVerdict::ServeOutsideWindow:
+          stats_.revalidations_skipped++;
+          return done(std::move(local));
+        case LocalVerdict::Revalidate: break;
       }
       return revalidate(r, reference, std::move(*local), want_bytes, std::move(done));
     }

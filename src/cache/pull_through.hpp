@@ -111,6 +111,13 @@ class PullThrough {
   using ManifestDone = std::function<void(Result<ManifestResult>)>;
   /// Resolves `reference` (tag or digest) through the cache.
   void manifest(const Route& r, const std::string& reference, bool want_bytes, ManifestDone done);
+  /// The cached manifest for `reference` when manifest() would answer it
+  /// at once and unchanged (memoized, current, and fresh by the same rules:
+  /// pushed, by digest, tag checked within tag_ttl, or outside a window);
+  /// null otherwise, and then manifest() decides. No callback, no copy: the
+  /// hot path of a cached manifest GET. Valid until the next call into the
+  /// cache.
+  const HotManifest* hot_manifest(const Route& r, const std::string& reference);
 
   /// Answers a blob request: the local file when held, else a Fill.
   void blob(const Route& r, const Digest& d, const http::ExchangePtr& ex);
@@ -156,6 +163,10 @@ class PullThrough {
   std::shared_ptr<Fill> new_fill(const Route& r, const Digest& d);
   void share_link(upstream::RegistryClient& c);
   std::string tag_key(const Route& r, const std::string& tag) const { return r.local_repo + ":" + tag; }
+  /// What a locally held manifest needs before it is answered (the
+  /// freshness rules of manifest(), in one place for manifest_now() too).
+  enum class LocalVerdict { Offline, Serve, ServeOutsideWindow, Revalidate };
+  LocalVerdict local_verdict(const Route& r, const std::string& reference, store::Origin origin) const;
   ManifestResult offline_answer(const Route& r, const std::string& tag, ManifestResult local);
   /// The error of a miss that sync.pull_through keeps from the parent.
   Error window_miss(const std::string& what) const;

@@ -25,7 +25,9 @@ std::string_view http_date() {
 }
 }  // namespace
 
-Exchange::Exchange(ServerConn* conn, Request req) : conn_(conn), req_(std::move(req)) {}
+Exchange::Exchange(ServerConn* conn, Request req) : conn_(conn), req_(std::move(req)) {
+  resp_headers_.reserve(8);  // one allocation for a handler's few headers
+}
 Exchange::~Exchange() {
   if (on_done_) on_done_(*this);
 }
@@ -99,10 +101,10 @@ void Exchange::add_header(std::string name, std::string value) {
   resp_headers_.add(std::move(name), std::move(value));
 }
 
-std::string Exchange::build_head(int status, std::optional<uint64_t> length) {
+std::string Exchange::build_head(int status, std::optional<uint64_t> length, size_t extra) {
   status_ = status;
   std::string h;
-  h.reserve(320);
+  h.reserve(512 + extra);  // a manifest answer's head is ~420 bytes
   h += conn_->ex_http_minor_() >= 1 ? "HTTP/1.1 " : "HTTP/1.0 ";
   h += std::to_string(status);
   h += ' ';
@@ -137,8 +139,14 @@ std::string Exchange::build_head(int status, std::optional<uint64_t> length) {
 void Exchange::respond(int status, std::string body, std::string_view content_type) {
   if (state_ != RespState::None || !conn_) return;
   if (!content_type.empty()) resp_headers_.add("Content-Type", std::string(content_type));
-  std::string out = build_head(status, body.size());
-  if (req_.method != Method::Head && status != 204 && status != 304) out += body;
+  respond_view(status, body);
+}
+
+void Exchange::respond_view(int status, std::string_view body) {
+  if (state_ != RespState::None || !conn_) return;
+  const bool with_body = req_.method != Method::Head && status != 204 && status != 304;
+  std::string out = build_head(status, body.size(), with_body ? body.size() : 0);
+  if (with_body) out += body;
   state_ = RespState::Done;
   ServerConn* c = conn_;
   c->ex_send_(std::move(out));

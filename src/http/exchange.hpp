@@ -70,6 +70,9 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   void add_header(std::string name, std::string value);
   /// Whole response with Content-Length; HEAD drops the body but keeps the length.
   void respond(int status, std::string body = {}, std::string_view content_type = {});
+  /// As respond(), with a body the caller keeps (copied once, straight into
+  /// the buffer that holds the head: a cached manifest's answer).
+  void respond_view(int status, std::string_view body);
   /// OCI error JSON with the table's status (base/errc.def); the error's
   /// retry_after becomes a Retry-After header, its reason the status line's
   /// reason phrase (else the standard one).
@@ -100,6 +103,10 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   /// Called from the destructor, when no handler holds the exchange any more
   /// (the response is over): the metrics and recent-pulls hook (issue #17).
   void set_on_done(std::function<void(const Exchange&)> cb) { on_done_ = std::move(cb); }
+  /// The matched route's pattern (the metrics label; the router owns the
+  /// storage), set by the server's handler before dispatch.
+  void set_route(std::string_view pattern) { route_ = pattern; }
+  std::string_view route() const { return route_; }
   /// The response headers set so far (Docker-Content-Digest, for the log).
   const Headers& resp_headers() const { return resp_headers_; }
 
@@ -122,6 +129,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   RouteParams params_;
   Headers resp_headers_;
   std::string reason_;  ///< status-line reason phrase when not the standard one
+  std::string_view route_;
   BodyData on_data_;
   BodyEnd on_end_;
   Callback on_drain_;
@@ -132,7 +140,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   bool answers_body_errors_flag_ = false;
   bool body_done_ = false;
   Status body_status_;
-  std::string build_head(int status, std::optional<uint64_t> length);
+  /// `extra` more bytes are reserved for a body appended after the head.
+  std::string build_head(int status, std::optional<uint64_t> length, size_t extra = 0);
   std::optional<uint64_t> stream_length_;
   uint64_t stream_written_ = 0;
   bool chunked_ = false;

@@ -31,6 +31,7 @@ class Headers {
   void remove(std::string_view name);
   const std::vector<Header>& list() const { return list_; }
   void clear() { list_.clear(); }
+  void reserve(size_t n) { list_.reserve(n); }
   size_t size() const { return list_.size(); }
 
  private:

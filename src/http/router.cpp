@@ -3,18 +3,25 @@
 namespace outpost::http {
 
 namespace {
-std::vector<std::string_view> split(std::string_view path) {
-  std::vector<std::string_view> out;
+// Fills `out` (cleared first) with the '/'-separated segments of `path`.
+void split_into(std::string_view path, std::vector<std::string_view>* out) {
+  out->clear();
   size_t start = 0;
   while (true) {
     size_t slash = path.find('/', start);
     if (slash == std::string_view::npos) {
-      out.push_back(path.substr(start));
-      return out;
+      out->push_back(path.substr(start));
+      return;
     }
-    out.push_back(path.substr(start, slash - start));
+    out->push_back(path.substr(start, slash - start));
     start = slash + 1;
   }
+}
+
+std::vector<std::string_view> split(std::string_view path) {
+  std::vector<std::string_view> out;
+  split_into(path, &out);
+  return out;
 }
 
 bool is_param(std::string_view seg) { return seg.size() > 2 && seg.front() == '{' && seg.back() == '}'; }
@@ -79,7 +86,10 @@ bool Router::match_route(const Route& r, const std::vector<std::string_view>& se
 
 Router::Match Router::match(Method m, std::string_view path) const {
   Match result;
-  auto segs = split(path);
+  // Every request is routed: one scratch vector per thread keeps routing
+  // free of allocations once it has grown to the deepest path seen.
+  thread_local std::vector<std::string_view> segs;
+  split_into(path, &segs);
   const Route* get_fallback = nullptr;
   RouteParams get_params;
   for (const auto& r : routes_) {

@@ -85,9 +85,27 @@ void Server::on_accept_(int fd, std::string peer, std::shared_ptr<net::TlsServer
   c->start();
 }
 
+void Server::quiet_add_(ServerConn* c) {
+  auto& l = c->quiet_links_();
+  l.prev = quiet_back_;
+  l.next = nullptr;
+  if (quiet_back_) quiet_back_->quiet_links_().next = c;
+  else quiet_front_ = c;
+  quiet_back_ = c;
+}
+
+void Server::quiet_remove_(ServerConn* c) {
+  auto& l = c->quiet_links_();
+  if (l.prev) l.prev->quiet_links_().next = l.next;
+  else quiet_front_ = l.next;
+  if (l.next) l.next->quiet_links_().prev = l.prev;
+  else quiet_back_ = l.prev;
+  l.prev = l.next = nullptr;
+}
+
 bool Server::shed_quiet_(const char* why) {
-  if (quiet_.empty()) return false;
-  quiet_.front()->close();  // removes it from quiet_ and conns_
+  if (!quiet_front_) return false;
+  quiet_front_->close();  // removes it from the quiet list and conns_
   stats_.connections_shed++;
   log_pressure(why);
   return true;

@@ -6,7 +6,6 @@
 
 #include <cstdint>
 #include <functional>
-#include <list>
 #include <memory>
 #include <string>
 #include <unordered_set>
@@ -102,8 +101,8 @@ class Server {
   /// A plain HTTP request reached an HTTPS listener: warns once per client address.
   void note_plain_on_tls_(const std::string& peer);
   /// Quiet connections (ServerConn::quiet()), longest quiet at the front.
-  std::list<ServerConn*>::iterator quiet_add_(ServerConn* c) { return quiet_.insert(quiet_.end(), c); }
-  void quiet_remove_(std::list<ServerConn*>::iterator it) { quiet_.erase(it); }
+  void quiet_add_(ServerConn* c);     ///< at the back: quiet the shortest
+  void quiet_remove_(ServerConn* c);  ///< c must be listed
 
  private:
   void check_shutdown_done();
@@ -115,7 +114,8 @@ class Server {
   std::vector<Header> default_headers_;
   std::vector<Listener*> listeners_;
   std::unordered_set<ServerConn*> conns_;
-  std::list<ServerConn*> quiet_;
+  ServerConn* quiet_front_ = nullptr;  ///< longest quiet
+  ServerConn* quiet_back_ = nullptr;
   int reserve_fd_ = -1;
   uint64_t pressure_logged_ms_ = 0;   // last "connection limit reached" line (one a second at most)
   uint64_t shed_logged_ = 0, rejected_logged_ = 0;

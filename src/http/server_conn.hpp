@@ -19,7 +19,6 @@
 #include <uv.h>
 
 #include <deque>
-#include <list>
 #include <memory>
 #include <string>
 
@@ -48,6 +47,13 @@ class ServerConn {
   /// Idle between requests with nothing buffered either way: the server may
   /// close it to make room for a new client (never one mid-request).
   bool quiet() const;
+  /// Links of the server's quiet list (intrusive: listing and unlisting a
+  /// connection, once per request, allocates nothing). Server only.
+  struct QuietLinks {
+    ServerConn* prev = nullptr;
+    ServerConn* next = nullptr;
+  };
+  QuietLinks& quiet_links_() { return quiet_links_v_; }
 
   // ---- called by Exchange --------------------------------------------------
   void ex_read_body_();
@@ -168,8 +174,8 @@ class ServerConn {
   uint64_t body_active_since_ = 0;
   bool body_clock_running_ = false;
 
-  // Position in Server's quiet list (longest quiet first), while listed.
-  std::list<ServerConn*>::iterator quiet_pos_;
+  // Place in Server's quiet list (longest quiet first), while listed.
+  QuietLinks quiet_links_v_;
   bool quiet_listed_ = false;
 
   ExchangePtr cur_;

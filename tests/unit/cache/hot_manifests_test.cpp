@@ -220,3 +220,37 @@ TEST_CASE("hot manifests: the byte bound holds, least recently used entries go f
   REQUIRE(env.get("app/web", "big", true, &was_inline));
   CHECK_FALSE(was_inline);
 }
+
+TEST_CASE("hot manifests: peek answers a current entry in place, only when accepted, never a stale one", "[cache]") {
+  MemoEnv env;
+  const std::string one = manifest_bytes("one"), two = manifest_bytes("two");
+  const Digest d1 = env.push("app/web", one, "v1");
+  auto accept_all = [](const HotManifest&) { return true; };
+  // Nothing memoized yet: no answer, no hit.
+  CHECK(env.memo().peek("app/web", "v1", accept_all) == nullptr);
+  REQUIRE(env.get("app/web", "v1"));
+  const uint64_t hits = env.memo().stats().hits;
+
+  const HotManifest* hot = env.memo().peek("app/web", "v1", accept_all);
+  REQUIRE(hot != nullptr);
+  CHECK(hot->info.digest == d1);
+  REQUIRE(hot->bytes);
+  CHECK(*hot->bytes == one);
+  CHECK(env.memo().stats().hits == hits + 1);
+
+  // Refused by the caller's rule: no answer and not counted.
+  CHECK(env.memo().peek("app/web", "v1", [](const HotManifest&) { return false; }) == nullptr);
+  CHECK(env.memo().stats().hits == hits + 1);
+  // Another repository or reference is a different key.
+  CHECK(env.memo().peek("app/other", "v1", accept_all) == nullptr);
+  CHECK(env.memo().peek("app/web", "v2", accept_all) == nullptr);
+
+  // A write moves the tag: the memoized entry is no longer current.
+  env.push("app/web", two, "v1");
+  CHECK(env.memo().peek("app/web", "v1", accept_all) == nullptr);
+  auto fresh = env.get("app/web", "v1");
+  REQUIRE(fresh);
+  const HotManifest* again = env.memo().peek("app/web", "v1", accept_all);
+  REQUIRE(again != nullptr);
+  CHECK(*again->bytes == two);
+}

@@ -24,6 +24,7 @@
 
 #include "base/digest.hpp"
 #include "cache/blob_response.hpp"
+#include "cache/hot_manifests.hpp"
 #include "cache/pull_through.hpp"
 #include "http/client.hpp"
 #include "store/store.hpp"
@@ -158,6 +159,23 @@ class CacheEnv {
     return *c.result;
   }
 
+  /// Memoizes manifests as the daemon does (App sets the memo).
+  void enable_memo() {
+    fx().call([&] {
+      memo = std::make_unique<cache::HotManifests>(svc.get());
+      pull->set_memo(memo.get());
+    });
+  }
+  /// PullThrough::hot_manifest on the loop: the bytes it would answer with
+  /// at once, or nullopt when it leaves the request to manifest().
+  std::optional<std::string> hot(const Route& r, const std::string& ref) {
+    return fx().call([&]() -> std::optional<std::string> {
+      const cache::HotManifest* h = pull->hot_manifest(r, ref);
+      if (!h) return std::nullopt;
+      return *h->bytes;
+    });
+  }
+
   cache::PullStats stats() { return fx().call([&] { return pull->stats(); }); }
   size_t fills() { return fx().call([&] { return pull->fills_in_flight(); }); }
 
@@ -187,6 +205,7 @@ class CacheEnv {
     CHECK(eventually([&] { return fx().call([] { return uv::pending_work() == 0; }); }));
     CHECK(fx().call_quietly([&] {
       pull.reset();
+      memo.reset();
       svc.reset();  // nothing pending: drain() returns at once
     }));
     // PullThrough's revalidation timers are not owned by it: let them run out.
@@ -211,6 +230,7 @@ class CacheEnv {
   std::unique_ptr<ServerFixture> server;
   std::unique_ptr<http::HttpClient> http;  // loop thread only
   std::unique_ptr<PullThrough> pull;       // loop thread only
+  std::unique_ptr<cache::HotManifests> memo;  // loop thread only; after enable_memo()
 
  private:
   /// GET/HEAD /v2/<name>/blobs/<digest>[?ns=]: the local file when held
@@ -791,6 +811,48 @@ TEST_CASE("cache: a manifest miss is fetched once and kept under its tag", "[cac
   CHECK(env.upstream.count_path("/v2/lib/app/manifests/v1") == 1);
   CHECK(env.upstream.count_path("/v2/lib/app/manifests/" + Digest::sha256_of(m1).str()) == 0);
   env.end();
+}
+
+TEST_CASE("cache: hot_manifest answers a memoized tag in place only while manifest() would not ask the parent",
+          "[cache][manifest]") {
+  const std::string m1 = manifest_json("hot");
+  const std::string by_digest = Digest::sha256_of(m1).str();
+  auto script = [&](ScriptConn& c, const SeenRequest& r) {
+    if (probe(c, r)) return;
+    c.send(manifest_reply(r, m1));
+  };
+  SECTION("within tag_ttl: the tag and the digest are answered in place, the parent is asked once") {
+    CacheEnv env(script);
+    env.enable_memo();
+    Route route = env.route("lib/hot");
+    CHECK_FALSE(env.hot(route, "v1"));  // a miss goes to manifest()
+    REQUIRE(env.manifest_now(route, "v1").ok());
+    REQUIRE(env.manifest_now(route, "v1").ok());  // memoizes the stored tag
+    REQUIRE(env.manifest_now(route, by_digest).ok());
+    auto hot = env.hot(route, "v1");
+    REQUIRE(hot);
+    CHECK(*hot == m1);
+    auto hot_digest = env.hot(route, by_digest);
+    REQUIRE(hot_digest);
+    CHECK(*hot_digest == m1);
+    CHECK(env.upstream.count_path("/v2/lib/hot/manifests/v1") == 1);
+    env.end();
+  }
+  SECTION("tag_ttl passed: the tag is left to manifest() (revalidation); by digest it is still answered") {
+    auto p = CacheEnv::default_popts();
+    p.tag_ttl_ms = 0;
+    CacheEnv env(script, p);
+    env.enable_memo();
+    Route route = env.route("lib/hot");
+    REQUIRE(env.manifest_now(route, "v1").ok());
+    REQUIRE(env.manifest_now(route, by_digest).ok());
+    REQUIRE(env.manifest_now(route, by_digest).ok());
+    CHECK_FALSE(env.hot(route, "v1"));
+    auto hot_digest = env.hot(route, by_digest);
+    REQUIRE(hot_digest);
+    CHECK(*hot_digest == m1);
+    env.end();
+  }
 }
 
 TEST_CASE("cache: concurrent misses of one manifest coalesce onto one upstream GET", "[cache][manifest]") {
