@@ -166,13 +166,13 @@ void AuthGate::authenticate(const http::ExchangePtr& ex, api::Access access, Nex
   v.remove_prefix(6);
   while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
   const uint64_t ms = now_ms();
-  auto c = std::make_shared<auth::Authorizer::BasicCheck>(authz_.check_basic(v, ms, static_cast<int64_t>(ms / 1000)));
+  auth::Authorizer::BasicCheck check = authz_.check_basic(v, ms, static_cast<int64_t>(ms / 1000));
   using O = auth::Authorizer::BasicCheck::Outcome;
-  if (c->outcome == O::Ok) {
-    const auth::PrincipalPtr held = std::move(c->principal);
+  if (check.outcome == O::Ok) {
+    const auth::PrincipalPtr held = std::move(check.principal);
     return next(*held);
   }
-  if (c->outcome == O::Invalid) return challenge(ex, access, Errc::Unauthorized, c->why);
+  if (check.outcome == O::Invalid) return challenge(ex, access, Errc::Unauthorized, check.why);
   // A derivation: for a real token's secret, and for an unknown name's
   // against a dummy (the refusal then takes as long, and goes through the
   // same queue and bucket, so guessing names costs as much as secrets).
@@ -186,6 +186,7 @@ void AuthGate::authenticate(const http::ExchangePtr& ex, api::Access access, Nex
   bucket_ -= 1;
   ++deriving_;
   const uint64_t gen = authz_.generation();
+  auto c = std::make_shared<const auth::Authorizer::BasicCheck>(std::move(check));
   queue_->push<bool>(
       [db = db_, c] {
         const bool ok = auth::verify_secret(c->record, c->secret);
