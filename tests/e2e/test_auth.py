@@ -396,8 +396,10 @@ class AccessControl(unittest.TestCase):
         unknown.sort()
         print(f"# refusal times (s), known name: {known}; unknown name: {unknown}", file=sys.stderr)
         # The fastest of each (other load only ever adds time): before, an
-        # unknown name's was a few percent of a known one's.
-        self.assertGreater(unknown[0], 0.5 * known[0], (known, unknown))
+        # unknown name's was a few percent of a known one's (0.7 ms vs 16 ms);
+        # now both are a derivation (~9 ms of CPU), whose wall time on a
+        # loaded machine still varies by 2x between runs.
+        self.assertGreater(unknown[0], 0.3 * known[0], (known, unknown))
 
     def test_disable_and_rotate_hold_at_once(self):
         s = create_token(self.op, "temp", "factory/**:pull")
