@@ -157,9 +157,10 @@ def restart(s: Server) -> Server:
 
 
 def start_outpost(bin_path: str, dir: str, name: str, parent: str = "", log_level: str = "info",
-                  extra: str = "") -> Server:
+                  extra: str = "", ok=(200,)) -> Server:
     """`outpost serve` with its config in dir/outpost.toml; `extra` is TOML
-    appended to it (more tables, e.g. [sync])."""
+    appended to it (more tables, e.g. [sync]). `ok`: the statuses of GET /v2/
+    that mean ready (with [auth] on it is 401, the login challenge)."""
     os.makedirs(dir, exist_ok=True)
     port = free_port()
     conf = os.path.join(dir, "outpost.toml")
@@ -167,7 +168,7 @@ def start_outpost(bin_path: str, dir: str, name: str, parent: str = "", log_leve
         f.write(f'[server]\nlisten = ["127.0.0.1:{port}"]\nmax_connections = 4096\n'
                 f'[storage]\nroot = "{dir}/storage"\n[registry]\nname = "{name}"\n'
                 f'[parent]\nurl = "{parent}"\n[log]\nlevel = "{log_level}"\n{extra}')
-    return _start(name, [bin_path, "serve", "--config", conf], port, dir, "server")
+    return _start(name, [bin_path, "serve", "--config", conf], port, dir, "server", ok=ok)
 
 
 def start_distribution(dir: str, name: str, proxy_remote: str = "", access_log: bool = False) -> Server:

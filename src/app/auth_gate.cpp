@@ -149,21 +149,33 @@ void AuthGate::challenge(const http::ExchangePtr& ex, api::Access access, Errc c
   ex->respond_error(code, std::move(detail));
 }
 
-void AuthGate::authenticate(const http::ExchangePtr& ex, api::Access access, OnPrincipal next) {
+template <class Next>
+void AuthGate::authenticate(const http::ExchangePtr& ex, api::Access access, Next&& next) {
   auto h = ex->req().headers.get("Authorization");
-  if (!h || h->empty()) return next(authz_.anonymous());
-  if (h->size() > 7 && (h->substr(0, 7) == "Bearer " || h->substr(0, 7) == "bearer ")) {
-    auto p = authz_.check_bearer(h->substr(7), now_s());
+  if (!h || h->empty()) return next(*authz_.anonymous());
+  std::string_view v = *h;
+  if (v.size() > 7 && (v.substr(0, 7) == "Bearer " || v.substr(0, 7) == "bearer ")) {
+    auto p = authz_.check_bearer(v.substr(7), now_s());
     if (!p) return challenge(ex, access, Errc::Unauthorized, p.error().detail, "invalid_token");
-    return next(std::move(*p));
+    // Held here, not borrowed from the cache: next() may change the table.
+    const auth::PrincipalPtr held = std::move(*p);
+    return next(*held);
   }
-  std::string name, secret;
-  if (!auth::Authorizer::parse_basic(*h, &name, &secret))
+  if (v.size() < 6 || !(v.substr(0, 6) == "Basic " || v.substr(0, 6) == "basic "))
     return challenge(ex, access, Errc::Unauthorized, "unsupported or malformed Authorization header");
-  auto c = authz_.check_basic(name, secret, now_ms(), now_s());
+  v.remove_prefix(6);
+  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+  const uint64_t ms = now_ms();
+  auth::Authorizer::BasicCheck check = authz_.check_basic(v, ms, static_cast<int64_t>(ms / 1000));
   using O = auth::Authorizer::BasicCheck::Outcome;
-  if (c.outcome == O::Ok) return next(std::move(c.principal));
-  if (c.outcome == O::Invalid) return challenge(ex, access, Errc::Unauthorized, c.why);
+  if (check.outcome == O::Ok) {
+    const auth::PrincipalPtr held = std::move(check.principal);
+    return next(*held);
+  }
+  if (check.outcome == O::Invalid) return challenge(ex, access, Errc::Unauthorized, check.why);
+  // A derivation: for a real token's secret, and for an unknown name's
+  // against a dummy (the refusal then takes as long, and goes through the
+  // same queue and bucket, so guessing names costs as much as secrets).
   const uint64_t now_mono = uv_now(loop_);
   bucket_ = std::min<double>(kDeriveBurst, bucket_ + static_cast<double>(now_mono - bucket_ms_) * kDerivePerSecond / 1000);
   bucket_ms_ = now_mono;
@@ -174,21 +186,21 @@ void AuthGate::authenticate(const http::ExchangePtr& ex, api::Access access, OnP
   bucket_ -= 1;
   ++deriving_;
   const uint64_t gen = authz_.generation();
-  auto rec = std::make_shared<auth::TokenRecord>(std::move(c.record));
-  auto sec = std::make_shared<std::string>(std::move(secret));
+  auto c = std::make_shared<const auth::Authorizer::BasicCheck>(std::move(check));
   queue_->push<bool>(
-      [db = db_, rec, sec] {
-        const bool ok = auth::verify_secret(*rec, *sec);
-        if (ok) (void)db->touch(rec->name, now_s());
+      [db = db_, c] {
+        const bool ok = auth::verify_secret(c->record, c->secret);
+        if (ok && !c->record.name.empty()) (void)db->touch(c->record.name, now_s());
         return ok;
       },
-      [this, ex, access, rec, sec, gen, next = std::move(next)](bool ok) {
+      [this, ex, access, c, gen, next = OnPrincipal(std::forward<Next>(next))](bool ok) {
         --deriving_;
         if (!ex->alive()) return;
-        std::optional<auth::Principal> p;
-        if (ok) p = authz_.remember(*rec, gen, *sec, now_ms(), now_s());
+        const uint64_t ms = now_ms();
+        auth::PrincipalPtr p;
+        if (ok) p = authz_.remember(*c, gen, ms, static_cast<int64_t>(ms / 1000));
         if (!p) return challenge(ex, access, Errc::Unauthorized, "invalid credentials");
-        next(std::move(*p));
+        next(*p);
       });
 }
 
@@ -253,7 +265,9 @@ void AuthGate::decide(const http::ExchangePtr& ex, api::Access access, const aut
 }
 
 void AuthGate::check(const http::ExchangePtr& ex, api::Access access, std::function<void()> next) {
-  authenticate(ex, access, [this, ex, access, next = std::move(next)](auth::Principal p) mutable {
+  // A lambda, not a std::function: with a cached credential it runs at once
+  // and nothing is allocated for it; only a derivation stores it.
+  authenticate(ex, access, [this, ex, access, next = std::move(next)](const auth::Principal& p) mutable {
     decide(ex, access, p, std::move(next));
   });
 }
@@ -264,7 +278,7 @@ void AuthGate::handle_token(const http::ExchangePtr& ex) {
     return ex->respond_error(Errc::BadRequest, "this token service is \"" + cfg_.service + "\"");
   if (auto h = req.headers.get("Authorization"); h && h->size() > 7 && h->substr(0, 7) == "Bearer ")
     return ex->respond_error(Errc::Unauthorized, "the token service takes Basic credentials");
-  authenticate(ex, api::Access::Login, [this, ex](auth::Principal p) {
+  authenticate(ex, api::Access::Login, [this, ex](const auth::Principal& p) {
     if (!check_instance(ex, p)) return;
     std::vector<auth::ResourceScope> asked;
     for (const auto& s : scope_params(ex->req().query))

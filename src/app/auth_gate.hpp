@@ -46,11 +46,14 @@ class AuthGate {
 
  private:
   AuthGate(uv_loop_t* loop, AuthConfig cfg, std::shared_ptr<auth::TokenDb> db, auth::AuthOptions o, std::string key);
-  using OnPrincipal = std::function<void(auth::Principal)>;
+  using OnPrincipal = std::function<void(const auth::Principal&)>;
   /// Resolves the request's credentials to a principal, or answers the
   /// refusal itself (401 with `access`'s challenge, 429 when too many key
-  /// derivations are queued).
-  void authenticate(const http::ExchangePtr& ex, api::Access access, OnPrincipal next);
+  /// derivations are queued). `next` (void(const auth::Principal&)) runs
+  /// at once for a cached credential, a bearer token or none; it is kept
+  /// (as an OnPrincipal) only while a key derivation runs.
+  template <class Next>
+  void authenticate(const http::ExchangePtr& ex, api::Access access, Next&& next);
   void decide(const http::ExchangePtr& ex, api::Access access, const auth::Principal& p, std::function<void()> next);
   /// Sync-token activation; false when it answered 403.
   bool check_instance(const http::ExchangePtr& ex, const auth::Principal& p);

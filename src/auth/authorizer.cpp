@@ -4,6 +4,12 @@
 
 namespace outpost::auth {
 
+namespace {
+/// Longest bearer token kept in the cache (bytes): bounds its memory at
+/// bearer_cache_max of these.
+constexpr size_t kMaxCachedBearer = 2048;
+}  // namespace
+
 Actions Principal::may(std::string_view repo) const {
   if (kind == Kind::Bearer && claims) return claims->actions_on(repo) | allowed(*anon, repo);
   return owner_may(repo);
@@ -12,6 +18,20 @@ Actions Principal::may(std::string_view repo) const {
 Authorizer::Authorizer(AuthOptions o, std::string signing_key) : o_(std::move(o)), key_(std::move(signing_key)) {
   for (auto& r : o_.anonymous) r.actions = kPull;  // anonymous access is pull only
   anon_rules_ = std::make_shared<const std::vector<ScopeRule>>(o_.anonymous);
+  auto anon = std::make_shared<Principal>();
+  anon->rules = anon_rules_;
+  anon->anon = anon_rules_;
+  anon_principal_ = std::move(anon);
+  // The dummy an unknown name is derived against: shaped like a real token
+  // (16-byte salt, 32-byte hash, today's iteration count) so the derivation
+  // costs the same; random, so no secret derives to its hash (and its empty
+  // name is never a token: remember() refuses it whatever the result).
+  dummy_.name.clear();
+  auto salt = random_bytes(16);
+  auto hash = random_bytes(32);
+  dummy_.salt = salt ? std::move(*salt) : std::string(16, 'x');
+  dummy_.hash = hash ? std::move(*hash) : std::string(32, 'y');
+  dummy_.iterations = kPbkdf2Iterations;
 }
 
 void Authorizer::set_tokens(std::vector<TokenRecord> tokens) {
@@ -25,20 +45,13 @@ void Authorizer::set_tokens(std::vector<TokenRecord> tokens) {
     tokens_.emplace(std::move(name), std::move(t));
   }
   ++generation_;
-  // Cached credentials stay: each is checked against its token's current
-  // record (enabled, expiry, hash, secret generation) on every use.
+  // Cached credentials stay: each is checked against its token's new
+  // record at its next use (use()), because its table_gen is now behind.
 }
 
 const TokenRecord* Authorizer::find(std::string_view name) const {
-  auto it = tokens_.find(std::string(name));
+  auto it = tokens_.find(name);
   return it == tokens_.end() ? nullptr : &it->second;
-}
-
-Principal Authorizer::anonymous() const {
-  Principal p;
-  p.rules = anon_rules_;
-  p.anon = anon_rules_;
-  return p;
 }
 
 Principal Authorizer::token_principal(const TokenRecord& rec, Principal::Kind kind) const {
@@ -51,66 +64,127 @@ Principal Authorizer::token_principal(const TokenRecord& rec, Principal::Kind ki
   return p;
 }
 
-std::string Authorizer::cache_key(std::string_view name, std::string_view secret) {
-  std::string s;
-  s.reserve(name.size() + secret.size() + 1);
-  s.append(name);
-  s += ':';
-  s.append(secret);
-  return sha256(s);
+PrincipalPtr Authorizer::use(Cache& cache, Cache::iterator it, uint64_t now_ms, int64_t now_s) {
+  Cached& e = it->second;
+  const Principal& p = *e.principal;
+  const bool bearer = p.kind == Principal::Kind::Bearer;
+  bool ok = bearer ? e.expires_s > now_s : e.expires_ms > now_ms;
+  if (ok && e.token_expires_at != 0 && e.token_expires_at <= now_s) ok = false;
+  if (ok && e.table_gen != generation_) {
+    // The table changed since this entry was last checked: is its token
+    // still the one that was verified (same secret, same generation)?
+    if (p.authenticated()) {
+      const TokenRecord* rec = find(p.token);
+      if (!rec || !rec->enabled || rec->expired(now_s) || rec->generation != e.token_generation ||
+          (!bearer && rec->hash != e.hash)) {
+        ok = false;
+      } else {
+        auto fresh = std::make_shared<Principal>(token_principal(*rec, p.kind));
+        fresh->claims = p.claims;
+        e.principal = std::move(fresh);
+        e.token_expires_at = rec->expires_at;
+      }
+    }
+    e.table_gen = generation_;
+  }
+  if (!ok) {
+    cache.erase(it);
+    return nullptr;
+  }
+  return e.principal;
 }
 
-Authorizer::BasicCheck Authorizer::check_basic(std::string_view name, std::string_view secret, uint64_t now_ms,
-                                               int64_t now_s) const {
+void Authorizer::make_room(Cache& cache, size_t max, uint64_t now_ms, int64_t now_s) {
+  if (cache.size() < max) return;
+  for (auto it = cache.begin(); it != cache.end();) {
+    const Cached& e = it->second;
+    const bool dead = e.principal->kind == Principal::Kind::Bearer ? e.expires_s <= now_s : e.expires_ms <= now_ms;
+    if (dead) it = cache.erase(it);
+    else ++it;
+  }
+  if (cache.size() >= max) cache.clear();
+}
+
+Authorizer::BasicCheck Authorizer::check_basic(std::string_view credentials, uint64_t now_ms, int64_t now_s) {
   BasicCheck out;
-  const TokenRecord* rec = find(name);
   // One message for every refusal, so a caller cannot tell a wrong name
   // from a wrong secret or a disabled token.
   out.why = "invalid credentials";
-  if (!rec || !rec->enabled || rec->expired(now_s)) return out;
-  auto it = cache_.find(cache_key(name, secret));
-  if (it != cache_.end() && it->second.expires_ms > now_ms && it->second.name == name &&
-      it->second.hash == rec->hash && it->second.token_generation == rec->generation) {
-    out.outcome = BasicCheck::Outcome::Ok;
-    out.principal = token_principal(*rec, Principal::Kind::Basic);
+  if (auto it = basic_.find(credentials); it != basic_.end()) {
+    if (auto p = use(basic_, it, now_ms, now_s)) {
+      out.outcome = BasicCheck::Outcome::Ok;
+      out.principal = std::move(p);
+      return out;
+    }
+  }
+  auto raw = b64_decode(credentials);
+  const size_t colon = raw ? raw->find(':') : std::string::npos;
+  if (colon == std::string::npos) {
+    out.why = "unsupported or malformed Authorization header";
     return out;
   }
+  // Entries are made under the canonical base64 only, so one credential
+  // has one entry however a client spells it (a client with valid
+  // credentials cannot grow the cache by varying padding or bits).
+  out.key = b64_encode(*raw);
+  if (out.key != credentials) {
+    if (auto it = basic_.find(out.key); it != basic_.end()) {
+      if (auto p = use(basic_, it, now_ms, now_s)) {
+        out.outcome = BasicCheck::Outcome::Ok;
+        out.principal = std::move(p);
+        return out;
+      }
+    }
+  }
+  // Not cached: a derivation, also for a name that is no token (against a
+  // dummy) and for a disabled or expired token, so how long a refusal takes
+  // does not tell which names exist or are enabled.
+  const TokenRecord* rec = find(std::string_view(raw->data(), colon));
+  out.record = rec ? *rec : dummy_;
+  out.secret = raw->substr(colon + 1);
   out.outcome = BasicCheck::Outcome::Derive;
-  out.record = *rec;
   return out;
 }
 
-std::optional<Principal> Authorizer::remember(const TokenRecord& rec, uint64_t gen, std::string_view secret,
-                                              uint64_t now_ms, int64_t now_s) {
-  const TokenRecord* cur = find(rec.name);
-  if (!cur || !cur->enabled || cur->expired(now_s) || cur->generation != rec.generation || cur->hash != rec.hash)
-    return std::nullopt;
-  if (gen == generation_) {
-    if (cache_.size() >= o_.cache_max) {
-      for (auto it = cache_.begin(); it != cache_.end();) {
-        if (it->second.expires_ms <= now_ms) it = cache_.erase(it);
-        else ++it;
-      }
-      if (cache_.size() >= o_.cache_max) cache_.clear();
-    }
-    cache_[cache_key(rec.name, secret)] = Cached{rec.name, now_ms + o_.cache_ttl_ms, cur->hash, cur->generation};
+PrincipalPtr Authorizer::remember(const BasicCheck& c, uint64_t gen, uint64_t now_ms, int64_t now_s) {
+  if (c.record.name.empty()) return nullptr;  // the dummy: never a token
+  const TokenRecord* cur = find(c.record.name);
+  if (!cur || !cur->enabled || cur->expired(now_s) || cur->generation != c.record.generation ||
+      cur->hash != c.record.hash)
+    return nullptr;
+  PrincipalPtr p = std::make_shared<const Principal>(token_principal(*cur, Principal::Kind::Basic));
+  if (gen == generation_ && !c.key.empty()) {
+    make_room(basic_, o_.cache_max, now_ms, now_s);
+    basic_[c.key] = Cached{p, now_ms + o_.cache_ttl_ms, 0, cur->expires_at, cur->hash, cur->generation, generation_};
   }
-  return token_principal(*cur, Principal::Kind::Basic);
+  return p;
 }
 
-Result<Principal> Authorizer::check_bearer(std::string_view token, int64_t now_s) const {
+Result<PrincipalPtr> Authorizer::check_bearer(std::string_view token, int64_t now_s) {
+  if (auto it = bearer_.find(token); it != bearer_.end()) {
+    if (auto p = use(bearer_, it, 0, now_s)) return p;
+  }
   auto c = verify_token(token, key_, o_.service, now_s);
   if (!c) return std::move(c).error();
-  Principal p = anonymous();
+  auto p = std::make_shared<Principal>(*anon_principal_);
+  const TokenRecord* rec = nullptr;
   if (!c->subject.empty()) {
-    const TokenRecord* rec = find(c->subject);
+    rec = find(c->subject);
     if (!rec || !rec->enabled || rec->expired(now_s) || rec->generation != c->generation)
       return Error(Errc::Unauthorized, "bearer token's credentials are no longer valid");
-    p = token_principal(*rec, Principal::Kind::Bearer);
+    *p = token_principal(*rec, Principal::Kind::Bearer);
   }
-  p.kind = Principal::Kind::Bearer;
-  p.claims = std::move(*c);
-  return p;
+  p->kind = Principal::Kind::Bearer;
+  const int64_t expires_s = c->expires_at, token_generation = c->generation;
+  p->claims = std::move(*c);
+  // Tokens this server issues are a few hundred bytes; a long one (many
+  // scopes asked for) is checked each time rather than kept.
+  if (token.size() <= kMaxCachedBearer) {
+    make_room(bearer_, o_.bearer_cache_max, 0, now_s);
+    bearer_.insert_or_assign(std::string(token), Cached{p, 0, expires_s, rec ? rec->expires_at : 0, std::string(),
+                                                        token_generation, generation_});
+  }
+  return PrincipalPtr(std::move(p));
 }
 
 bool Authorizer::parse_basic(std::string_view v, std::string* name, std::string* secret) {

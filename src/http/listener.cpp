@@ -133,7 +133,7 @@ bool Listener::on_out_of_fds(int err) {
       accepted(fd, ss);
       return true;
     }
-    if (fd >= 0) server_->refuse_(fd, peer_string(ss));
+    if (fd >= 0) server_->refuse_(fd, peer_string(ss), tls_ != nullptr);
     server_->take_reserve_fd_();
     if (nobody) return false;
   }

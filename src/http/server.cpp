@@ -76,7 +76,7 @@ void Server::on_accept_(int fd, std::string peer, std::shared_ptr<net::TlsServer
   // (idle between requests, nothing buffered), so that a crowd of silent or
   // idle sockets cannot lock out a real client. One mid-request is never shed.
   if (shutting_down_ || (conns_.size() >= limits_.max_connections && !shed_quiet_("connection limit reached"))) {
-    refuse_(fd, peer);
+    refuse_(fd, peer, tls != nullptr);
     return;
   }
   stats_.connections_accepted++;
@@ -111,14 +111,20 @@ bool Server::shed_quiet_(const char* why) {
   return true;
 }
 
-void Server::refuse_(int fd, const std::string& peer) {
+void Server::refuse_(int fd, const std::string& peer, bool tls) {
   // Answer rather than drop: a client that sees 503 backs off instead of retrying blind.
   static const std::string kBusy = [] {
     std::string body = "{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"too many connections, try again later\"}]}";
     return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: " +
            std::to_string(body.size()) + "\r\nConnection: close\r\nRetry-After: 1\r\n\r\n" + body;
   }();
-  ssize_t r = ::write(fd, kBusy.data(), kBusy.size());
+  // A TLS client cannot read that (it reported "wrong version number", as if
+  // the port spoke plain HTTP), and a handshake is what the limit spares: a
+  // fatal internal_error alert instead (RFC 8446 §6: alert records may come
+  // before any handshake message; "tlsv1 alert internal error" in clients).
+  static const std::string kTlsBusy("\x15\x03\x03\x00\x02\x02\x50", 7);
+  const std::string& answer = tls ? kTlsBusy : kBusy;
+  ssize_t r = ::write(fd, answer.data(), answer.size());
   (void)r;
   ::close(fd);
   stats_.connections_rejected++;

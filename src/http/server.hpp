@@ -86,7 +86,7 @@ class Server {
   /// Closes the longest-quiet connection (logging `why`); false when there is none.
   bool shed_quiet_(const char* why);
   /// Writes the canned 503 to a just-accepted socket and closes it.
-  void refuse_(int fd, const std::string& peer);
+  void refuse_(int fd, const std::string& peer, bool tls);
   /// The spare descriptor kept open to answer 503 when out of descriptors:
   /// release it just before an accept, take it again right after.
   bool release_reserve_fd_();

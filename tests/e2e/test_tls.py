@@ -260,6 +260,57 @@ class Tls(unittest.TestCase):
         self.assertLess(peak - base, 8 * 1024, f"RSS grew {peak - base} KiB while streaming")
 
 
+class TlsConnectionLimit(unittest.TestCase):
+    """The connection limit's refusal on the HTTPS port is a TLS alert: the
+    plain-HTTP 503 it used to write reached TLS clients as "wrong version
+    number", as if the port spoke plain HTTP."""
+
+    def test_full_server_refuses_tls_with_an_alert_not_plain_http(self):
+        with tempfile.TemporaryDirectory(prefix="outpost-tls-full-") as d:
+            ca = make_ca(d, "ca")
+            crt, key = make_server_cert(d, ca, "0x4004", "s")
+            tls_port = free_port()
+            with Outpost(config={"server": {"max_connections": 1, "idle_timeout": "30s", "header_timeout": "30s"},
+                                 "tls": {"listen": [f"127.0.0.1:{tls_port}"], "cert": crt, "key": key}}) as op:
+                held: list[socket.socket] = []
+
+                def admit() -> bool:
+                    # A plain connection mid-request (never shed) fills the server.
+                    c = socket.create_connection(("127.0.0.1", op.port), timeout=5)
+                    c.sendall(b"GET /v2/ HTTP/1.1\r\n")
+                    c.settimeout(0.3)
+                    try:
+                        if c.recv(1, socket.MSG_PEEK):
+                            c.close()
+                            return False
+                    except socket.timeout:
+                        pass
+                    held.append(c)
+                    return True
+                try:
+                    wait_until(admit, timeout=10, message="the one admitted connection")
+                    with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as s:
+                        got = b""
+                        while len(got) < 64:
+                            b = s.recv(64)
+                            if not b:
+                                break
+                            got += b
+                    # One fatal internal_error alert record, then the close.
+                    self.assertEqual(got, b"\x15\x03\x03\x00\x02\x02\x50")
+                    # A real TLS client reports the alert.
+                    ctx = ssl.create_default_context(cafile=ca[0])
+                    with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as raw:
+                        with self.assertRaises((ssl.SSLError, ConnectionResetError)) as cm:
+                            with ctx.wrap_socket(raw, server_hostname="localhost"):
+                                pass
+                    if isinstance(cm.exception, ssl.SSLError):
+                        self.assertIn("INTERNAL_ERROR", str(cm.exception))
+                finally:
+                    for c in held:
+                        c.close()
+
+
 class TlsStartChecks(unittest.TestCase):
     """Bad [tls] files stop the start with a message naming the key."""
 

@@ -201,25 +201,32 @@ TEST_CASE("authorizer: Basic cache, bearer grants, disable and rotate hold at on
   a.set_tokens(*db->load_all());
 
   using O = Authorizer::BasicCheck::Outcome;
-  CHECK(a.check_basic("nobody", secret, 1000, 100).outcome == O::Invalid);
-  auto c = a.check_basic("line3", secret, 1000, 100);
+  auto cred = [](const std::string& n, const std::string& s) { return b64_encode(n + ":" + s); };
+  auto c = a.check_basic(cred("line3", secret), 1000, 100);
   REQUIRE(c.outcome == O::Derive);
-  REQUIRE(verify_secret(c.record, secret));
-  auto p = a.remember(c.record, a.generation(), secret, 1000, 100);
+  REQUIRE(verify_secret(c.record, c.secret));
+  auto p = a.remember(c, a.generation(), 1000, 100);
   REQUIRE(p);
   CHECK(p->may("factory/app") == (kPull | kPush));
   CHECK(p->may("public/x") == kPull);
   CHECK(p->may("other") == 0);
   // Cached: no derivation for a while, then again.
-  CHECK(a.check_basic("line3", secret, 2000, 100).outcome == O::Ok);
-  CHECK(a.check_basic("line3", secret + "x", 2000, 100).outcome == O::Derive);
-  CHECK(a.check_basic("line3", secret, 1000 + o.cache_ttl_ms + 1, 100).outcome == O::Derive);
+  CHECK(a.check_basic(cred("line3", secret), 2000, 100).outcome == O::Ok);
+  CHECK(a.check_basic(cred("line3", secret), 2000, 100).principal == p);  // the same principal, not a copy
+  CHECK(a.check_basic(cred("line3", secret + "x"), 2000, 100).outcome == O::Derive);
+  CHECK(a.check_basic(cred("line3", secret), 1000 + o.cache_ttl_ms + 1, 100).outcome == O::Derive);
+  REQUIRE(a.remember(a.check_basic(cred("line3", secret), 3000, 100), a.generation(), 1000, 100));
+  CHECK(a.check_basic(cred("line3", secret), 2000, 100).outcome == O::Ok);
   // A change to another token leaves this cached credential alone (it used
   // to clear the whole cache: every client derived again at once, and 429s
   // followed right after a guessing attack had emptied the bucket).
   REQUIRE(db->apply({{"op", "create"}, {"name", "other"}, {"scopes", {"x/*:pull"}}}, 101));
   a.set_tokens(*db->load_all());
-  CHECK(a.check_basic("line3", secret, 2000, 101).outcome == O::Ok);
+  auto again = a.check_basic(cred("line3", secret), 2000, 101);
+  CHECK(again.outcome == O::Ok);
+  REQUIRE(again.principal);
+  CHECK(again.principal->may("factory/app") == (kPull | kPush));
+  CHECK(a.cached_basic() == 1);
 
   // Bearer: the intersection of asked and allowed.
   Claims claims;
@@ -229,30 +236,54 @@ TEST_CASE("authorizer: Basic cache, bearer grants, disable and rotate hold at on
   CHECK(claims.access[0].actions == (kPull | kPush));
   auto b = a.check_bearer(t, 150);
   REQUIRE(b);
-  CHECK(b->may("factory/app") == (kPull | kPush));
-  CHECK(b->may("factory/other") == 0);  // not granted in this token
-  CHECK(b->owner_may("factory/other") == (kPull | kPush));
-  CHECK(b->may("public/y") == kPull);
+  CHECK((*b)->may("factory/app") == (kPull | kPush));
+  CHECK((*b)->may("factory/other") == 0);  // not granted in this token
+  CHECK((*b)->owner_may("factory/other") == (kPull | kPush));
+  CHECK((*b)->may("public/y") == kPull);
+  // Checked once, then found by its text: the same principal.
+  CHECK(a.cached_bearer() == 1);
+  auto b2 = a.check_bearer(t, 151);
+  REQUIRE(b2);
+  CHECK(*b2 == *b);
+  // ... until it expires (token_ttl_s after issue, 100 + 300).
+  CHECK_FALSE(a.check_bearer(t, 100 + o.token_ttl_s));
+  CHECK(a.cached_bearer() == 0);
+  REQUIRE(a.check_bearer(t, 152));
 
   // Disable: the cached credential and the bearer token stop at once.
   REQUIRE(db->apply({{"op", "disable"}, {"name", "line3"}}, 160));
   a.set_tokens(*db->load_all());
-  CHECK(a.check_basic("line3", secret, 2000, 160).outcome == O::Invalid);
+  CHECK(a.check_basic(cred("line3", secret), 2000, 160).outcome == O::Derive);  // then refused:
+  CHECK_FALSE(a.remember(a.check_basic(cred("line3", secret), 2000, 160), a.generation(), 2000, 160));
   CHECK_FALSE(a.check_bearer(t, 160));
   REQUIRE(db->apply({{"op", "enable"}, {"name", "line3"}}, 161));
   a.set_tokens(*db->load_all());
   CHECK(a.check_bearer(t, 161));
-  // Rotate: the old generation's bearer token is refused.
+  // Rotate: the old generation's bearer token is refused, cached or not.
   REQUIRE(db->apply({{"op", "rotate"}, {"name", "line3"}}, 162));
   a.set_tokens(*db->load_all());
   CHECK_FALSE(a.check_bearer(t, 162));
   // ... and the old secret's cached credential with it.
-  CHECK(a.check_basic("line3", secret, 2000, 162).outcome == O::Derive);
+  auto old = a.check_basic(cred("line3", secret), 2000, 162);
+  CHECK(old.outcome == O::Derive);
+  CHECK_FALSE(verify_secret(old.record, old.secret));
 
-  // Expired token: refused without derivation.
+  // Expired token: refused (after a derivation, like any refusal).
   REQUIRE(db->apply({{"op", "create"}, {"name", "temp"}, {"expires_in", 10}}, 100));
+  auto temp_secret = std::string((*db->apply({{"op", "rotate"}, {"name", "temp"}}, 100))["secret"]);
   a.set_tokens(*db->load_all());
-  CHECK(a.check_basic("temp", "whatever", 1000, 111).outcome == O::Invalid);
+  auto tc = a.check_basic(cred("temp", temp_secret), 1000, 105);
+  REQUIRE(tc.outcome == O::Derive);
+  REQUIRE(verify_secret(tc.record, tc.secret));
+  REQUIRE(a.remember(tc, a.generation(), 1000, 105));
+  CHECK(a.check_basic(cred("temp", temp_secret), 1001, 105).outcome == O::Ok);
+  // The cached entry holds until the token's own expiry, not the cache's.
+  CHECK(a.check_basic(cred("temp", temp_secret), 1002, 111).outcome == O::Derive);
+  CHECK_FALSE(a.remember(a.check_basic(cred("temp", temp_secret), 1002, 111), a.generation(), 1002, 111));
+
+  // Malformed: refused at once.
+  CHECK(a.check_basic("!!!", 1000, 100).outcome == O::Invalid);
+  CHECK(a.check_basic(b64_encode("no colon"), 1000, 100).outcome == O::Invalid);
 
   // Instance binding: first one wins until deactivated.
   bool newly = false;
@@ -268,6 +299,70 @@ TEST_CASE("authorizer: Basic cache, bearer grants, disable and rotate hold at on
   CHECK(sec == "a:b");
   CHECK_FALSE(Authorizer::parse_basic("Basic !!!", &name, &sec));
   CHECK_FALSE(Authorizer::parse_basic("Digest x", &name, &sec));
+}
+
+TEST_CASE("authorizer: an unknown name costs the same derivation as a wrong secret") {
+  // A refusal's timing must not tell which token names exist: an unknown
+  // name used to be refused at once, a known one after a PBKDF2 run.
+  TempDir d;
+  auto db = TokenDb::open(d.path);
+  REQUIRE(db);
+  REQUIRE(db->apply({{"op", "create"}, {"name", "line3"}, {"scopes", {"factory/*:pull"}}}, 100));
+  REQUIRE(db->apply({{"op", "create"}, {"name", "off"}, {"scopes", {"factory/*:pull"}}}, 100));
+  REQUIRE(db->apply({{"op", "disable"}, {"name", "off"}}, 100));
+  Authorizer a(AuthOptions{}, "signing key 0123456789abcdef0123");
+  a.set_tokens(*db->load_all());
+  using O = Authorizer::BasicCheck::Outcome;
+  const TokenRecord& real = *a.find("line3");
+  for (const char* name : {"nobody", "off", "line3"}) {
+    INFO(name);
+    auto c = a.check_basic(b64_encode(std::string(name) + ":guess"), 1000, 100);
+    REQUIRE(c.outcome == O::Derive);
+    // Against a record shaped like a real one: same iteration count, same
+    // salt and hash sizes, so the derivation costs the same.
+    CHECK(c.record.iterations == real.iterations);
+    CHECK(c.record.salt.size() == real.salt.size());
+    CHECK(c.record.hash.size() == real.hash.size());
+    CHECK_FALSE(verify_secret(c.record, c.secret));
+    // An unknown or disabled token is refused even if its derivation passed.
+    if (std::string(name) != "line3") CHECK_FALSE(a.remember(c, a.generation(), 1000, 100));
+  }
+  // Whatever an unknown name's secret derives to, it is never accepted.
+  auto c = a.check_basic(b64_encode("nobody:x"), 1000, 100);
+  CHECK(c.record.name.empty());
+  CHECK_FALSE(a.remember(c, a.generation(), 1000, 100));
+  CHECK(a.cached_basic() == 0);
+}
+
+TEST_CASE("authorizer: one cache entry per credential however its base64 is spelt") {
+  TempDir d;
+  auto db = TokenDb::open(d.path);
+  REQUIRE(db);
+  auto created = db->apply({{"op", "create"}, {"name", "ab"}, {"scopes", {"x/*:pull"}}}, 100);
+  REQUIRE(created);
+  const std::string secret = (*created)["secret"];
+  Authorizer a(AuthOptions{}, "signing key 0123456789abcdef0123");
+  a.set_tokens(*db->load_all());
+  using O = Authorizer::BasicCheck::Outcome;
+  const std::string canon = b64_encode("ab:" + secret);
+  auto c = a.check_basic(canon, 1000, 100);
+  REQUIRE(c.outcome == O::Derive);
+  CHECK(c.key == canon);
+  REQUIRE(verify_secret(c.record, c.secret));
+  REQUIRE(a.remember(c, a.generation(), 1000, 100));
+  // The same credential with an unused bit of its last base64 digit set
+  // (decoders ignore it): a hit on the canonical entry, no new entry.
+  std::string odd = canon;
+  const size_t last = odd.find_last_not_of('=');
+  REQUIRE(last + 1 < odd.size());  // padded: the last digit has unused bits
+  const std::string abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  odd[last] = abc[abc.find(odd[last]) ^ 1];
+  REQUIRE(odd != canon);
+  REQUIRE(b64_decode(odd));
+  REQUIRE(*b64_decode(odd) == "ab:" + secret);
+  CHECK(a.check_basic(odd, 1100, 100).outcome == O::Ok);
+  CHECK(a.cached_basic() == 1);
+  CHECK(a.check_basic(canon, 1100, 100).outcome == O::Ok);
 }
 
 TEST_CASE("instance id: made once, kept") {
