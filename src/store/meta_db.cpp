@@ -325,7 +325,8 @@ constexpr std::string_view kUnreferenced =
     // Owed to the parent: bytes a pending replay entry will send (a blob, a
     // manifest, the manifest a tag names) or that a pending manifest entry
     // references, even after the local rows naming them were deleted.
-    " AND NOT EXISTS(SELECT 1 FROM replay_queue q WHERE q.digest = b.digest AND q.state = 'pending'"
+    // `+q.state`: probe replay_by_digest, not every pending entry.
+    " AND NOT EXISTS(SELECT 1 FROM replay_queue q WHERE q.digest = b.digest AND +q.state = 'pending'"
     "                AND q.kind IN ('blob', 'manifest', 'tag'))"
     " AND NOT EXISTS(SELECT 1 FROM replay_deps rd JOIN replay_queue q ON q.id = rd.entry_id"
     "                WHERE rd.digest = b.digest AND q.state = 'pending' AND q.kind = 'manifest')";

@@ -169,8 +169,10 @@ class MetaDb {
   /// Records read times (digest, ms) in one transaction; unknown digests
   /// are ignored. Only ever moves `accessed` forward.
   Status record_access(const std::vector<std::pair<Digest, int64_t>>& batch);
-  /// Bytes held by origin (StorageUsage in types.hpp).
-  Result<StorageUsage> storage_usage();
+  /// Bytes held by origin (StorageUsage in types.hpp). `by_origin` false:
+  /// total, blobs and bad only (one scan of `blobs`; pushed/cached/kept 0),
+  /// for callers that need no breakdown (eviction's limits, check).
+  Result<StorageUsage> storage_usage(bool by_origin = true);
   /// Cached manifests no other manifest of their repository lists and no
   /// pushed tag names, least recently used first, last used at or before
   /// `cutoff_ms`, after the key (`after_lru`, `after_id`), at most `limit`.
