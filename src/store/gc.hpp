@@ -29,7 +29,7 @@ struct GcOptions {
   /// suits a small edge disk better. The same age ends an abandoned push's
   /// committed layers: a blob that only pushed links name (no manifest
   /// references it, no cached link, nothing owed) and that was not
-  /// published or linked for this long is removed with its links.
+  /// published, linked or read for this long is removed with its links.
   int64_t upload_ttl_ms = 24 * 60 * 60 * 1000;
   /// Also walk blobs/ for files that have no row (a crash between rename and
   /// record). Costs one directory walk and one indexed lookup per file.

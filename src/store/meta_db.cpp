@@ -316,10 +316,12 @@ namespace {
 // was not touched within the grace period (gc.hpp). ?9 is the link cutoff:
 // a blob only *pushed* links name, not published or linked since then, is
 // the layer of a push whose manifest never came (issue #18); its links go
-// with it. Every query using this binds ?9 (unbound, NULL would match).
+// with it. A read counts as a use too: a client that HEADs a layer, finds
+// it and skips its upload must still find it at its manifest PUT. Every
+// query using this binds ?9 (unbound, NULL would match).
 constexpr std::string_view kUnreferenced =
     "     NOT EXISTS(SELECT 1 FROM repo_blobs x WHERE x.digest = b.digest"
-    "                AND (x.origin = 'cached' OR b.touched > ?9))"
+    "                AND (x.origin = 'cached' OR MAX(b.touched, b.accessed) > ?9))"
     " AND NOT EXISTS(SELECT 1 FROM manifests m WHERE m.digest = b.digest)"
     " AND NOT EXISTS(SELECT 1 FROM manifest_refs f WHERE f.digest = b.digest)"
     // Owed to the parent: bytes a pending replay entry will send (a blob, a

@@ -221,6 +221,7 @@ TEST_CASE("gc: layers of a push that never got its manifest go after upload_ttl"
   auto& st = **s;
   const Digest abandoned = put(st, "app", "abandoned layer");
   const Digest mounted = put(st, "app", "mounted layer");
+  const Digest headed = put(st, "app", "layer a client found and skipped");
   const Digest cached = test::digest_of("cached layer");
   REQUIRE(st.put_blob("mirror", cached, "cached layer", Origin::Cached).ok());
   const Digest layer = put(st, "app", "layer");
@@ -236,6 +237,7 @@ TEST_CASE("gc: layers of a push that never got its manifest go after upload_ttl"
   opts.upload_ttl_ms = 24 * kHour;
   clock.advance_ms(23 * kHour);
   REQUIRE(st.mount_blob("app", "other", mounted).ok());  // a fresh link restarts the wait
+  REQUIRE(st.record_access({{headed, clock.fn()()}}).ok());  // so does a read (HEAD before a re-push)
   auto r1 = st.gc(opts);
   REQUIRE(r1.ok());
   CHECK(r1->blobs_removed == 0);  // within upload_ttl: the manifest may still come
@@ -250,6 +252,7 @@ TEST_CASE("gc: layers of a push that never got its manifest go after upload_ttl"
   // Kept: linked within upload_ttl (in any repository), referenced by a
   // manifest, or cached (eviction's business, not GC's).
   CHECK(*st.stat_blob("app", mounted) > 0);
+  CHECK(*st.stat_blob("app", headed) > 0);
   CHECK(*st.stat_blob("other", mounted) > 0);
   CHECK(*st.stat_blob("app", layer) > 0);
   CHECK(*st.stat_blob("mirror", cached) > 0);
@@ -260,6 +263,6 @@ TEST_CASE("gc: layers of a push that never got its manifest go after upload_ttl"
   opts.dry_run = true;
   auto r3 = st.gc(opts);
   REQUIRE(r3.ok());
-  CHECK(r3->blobs_removed == 1);  // `mounted`
+  CHECK(r3->blobs_removed == 2);  // `mounted`, `headed`
   CHECK(st.blobs().contains(mounted));
 }
