@@ -93,7 +93,7 @@ Result<CheckReport> check_store(const GcTargets& t, const CheckOptions& opts, Ch
   if (o.batch == 0) o.batch = 1;
   CheckReport rep;
   rep.started_ms = t.meta.now_ms();
-  STORE_ASSIGN(auto usage, t.meta.storage_usage());
+  STORE_ASSIGN(auto usage, t.meta.storage_usage(false));
   if (p) {
     p->bytes_total = usage.total;
     p->blobs_total = usage.blobs;

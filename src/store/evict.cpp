@@ -44,7 +44,7 @@ Result<FsSpace> fs_space(const std::string& path) {
 }
 
 Result<uint64_t> bytes_over(const GcTargets& t, const EvictOptions& o, uint64_t* used, uint64_t* quota) {
-  STORE_ASSIGN(auto usage, t.meta.storage_usage());
+  STORE_ASSIGN(auto usage, t.meta.storage_usage(false));  // the total is all the limits need
   *used = usage.total;
   *quota = 0;
   uint64_t need = 0;

@@ -19,9 +19,11 @@ namespace outpost::store {
 namespace {
 
 Status collect_blobs(const GcTargets& t, const GcOptions& o, int64_t cutoff, GcReport& rep) {
+  // Pushed links untouched for upload_ttl: a push that never got its manifest.
+  const int64_t link_cutoff = t.meta.now_ms() - o.upload_ttl_ms;
   std::string after;
   for (;;) {
-    STORE_ASSIGN(auto batch, t.meta.gc_candidates(cutoff, after, o.batch));
+    STORE_ASSIGN(auto batch, t.meta.gc_candidates(cutoff, after, o.batch, link_cutoff));
     if (batch.empty()) return {};
     for (const auto& c : batch) {
       after = c.digest.str();
@@ -33,7 +35,7 @@ Status collect_blobs(const GcTargets& t, const GcOptions& o, int64_t cutoff, GcR
       // Exclusive publish lock: no upload commit or manifest put can be
       // between "file renamed" and "row recorded" for this digest right now.
       std::unique_lock pub(t.publish_mu);
-      STORE_ASSIGN(bool deleted, t.meta.gc_delete_blob(c.digest, cutoff));
+      STORE_ASSIGN(bool deleted, t.meta.gc_delete_blob(c.digest, cutoff, link_cutoff));
       if (!deleted) continue;  // referenced or touched since the candidate query
       auto rm = t.blobs.remove(c.digest);
       if (!rm) {

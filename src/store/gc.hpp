@@ -26,7 +26,10 @@ struct GcOptions {
   int64_t grace_ms = 10 * 60 * 1000;
   /// Upload sessions not flushed (and not used in memory) for this long are
   /// cancelled. distribution's default upload purge age is one week; a day
-  /// suits a small edge disk better.
+  /// suits a small edge disk better. The same age ends an abandoned push's
+  /// committed layers: a blob that only pushed links name (no manifest
+  /// references it, no cached link, nothing owed) and that was not
+  /// published, linked or read for this long is removed with its links.
   int64_t upload_ttl_ms = 24 * 60 * 60 * 1000;
   /// Also walk blobs/ for files that have no row (a crash between rename and
   /// record). Costs one directory walk and one indexed lookup per file.

@@ -313,27 +313,35 @@ Result<std::vector<UploadId>> MetaDb::stale_uploads(int64_t cutoff_ms, size_t li
 
 namespace {
 // The GC rule in one place: a blob is garbage when nothing names it and it
-// was not touched within the grace period (gc.hpp).
+// was not touched within the grace period (gc.hpp). ?9 is the link cutoff:
+// a blob only *pushed* links name, not published or linked since then, is
+// the layer of a push whose manifest never came (issue #18); its links go
+// with it. A read counts as a use too: a client that HEADs a layer, finds
+// it and skips its upload must still find it at its manifest PUT. Every
+// query using this binds ?9 (unbound, NULL would match).
 constexpr std::string_view kUnreferenced =
-    "     NOT EXISTS(SELECT 1 FROM repo_blobs x WHERE x.digest = b.digest)"
+    "     NOT EXISTS(SELECT 1 FROM repo_blobs x WHERE x.digest = b.digest"
+    "                AND (x.origin = 'cached' OR MAX(b.touched, b.accessed) > ?9))"
     " AND NOT EXISTS(SELECT 1 FROM manifests m WHERE m.digest = b.digest)"
     " AND NOT EXISTS(SELECT 1 FROM manifest_refs f WHERE f.digest = b.digest)"
     // Owed to the parent: bytes a pending replay entry will send (a blob, a
     // manifest, the manifest a tag names) or that a pending manifest entry
     // references, even after the local rows naming them were deleted.
-    " AND NOT EXISTS(SELECT 1 FROM replay_queue q WHERE q.digest = b.digest AND q.state = 'pending'"
+    // `+q.state`: probe replay_by_digest, not every pending entry.
+    " AND NOT EXISTS(SELECT 1 FROM replay_queue q WHERE q.digest = b.digest AND +q.state = 'pending'"
     "                AND q.kind IN ('blob', 'manifest', 'tag'))"
     " AND NOT EXISTS(SELECT 1 FROM replay_deps rd JOIN replay_queue q ON q.id = rd.entry_id"
     "                WHERE rd.digest = b.digest AND q.state = 'pending' AND q.kind = 'manifest')";
 }  // namespace
 
-Result<std::vector<Descriptor>> MetaDb::gc_candidates(int64_t cutoff_ms, const std::string& after, size_t limit) {
+Result<std::vector<Descriptor>> MetaDb::gc_candidates(int64_t cutoff_ms, const std::string& after, size_t limit,
+                                                       int64_t link_cutoff_ms) {
   std::lock_guard lk(mu_);
   std::string q = "SELECT b.digest, b.size FROM blobs b WHERE b.touched <= ?1 AND b.digest > ?2 AND";
   q += kUnreferenced;
   q += " ORDER BY b.digest LIMIT ?3";
   STORE_ASSIGN(auto st, db_.prepare(q));
-  st.bind(1, cutoff_ms).bind(2, after).bind(3, static_cast<int64_t>(limit));
+  st.bind(1, cutoff_ms).bind(2, after).bind(3, static_cast<int64_t>(limit)).bind(9, link_cutoff_ms);
   std::vector<Descriptor> out;
   for (;;) {
     STORE_ASSIGN(bool row, st.step());
@@ -352,14 +360,26 @@ Result<size_t> MetaDb::prune_replay_sent() {
   return static_cast<size_t>(db_.changes());
 }
 
-Result<bool> MetaDb::gc_delete_blob(const Digest& d, int64_t cutoff_ms) {
+Result<bool> MetaDb::gc_delete_blob(const Digest& d, int64_t cutoff_ms, int64_t link_cutoff_ms) {
   std::lock_guard lk(mu_);
-  std::string q = "DELETE FROM blobs AS b WHERE b.digest = ?1 AND b.touched <= ?2 AND";
-  q += kUnreferenced;
-  STORE_ASSIGN(auto st, db_.prepare(q));
-  st.bind(1, d.str()).bind(2, cutoff_ms);
-  OUTPOST_TRY(st.run());
-  return db_.changes() > 0;
+  STORE_ASSIGN(auto txn, sql::Txn::begin(db_));
+  {
+    std::string q = "SELECT 1 FROM blobs AS b WHERE b.digest = ?1 AND b.touched <= ?2 AND";
+    q += kUnreferenced;
+    STORE_ASSIGN(auto st, db_.prepare(q));
+    st.bind(1, d.str()).bind(2, cutoff_ms).bind(9, link_cutoff_ms);
+    STORE_ASSIGN(bool row, st.step());
+    if (!row) return false;
+  }
+  // Only old pushed links can be left (the rule above): an abandoned push's.
+  STORE_ASSIGN(auto links, db_.prepare("DELETE FROM repo_blobs WHERE digest = ?1"));
+  links.bind(1, d.str());
+  OUTPOST_TRY(links.run());
+  STORE_ASSIGN(auto blob, db_.prepare("DELETE FROM blobs WHERE digest = ?1"));
+  blob.bind(1, d.str());
+  OUTPOST_TRY(blob.run());
+  OUTPOST_TRY(txn.commit());
+  return true;
 }
 
 }  // namespace outpost::store

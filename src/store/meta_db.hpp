@@ -1,6 +1,7 @@
 // MetaDb: every metadata query of the content store over one SQLite
 // connection (schema in meta_schema.cpp). Knows no file paths and no libuv.
 #pragma once
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -108,10 +109,15 @@ class MetaDb {
   // ---- garbage collection (used by gc.cpp) ------------------------------
   /// Blobs with no repo link, no manifest row and no manifest ref, touched at
   /// or before `cutoff_ms`, with digest > `after`, ascending, at most `limit`.
-  Result<std::vector<Descriptor>> gc_candidates(int64_t cutoff_ms, const std::string& after, size_t limit);
-  /// Re-checks the candidate conditions and deletes the blob row in one
-  /// statement; true when it was deleted (the file may then be unlinked).
-  Result<bool> gc_delete_blob(const Digest& d, int64_t cutoff_ms);
+  /// Pushed links do not count once the blob was last touched at or before
+  /// `link_cutoff_ms` (GC passes now - upload_ttl; the default: they count).
+  Result<std::vector<Descriptor>> gc_candidates(int64_t cutoff_ms, const std::string& after, size_t limit,
+                                                int64_t link_cutoff_ms = std::numeric_limits<int64_t>::min());
+  /// Re-checks the candidate conditions and deletes the blob row (and the
+  /// old pushed links that did not count) in one transaction; true when it
+  /// was deleted (the file may then be unlinked).
+  Result<bool> gc_delete_blob(const Digest& d, int64_t cutoff_ms,
+                              int64_t link_cutoff_ms = std::numeric_limits<int64_t>::min());
 
   /// Deletes replay_sent rows whose blob is gone (called by GC).
   Result<size_t> prune_replay_sent();
@@ -163,8 +169,10 @@ class MetaDb {
   /// Records read times (digest, ms) in one transaction; unknown digests
   /// are ignored. Only ever moves `accessed` forward.
   Status record_access(const std::vector<std::pair<Digest, int64_t>>& batch);
-  /// Bytes held by origin (StorageUsage in types.hpp).
-  Result<StorageUsage> storage_usage();
+  /// Bytes held by origin (StorageUsage in types.hpp). `by_origin` false:
+  /// total, blobs and bad only (one scan of `blobs`; pushed/cached/kept 0),
+  /// for callers that need no breakdown (eviction's limits, check).
+  Result<StorageUsage> storage_usage(bool by_origin = true);
   /// Cached manifests no other manifest of their repository lists and no
   /// pushed tag names, least recently used first, last used at or before
   /// `cutoff_ms`, after the key (`after_lru`, `after_id`), at most `limit`.

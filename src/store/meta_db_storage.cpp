@@ -34,7 +34,7 @@ Status MetaDb::record_access(const std::vector<std::pair<Digest, int64_t>>& batc
   return txn.commit();
 }
 
-Result<StorageUsage> MetaDb::storage_usage() {
+Result<StorageUsage> MetaDb::storage_usage(bool by_origin) {
   std::lock_guard lk(mu_);
   StorageUsage u;
   {
@@ -47,12 +47,16 @@ Result<StorageUsage> MetaDb::storage_usage() {
       u.bad = static_cast<uint64_t>(st.col_int(2));
     }
   }
+  if (!by_origin) return u;
   {
     STORE_ASSIGN(auto st, db_.prepare(
         "SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE"
         "    EXISTS(SELECT 1 FROM repo_blobs x WHERE x.digest = b.digest AND x.origin = 'pushed')"
         " OR EXISTS(SELECT 1 FROM manifests m WHERE m.digest = b.digest AND m.origin = 'pushed')"
-        " OR EXISTS(SELECT 1 FROM replay_queue q WHERE q.digest = b.digest AND q.state = 'pending')"));
+        // `+q.state`: without it SQLite probes replay_by_state and walks
+        // every pending entry per blob (10 s at 100k blobs and 1,000
+        // pending entries; 0.3 s with replay_by_digest).
+        " OR EXISTS(SELECT 1 FROM replay_queue q WHERE q.digest = b.digest AND +q.state = 'pending')"));
     STORE_ASSIGN(bool row, st.step());
     if (row) u.pushed = static_cast<uint64_t>(st.col_int(0));
   }
@@ -221,7 +225,7 @@ Result<bool> MetaDb::is_pushed(const Digest& d) {
   STORE_ASSIGN(auto st, db_.prepare(
       "SELECT EXISTS(SELECT 1 FROM repo_blobs WHERE digest = ?1 AND origin = 'pushed')"
       "    OR EXISTS(SELECT 1 FROM manifests WHERE digest = ?1 AND origin = 'pushed')"
-      "    OR EXISTS(SELECT 1 FROM replay_queue WHERE digest = ?1 AND state = 'pending')"));
+      "    OR EXISTS(SELECT 1 FROM replay_queue WHERE digest = ?1 AND +state = 'pending')"));
   st.bind(1, d.str());
   STORE_ASSIGN(bool row, st.step());
   return row && st.col_int(0) != 0;

@@ -184,7 +184,19 @@ void Housekeeper::gc_now(bool dry_run, StoreService::Done<store::GcReport> done,
   o.dry_run = dry_run;
   if (grace_ms >= 0) o.grace_ms = grace_ms;
   const int64_t started = wall_ms();
-  store_.gc(o, [this, dry_run, started, done = std::move(done)](Result<store::GcReport> r) {
+  // Reads so far go first, in the same job: a layer a client just found
+  // (HEAD) and will name in its manifest is not an abandoned push.
+  std::vector<std::pair<Digest, int64_t>> reads;
+  reads.reserve(access_.size());
+  for (auto& [k, ms] : access_)
+    if (auto d = Digest::parse(k)) reads.emplace_back(std::move(*d), ms);
+  access_.clear();
+  auto job = [o, reads = std::move(reads)](store::Store& s) -> Result<store::GcReport> {
+    if (auto st = s.record_access(reads); !st)
+      log::warn("access times not recorded", " err=" + log::quote(st.error().message()));
+    return s.gc(o);
+  };
+  auto on_done = [this, dry_run, started, done = std::move(done)](Result<store::GcReport> r) {
     if (!dry_run) {
       stats_.last_gc_ms = wall_ms();
       stats_.last_gc_duration_ms = static_cast<uint64_t>(stats_.last_gc_ms - started);
@@ -197,7 +209,8 @@ void Housekeeper::gc_now(bool dry_run, StoreService::Done<store::GcReport> done,
       if (r && r->blobs_removed + r->orphan_files_removed > 0) evict_now();  // refresh usage
     }
     done(std::move(r));
-  });
+  };
+  store_.run<store::GcReport>(std::move(job), std::move(on_done));
 }
 
 bool Housekeeper::start_check(bool repair, uint64_t rate) {

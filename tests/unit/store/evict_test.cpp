@@ -80,6 +80,11 @@ TEST_CASE("evict: least recently used cached image goes first, within the quota"
   auto usage = st.storage_usage();
   REQUIRE(usage.ok());
   CHECK(usage->cached == usage->total);
+  auto totals = st.meta().storage_usage(false);  // what the limits read: no breakdown
+  REQUIRE(totals.ok());
+  CHECK(totals->total == usage->total);
+  CHECK(totals->blobs == usage->blobs);
+  CHECK(totals->cached == 0);
   // Room for two images: one must go, and it is b (least recently used).
   auto r = st.evict(quota(usage->total - 1000));
   REQUIRE(r.ok());

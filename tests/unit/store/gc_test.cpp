@@ -209,3 +209,60 @@ TEST_CASE("gc: repository rows left by pushes that stored nothing are removed", 
   CHECK(*st.meta().repo_exists("pending"));
   CHECK(st.gc()->repos_removed == 0);
 }
+
+TEST_CASE("gc: layers of a push that never got its manifest go after upload_ttl", "[store]") {
+  // Issue #18: kill -9 rounds of pushes left layers linked in their
+  // repository that no manifest would ever name (the manifest PUT never
+  // came); a restart and a GC kept them for good.
+  test::Sandbox sb;
+  test::TestClock clock;
+  auto s = Store::open(sb.root(), test::options(clock));
+  REQUIRE(s.ok());
+  auto& st = **s;
+  const Digest abandoned = put(st, "app", "abandoned layer");
+  const Digest mounted = put(st, "app", "mounted layer");
+  const Digest headed = put(st, "app", "layer a client found and skipped");
+  const Digest cached = test::digest_of("cached layer");
+  REQUIRE(st.put_blob("mirror", cached, "cached layer", Origin::Cached).ok());
+  const Digest layer = put(st, "app", "layer");
+  const std::string mbytes = "{\"layers\":[\"" + layer.str() + "\"]}";
+  ManifestPut m;
+  m.repo = "app";
+  m.digest = test::digest_of(mbytes);
+  m.media_type = "application/vnd.oci.image.manifest.v1+json";
+  m.refs = {{layer, true}};
+  REQUIRE(st.put_manifest(m, mbytes).ok());
+
+  GcOptions opts;
+  opts.upload_ttl_ms = 24 * kHour;
+  clock.advance_ms(23 * kHour);
+  REQUIRE(st.mount_blob("app", "other", mounted).ok());  // a fresh link restarts the wait
+  REQUIRE(st.record_access({{headed, clock.fn()()}}).ok());  // so does a read (HEAD before a re-push)
+  auto r1 = st.gc(opts);
+  REQUIRE(r1.ok());
+  CHECK(r1->blobs_removed == 0);  // within upload_ttl: the manifest may still come
+
+  clock.advance_ms(2 * kHour);
+  auto r2 = st.gc(opts);
+  REQUIRE(r2.ok());
+  CHECK(r2->blobs_removed == 1);
+  CHECK(r2->bytes_removed == std::string("abandoned layer").size());
+  CHECK_FALSE(st.blobs().contains(abandoned));
+  CHECK(st.stat_blob("app", abandoned).error().code == Errc::BlobUnknown);
+  // Kept: linked within upload_ttl (in any repository), referenced by a
+  // manifest, or cached (eviction's business, not GC's).
+  CHECK(*st.stat_blob("app", mounted) > 0);
+  CHECK(*st.stat_blob("app", headed) > 0);
+  CHECK(*st.stat_blob("other", mounted) > 0);
+  CHECK(*st.stat_blob("app", layer) > 0);
+  CHECK(*st.stat_blob("mirror", cached) > 0);
+  CHECK(st.get_manifest("app", m.digest).ok());
+
+  // The dry run counts what a real pass would remove, nothing more.
+  clock.advance_ms(24 * kHour);
+  opts.dry_run = true;
+  auto r3 = st.gc(opts);
+  REQUIRE(r3.ok());
+  CHECK(r3->blobs_removed == 2);  // `mounted`, `headed`
+  CHECK(st.blobs().contains(mounted));
+}
