@@ -14,6 +14,19 @@ Authorizer::Authorizer(AuthOptions o, std::string signing_key) : o_(std::move(o)
   anon_rules_ = std::make_shared<const std::vector<ScopeRule>>(o_.anonymous);
 }
 
+void Authorizer::set_options(AuthOptions o) {
+  o_ = std::move(o);
+  for (auto& r : o_.anonymous) r.actions = kPull;
+  anon_rules_ = std::make_shared<const std::vector<ScopeRule>>(o_.anonymous);
+  // Each token's rules include the anonymous ones: rebuilt, without bumping
+  // the table generation (a derivation in flight stays valid).
+  for (auto& [name, t] : tokens_) {
+    auto rules = std::make_shared<std::vector<ScopeRule>>(t.scopes);
+    rules->insert(rules->end(), o_.anonymous.begin(), o_.anonymous.end());
+    rules_[name] = std::move(rules);
+  }
+}
+
 void Authorizer::set_tokens(std::vector<TokenRecord> tokens) {
   tokens_.clear();
   rules_.clear();

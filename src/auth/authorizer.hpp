@@ -51,6 +51,10 @@ class Authorizer {
   Authorizer(AuthOptions o, std::string signing_key);
 
   const AuthOptions& options() const { return o_; }
+  /// SIGHUP (issue #17): new service, token lifetime and anonymous rules for
+  /// the next request. Tokens and cached credentials stay; bearer tokens
+  /// issued for another service name stop verifying.
+  void set_options(AuthOptions o);
   /// Replaces the token table (after a load or any change); every cached
   /// credential is forgotten, so a disable or rotate holds at once.
   void set_tokens(std::vector<TokenRecord> tokens);

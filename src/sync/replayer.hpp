@@ -75,6 +75,11 @@ class Replayer {
   void poke();
   /// Process shutdown: stop() for good; later calls do nothing.
   void shutdown();
+  /// SIGHUP changed the parent (issue #17): entries started from now on go
+  /// to `parent` (held until then); pushes in flight finish where they
+  /// started. A blob whose upload session was saved at the old parent
+  /// resumes at that session's URL (the old parent's).
+  void set_parent(std::shared_ptr<upstream::RegistryClient> parent);
 
   bool running() const { return running_; }
   /// Running and not idle: entries in flight, a fetch under way, or ready
@@ -119,8 +124,8 @@ class Replayer {
 
   uv_loop_t* loop_;
   storesvc::StoreService& store_;
-  upstream::RegistryClient& parent_;
-  upstream::Pusher pusher_;
+  upstream::RegistryClient* parent_;  ///< never null
+  std::shared_ptr<upstream::RegistryClient> parent_hold_;  ///< set_parent's; null: the constructor's reference
   ReplayerOptions opts_;
   LoopTimer poll_;
   bool running_ = false;
