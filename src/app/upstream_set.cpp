@@ -26,8 +26,13 @@ struct UpstreamGenerations::Generation {
     pools.clear();
   }
   ~Generation() {
+    std::string names;
+    for (const auto& c : clients) names += (names.empty() ? "" : ",") + c->options().name;
     shutdown();
     clients.clear();
+    // The last holder (a fill, a keeper pass, a replay push) left: an
+    // operator sees when a replaced parent stops being used.
+    log::info("upstream clients freed", " upstreams=" + log::quote(names));
   }
 };
 

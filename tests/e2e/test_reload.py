@@ -116,12 +116,15 @@ class ReloadUpstreams(unittest.TestCase):
 
         # 4. The fill in flight finishes on A: every byte, the right digest.
         self.assertTrue(t.is_alive(), got)
+        self.assertNotIn("upstream clients freed", child.log_text())  # the fill holds A's clients
         gate.set()
         t.join(60)
         self.assertFalse(t.is_alive(), "the blob GET started before the reload did not end")
         self.assertEqual(got.get("status"), 200, got.get("error"))
         self.assertEqual(sha256_digest(got["body"]), slow_digest)
         self.assertEqual(a.count("GET", f"/v2/lib/slow/blobs/{slow_digest}"), 1)
+        # Its last holder gone, the replaced generation (A's clients) is freed.
+        child.wait_log(r"upstream clients freed")
         # ... and it was kept: served again with A gone.
         a.__exit__(None, None, None)
         r = http("GET", f"{child.url}/v2/lib/slow/blobs/{slow_digest}", timeout=30)
