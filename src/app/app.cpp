@@ -325,14 +325,21 @@ int App::run() {
       pull->set_in_window([svc] { return svc->is_open(); });
       // Outside a window no background request reaches the parent: no probe.
       m.sync->set_on_window([pull](bool open) { pull->set_background_allowed(open); });
-      if (!c.sync.keep.empty()) {
-        auto patterns = sync::parse_keep_patterns(c.sync.keep);
-        if (!patterns) {
-          log::error("cannot start", " reason=" + log::quote(patterns.error().message()));
-          return 1;
-        }
-        m.keeper = make_keeper(m.loop.get(), *m.store, *m.pull, *m.sync, std::move(*patterns));
+      auto patterns = sync::parse_keep_patterns(c.sync.keep);
+      if (!patterns) {
+        log::error("cannot start", " reason=" + log::quote(patterns.error().message()));
+        return 1;
       }
+      // Pins of patterns taken out of sync.keep while stopped go, as a
+      // reload's do (issue #17): that content may be evicted again.
+      std::vector<std::string> texts;
+      for (const auto& p : *patterns) texts.push_back(p.text());
+      m.store->run<uint64_t>([texts](store::Store& st) { return st.unpin_patterns_except(texts); },
+                             [](Result<uint64_t> n) {
+                               if (n && *n) log::info("sync.keep: tags of removed patterns unpinned",
+                                                      " tags=" + std::to_string(*n));
+                             });
+      if (!patterns->empty()) m.keeper = make_keeper(m.loop.get(), *m.store, *m.pull, *m.sync, std::move(*patterns));
       m.sync_control = std::make_unique<SyncControlAdapter>(*m.sync);
       m.ops.sync = m.sync_control.get();
     }
