@@ -121,8 +121,20 @@ uint64_t Replayer::bytes_in_flight() const {
   return n;
 }
 
+bool Replayer::at_replaced_parent(const std::string& url) const {
+  if (replaced_origins_.empty()) return false;
+  auto u = http::Url::parse(url);
+  if (!u || u->origin() == parent_->options().url.origin()) return false;
+  for (const auto& o : replaced_origins_)
+    if (o == u->origin()) return true;
+  return false;
+}
+
 void Replayer::set_parent(std::shared_ptr<upstream::RegistryClient> parent) {
   if (!parent || parent.get() == parent_) return;
+  // Upload sessions saved at the parent being replaced are not resumed:
+  // the blob would land there, not at the new parent.
+  replaced_origins_.push_back(parent_->options().url.origin());
   parent_hold_ = std::move(parent);
   parent_ = parent_hold_.get();
   // Its mode is learnt again before the next push (fetch() probes).
@@ -255,7 +267,8 @@ void Replayer::blob_head(const TaskPtr& t) {
 void Replayer::blob_mount_or_upload(const TaskPtr& t) {
   // A session saved in an earlier window (or before a crash) goes first:
   // resuming it sends only the missing bytes.
-  if (t->e.upload_url && !t->e.upload_url->empty()) return blob_upload(t, *t->e.upload_url);
+  if (t->e.upload_url && !t->e.upload_url->empty() && !at_replaced_parent(*t->e.upload_url))
+    return blob_upload(t, *t->e.upload_url);
   auto alive = alive_;
   const Digest d = *t->e.digest;
   const std::string repo = t->e.repo;
