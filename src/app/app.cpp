@@ -518,7 +518,7 @@ int App::run() {
     if (!patterns) return std::move(patterns).error();
     if (m.keeper) m.keeper->set_patterns(std::move(*patterns));
     else m.keeper = make_keeper(m.loop.get(), *m.store, *m.pull, *m.sync, std::move(*patterns));
-    if (m.sync->is_open()) m.sync->trigger();
+    m.sync->run_idle_tasks();
     return {};
   });
   // Access control: every [auth] key applies to the next request (the

@@ -96,6 +96,11 @@ class SyncService {
   /// move to `parent` (held from now on); pushes in flight finish where
   /// they started.
   void set_parent(std::shared_ptr<upstream::RegistryClient> parent);
+  /// SIGHUP changed a task's work (sync.keep): tasks not running start now
+  /// if a window is open; nothing else (no replay retry) is touched.
+  void run_idle_tasks() {
+    if (!down_ && started_ && open_) start_tasks();
+  }
   /// Whether background work may reach the parent now (continuous: always).
   bool is_open() const { return open_; }
   /// `outpost sync now`: opens a manual window (AlreadyOpen when one is open;
