@@ -11,6 +11,7 @@
 #include "app/ops.hpp"
 #include "app/reload.hpp"
 #include "app/request_log.hpp"
+#include "app/upstream_set.hpp"
 #include "app/watchdog.hpp"
 #include "app/ops_storage.hpp"
 #include "app/bundle_admin.hpp"
@@ -54,9 +55,11 @@ struct App::Impl {
   /// Owns the store; the loop reaches it only through jobs (issue #14).
   std::unique_ptr<storesvc::StoreService> store;
   // Upstreams: one TLS config and one connection pool each (their CA and
-  // verification settings differ), then the cache that uses them.
-  std::vector<std::unique_ptr<net::TlsClientConfig>> tls_configs;
-  std::vector<std::unique_ptr<http::HttpClient>> http_clients;
+  // verification settings differ), built as one generation that SIGHUP may
+  // replace (issue #17); `upstreams` is the generation routes use now.
+  std::shared_ptr<upstream::RequestTimings> upstream_timings = std::make_shared<upstream::RequestTimings>();
+  std::unique_ptr<UpstreamGenerations> upstream_gens;
+  UpstreamSet upstreams;
   std::unique_ptr<cache::HotManifests> memo;  ///< used by api and pull: freed after both
   std::unique_ptr<cache::HotBlobs> hot_blobs;  ///< blob GET/HEAD fast path (api)
   /// Cache management (issue #18): access times, eviction, scheduled GC,
@@ -90,7 +93,7 @@ App::~App() {
   impl_->server.reset();
   if (impl_->sync) impl_->sync->shutdown();
   if (impl_->pull) impl_->pull->shutdown();
-  impl_->http_clients.clear();
+  if (impl_->upstream_gens) impl_->upstream_gens->shutdown();
   if (impl_->housekeeper) impl_->housekeeper->stop();
   while (uv::pending_work() > 0) uv_run(impl_->loop.get(), UV_RUN_ONCE);
   impl_->auth.reset();
@@ -101,6 +104,8 @@ App::~App() {
   impl_->sync.reset();
   impl_->keeper.reset();
   impl_->pull.reset();
+  impl_->upstreams = {};
+  impl_->upstream_gens.reset();  // after every holder of an upstream client
   impl_->memo.reset();
   impl_->hot_blobs.reset();
   impl_->store.reset();  // drains its own jobs, then closes the store
@@ -131,25 +136,6 @@ cache::PullPolicy pull_policy_of(sync::PullThrough p) {
     case sync::PullThrough::Never: return cache::PullPolicy::Never;
   }
   return cache::PullPolicy::Always;
-}
-}  // namespace
-
-namespace {
-// token_file holds "username:password" (a sync token's name and secret).
-Status read_credentials(const std::string& path, std::string* user, std::string* pass) {
-  if (path.empty()) return {};
-  FILE* f = fopen(path.c_str(), "r");
-  if (!f) return Error(Errc::ConfigInvalid, "cannot read token_file " + path);
-  char buf[4096];
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  std::string s(buf, n);
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  size_t colon = s.find(':');
-  if (colon == std::string::npos) return Error(Errc::ConfigInvalid, "token_file " + path + " must hold username:password");
-  *user = s.substr(0, colon);
-  *pass = s.substr(colon + 1);
-  return {};
 }
 }  // namespace
 
@@ -188,32 +174,33 @@ std::string check_parent_mode_at_start(uv_loop_t* loop, upstream::RegistryClient
 }
 }  // namespace
 
-Result<std::unique_ptr<upstream::RegistryClient>> App::make_upstream(const UpstreamConfig& u) {
-  Impl& m = *impl_;
-  auto url = http::Url::parse(u.url);
-  if (!url) return Error(Errc::ConfigInvalid, "upstream " + u.name + ": " + url.error().message());
-  net::TlsClientOptions to;
-  to.ca_file = u.ca_file;
-  to.insecure = u.insecure;
-  auto tls = net::TlsClientConfig::create(to);
-  if (!tls) return std::move(tls).error();
-  auto client = std::make_unique<http::HttpClient>(m.loop.get(), tls->get());
-  upstream::UpstreamOptions o;
-  o.name = u.name;
-  o.url = *url;
-  o.library_prefix = u.library_prefix;
-  o.timeouts.connect_ms = u.connect_timeout_ms;
-  o.timeouts.first_byte_ms = u.timeout_ms;
-  o.timeouts.progress_ms = u.timeout_ms;
-  OUTPOST_TRY(read_credentials(u.token_file, &o.username, &o.password));
-  o.offline = u.offline;
-  if (&u == &m.cfg.parent) o.instance_id = m.instance_id;  // sync-token activation (issue #16)
-  auto rc = std::make_unique<upstream::RegistryClient>(m.loop.get(), *client, o);
-  m.tls_configs.push_back(std::move(*tls));
-  m.http_clients.push_back(std::move(client));
-  log::info("upstream configured", " name=" + u.name + " url=" + log::quote(u.url));
-  return rc;
+namespace {
+/// The Keeper of sync.keep and its window task in `svc` (at start, or when a
+/// SIGHUP sets sync.keep where it was empty).
+std::unique_ptr<sync::Keeper> make_keeper(uv_loop_t* loop, storesvc::StoreService& store, cache::PullThrough& pull,
+                                          sync::SyncService& svc, std::vector<sync::KeepPattern> patterns) {
+  auto keeper = std::make_unique<sync::Keeper>(loop, store, pull, std::move(patterns));
+  sync::Keeper* k = keeper.get();
+  sync::WindowTask task;
+  task.name = "keep";
+  task.start = [k](std::function<void(Status)> done) { k->refresh(std::move(done)); };
+  task.cancel = [k] { k->cancel(); };
+  task.status = [k] {
+    nlohmann::json arr = nlohmann::json::array();
+    for (const auto& st : k->status()) {
+      arr.push_back({{"pattern", st.pattern},
+                     {"last_refresh", st.last_refresh_ms ? nlohmann::json(sync::iso_time(st.last_refresh_ms))
+                                                         : nlohmann::json(nullptr)},
+                     {"last_refresh_unix", st.last_refresh_ms / 1000},
+                     {"tags", st.tags},
+                     {"last_error", st.last_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(st.last_error)}});
+    }
+    return arr;
+  };
+  svc.add_window_task(std::move(task));
+  return keeper;
 }
+}  // namespace
 
 namespace {
 /// The systemd STATUS= line: what `systemctl status outpost` shows.
@@ -304,22 +291,14 @@ int App::run() {
     po.read_only = c.registry.mode == "ReadOnly";
     m.pull = std::make_unique<cache::PullThrough>(m.loop.get(), m.store.get(), po);
     m.pull->set_memo(m.memo.get());
-    if (!c.parent.url.empty()) {
-      auto p = make_upstream(c.parent);
-      if (!p) {
-        log::error("cannot start", " reason=" + log::quote(p.error().message()));
-        return 1;
-      }
-      m.pull->set_parent(std::move(*p));
+    m.upstream_gens = std::make_unique<UpstreamGenerations>(m.loop.get(), m.instance_id, m.upstream_timings);
+    auto set = m.upstream_gens->build(c);
+    if (!set) {
+      log::error("cannot start", " reason=" + log::quote(set.error().message()));
+      return 1;
     }
-    for (const auto& u : c.upstreams) {
-      auto p = make_upstream(u);
-      if (!p) {
-        log::error("cannot start", " reason=" + log::quote(p.error().message()));
-        return 1;
-      }
-      m.pull->add_upstream(std::move(*p));
-    }
+    m.upstreams = std::move(*set);
+    m.pull->replace_upstreams(m.upstreams.parent, m.upstreams.named);
     m.api.pull = m.pull.get();
     if (auto* parent = m.pull->mutable_parent()) {
       const std::string conflict = check_parent_mode_at_start(m.loop.get(), *parent, c.registry.mode == "ReadOnly");
@@ -346,32 +325,21 @@ int App::run() {
       pull->set_in_window([svc] { return svc->is_open(); });
       // Outside a window no background request reaches the parent: no probe.
       m.sync->set_on_window([pull](bool open) { pull->set_background_allowed(open); });
-      if (!c.sync.keep.empty()) {
-        auto patterns = sync::parse_keep_patterns(c.sync.keep);
-        if (!patterns) {
-          log::error("cannot start", " reason=" + log::quote(patterns.error().message()));
-          return 1;
-        }
-        m.keeper = std::make_unique<sync::Keeper>(m.loop.get(), *m.store, *m.pull, std::move(*patterns));
-        sync::Keeper* k = m.keeper.get();
-        sync::WindowTask task;
-        task.name = "keep";
-        task.start = [k](std::function<void(Status)> done) { k->refresh(std::move(done)); };
-        task.cancel = [k] { k->cancel(); };
-        task.status = [k] {
-          nlohmann::json arr = nlohmann::json::array();
-          for (const auto& st : k->status()) {
-            arr.push_back({{"pattern", st.pattern},
-                           {"last_refresh", st.last_refresh_ms ? nlohmann::json(sync::iso_time(st.last_refresh_ms))
-                                                               : nlohmann::json(nullptr)},
-                           {"last_refresh_unix", st.last_refresh_ms / 1000},
-                           {"tags", st.tags},
-                           {"last_error", st.last_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(st.last_error)}});
-          }
-          return arr;
-        };
-        m.sync->add_window_task(std::move(task));
+      auto patterns = sync::parse_keep_patterns(c.sync.keep);
+      if (!patterns) {
+        log::error("cannot start", " reason=" + log::quote(patterns.error().message()));
+        return 1;
       }
+      // Pins of patterns taken out of sync.keep while stopped go, as a
+      // reload's do (issue #17): that content may be evicted again.
+      std::vector<std::string> texts;
+      for (const auto& p : *patterns) texts.push_back(p.text());
+      m.store->run<uint64_t>([texts](store::Store& st) { return st.unpin_patterns_except(texts); },
+                             [](Result<uint64_t> n) {
+                               if (n && *n) log::info("sync.keep: tags of removed patterns unpinned",
+                                                      " tags=" + std::to_string(*n));
+                             });
+      if (!patterns->empty()) m.keeper = make_keeper(m.loop.get(), *m.store, *m.pull, *m.sync, std::move(*patterns));
       m.sync_control = std::make_unique<SyncControlAdapter>(*m.sync);
       m.ops.sync = m.sync_control.get();
     }
@@ -384,6 +352,7 @@ int App::run() {
   m.ops.loop = m.loop.get();
   m.ops.requests = &m.requests;
   m.ops.reload = &m.reload_report;
+  m.ops.upstream_timings = m.upstream_timings.get();
   uv_timeval64_t tv;
   uv_gettimeofday(&tv);
   m.ops.started_ms = static_cast<uint64_t>(tv.tv_sec) * 1000 + static_cast<uint64_t>(tv.tv_usec) / 1000;
@@ -404,7 +373,7 @@ int App::run() {
   lim.write_timeout_ms = c.server.write_timeout_ms;
 
   http::Router* router = &m.router;
-  AuthGate* gate = m.auth->enabled() ? m.auth.get() : nullptr;
+  AuthGate* gate = m.auth.get();  // enabled() asked per request: [auth] reloads live (issue #17)
   RequestLog* requests = &m.requests;
   m.server = std::make_unique<http::Server>(m.loop.get(), lim, [router, gate, requests](const http::ExchangePtr& ex) {
     auto match = router->match(ex->req().method, ex->req().path);
@@ -429,7 +398,7 @@ int App::run() {
     }
     ex->params() = std::move(match.params);
     // Access control before any store, cache or parent work (issue #16).
-    if (gate && match.tag != static_cast<int>(api::Access::Open)) {
+    if (gate->enabled() && match.tag != static_cast<int>(api::Access::Open)) {
       const http::Handler* h = match.handler;
       gate->check(ex, static_cast<api::Access>(match.tag), [h, ex] { (*h)(ex); });
       return;
@@ -484,15 +453,27 @@ int App::run() {
   // ---- end of HTTPS ----
 
   m.ops.ready = true;  // the store is open and every listener bound
-  // What SIGHUP may change live (issue #17); every other key is refused
-  // with a log line and keeps its running value (app/reload.hpp). Later
-  // parts (TLS certificates, tokens) add their own hook here.
+  // ---- SIGHUP reload (issue #17; app/reload.hpp) ----
+  // What SIGHUP may change live; every other key is refused with a log
+  // line naming it and keeps its running value. TLS certificates have their
+  // hook above. docs/operations.md "Reloading the configuration" lists both.
   m.reloader.allow_live({"log.level", "registry.name", "sync.schedule", "sync.window", "sync.timezone",
-                         "sync.pull_through"});
+                         "sync.pull_through", "sync.keep", "parent.*", "upstream", "auth.*"});
   // main.cpp derives max_connections from RLIMIT_NOFILE when it is 0: the
   // file's 0 is that same choice, not a change.
   m.reloader.set_normalize([](const Config& live, Config* next) {
     if (next->server.max_connections == 0) next->server.max_connections = live.server.max_connections;
+  });
+  // Adding or removing the parent starts or stops what only a start builds:
+  // the replay queue's recording in the store, the sync service, the
+  // instance id. Changing it for another parent is live.
+  m.reloader.guard("parent.*", [](const Config& live, const Config& next) -> std::string {
+    if (live.parent.url.empty() == next.parent.url.empty()) return {};
+    return live.parent.url.empty() ? "a parent added to a standalone registry needs a restart"
+                                   : "removing the parent needs a restart";
+  });
+  m.reloader.guard("upstream", [&m](const Config&, const Config&) -> std::string {
+    return m.pull ? std::string() : "the first upstream of a registry started without any needs a restart";
   });
   m.reloader.add("log", [](const Config&, const Config& next) -> Status {
     log::set_level(next.log.level);
@@ -510,6 +491,45 @@ int App::run() {
     m.sync->set_schedule(std::move(*sched));
     return {};
   });
+  // Upstreams: a new generation of clients when a key or a token file's
+  // contents changed. New requests route to it at once; fills, manifest
+  // fetches, keeper passes and replay pushes in flight hold the client
+  // they started with and finish there (app/upstream_set.hpp).
+  m.reloader.add("upstreams", [&m](const Config& old, const Config& next) -> Status {
+    if (!m.pull || UpstreamGenerations::same(m.upstreams, old, next)) return {};
+    auto set = m.upstream_gens->build(next);
+    if (!set) return std::move(set).error();
+    m.upstreams = std::move(*set);
+    m.pull->replace_upstreams(m.upstreams.parent, m.upstreams.named);
+    if (m.sync && m.upstreams.parent) {
+      m.sync->set_parent(m.upstreams.parent);
+      // Outside a window the new clients send no background probe either.
+      m.pull->set_background_allowed(m.sync->is_open());
+    }
+    // Status shows the new parent's mode soon (as the probe at start does).
+    if (m.upstreams.parent) m.upstreams.parent->mutable_link().probe_now([](bool) {});
+    log::info("upstreams reloaded", " parent=" + log::quote(next.parent.url) +
+                                        " upstreams=" + std::to_string(next.upstreams.size()));
+    return {};
+  });
+  // Kept repositories: the Keeper walks the new list from its next pass;
+  // patterns no longer listed stop pinning. Added while a window is open,
+  // the pass starts now rather than at the next window.
+  m.reloader.add("keep", [&m](const Config& old, const Config& next) -> Status {
+    if (old.sync.keep == next.sync.keep || !m.sync) return {};
+    auto patterns = sync::parse_keep_patterns(next.sync.keep);
+    if (!patterns) return std::move(patterns).error();
+    if (m.keeper) m.keeper->set_patterns(std::move(*patterns));
+    else m.keeper = make_keeper(m.loop.get(), *m.store, *m.pull, *m.sync, std::move(*patterns));
+    m.sync->run_idle_tasks();
+    return {};
+  });
+  // Access control: every [auth] key applies to the next request (the
+  // server's dispatch asks the gate whether it is enabled each time).
+  m.reloader.add("auth", [&m](const Config&, const Config& next) -> Status {
+    m.auth->apply(next.auth);
+    return {};
+  });
   m.sighup = uv::Signal::start(m.loop.get(), SIGHUP, [&m](int) {
     std::string path = m.cfg.source;
     if (path == "<embedded default>") path.clear();
@@ -518,6 +538,7 @@ int App::run() {
     m.reloader.reload(path, &m.cfg, &m.reload_report,
                       static_cast<uint64_t>(now.tv_sec) * 1000 + static_cast<uint64_t>(now.tv_usec) / 1000);
   });
+  // ---- end of SIGHUP reload ----
 
   bool stopping = false;
   auto on_signal = [&m, &stopping, &c](int sig) {
@@ -557,7 +578,7 @@ int App::run() {
   m.server.reset();
   if (m.sync) m.sync->shutdown();  // cancels pushes in flight; their entries stay pending
   if (m.pull) m.pull->shutdown();
-  m.http_clients.clear();
+  if (m.upstream_gens) m.upstream_gens->shutdown();
   if (m.housekeeper) m.housekeeper->stop();  // cancels a check, flushes access times
   while (uv::pending_work() > 0) uv_run(m.loop.get(), UV_RUN_ONCE);
   m.auth.reset();
@@ -568,6 +589,8 @@ int App::run() {
   m.sync.reset();
   m.keeper.reset();
   m.pull.reset();
+  m.upstreams = {};
+  m.upstream_gens.reset();  // after every holder of an upstream client
   m.memo.reset();
   m.hot_blobs.reset();
   m.store.reset();  // drains its own jobs, then closes the store

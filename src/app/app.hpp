@@ -7,8 +7,6 @@
 #include "app/config.hpp"
 #include "base/result.hpp"
 
-namespace outpost::upstream { class RegistryClient; }
-
 namespace outpost::app {
 
 class App {
@@ -22,7 +20,6 @@ class App {
   int run();
 
  private:
-  Result<std::unique_ptr<upstream::RegistryClient>> make_upstream(const UpstreamConfig& u);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -99,6 +99,26 @@ std::vector<std::string> scope_params(const std::string& query) {
 }
 }  // namespace
 
+namespace {
+/// [auth] as the Authorizer's options; the rest (cache bounds) from `base`.
+auth::AuthOptions auth_options(const AuthConfig& a, auth::AuthOptions base) {
+  base.service = a.service;
+  base.token_ttl_s = static_cast<int64_t>(a.token_ttl_ms / 1000);
+  base.anonymous.clear();
+  for (const auto& p : a.anonymous_pull) base.anonymous.push_back(auth::ScopeRule{p, auth::kPull});
+  return base;
+}
+}  // namespace
+
+void AuthGate::apply(const AuthConfig& next) {
+  if (next == cfg_) return;
+  cfg_ = next;
+  authz_.set_options(auth_options(next, authz_.options()));
+  log::info("access control reloaded", std::string(" enabled=") + (next.enabled ? "true" : "false") +
+                                           " service=" + log::quote(next.service) +
+                                           " anonymous_pull=" + std::to_string(next.anonymous_pull.size()));
+}
+
 Result<std::unique_ptr<AuthGate>> AuthGate::open(uv_loop_t* loop, const Config& cfg) {
   auto db = auth::TokenDb::open(cfg.storage.root);
   if (!db) return Error(db.error().code, "auth.db: " + db.error().message());
@@ -106,12 +126,8 @@ Result<std::unique_ptr<AuthGate>> AuthGate::open(uv_loop_t* loop, const Config& 
   if (!key) return Error(key.error().code, "auth.db: " + key.error().message());
   auto tokens = db->load_all();
   if (!tokens) return Error(tokens.error().code, "auth.db: " + tokens.error().message());
-  auth::AuthOptions o;
-  o.service = cfg.auth.service;
-  o.token_ttl_s = static_cast<int64_t>(cfg.auth.token_ttl_ms / 1000);
-  for (const auto& p : cfg.auth.anonymous_pull) o.anonymous.push_back(auth::ScopeRule{p, auth::kPull});
-  auto gate = std::unique_ptr<AuthGate>(
-      new AuthGate(loop, cfg.auth, std::make_shared<auth::TokenDb>(std::move(*db)), std::move(o), std::move(*key)));
+  auto gate = std::unique_ptr<AuthGate>(new AuthGate(loop, cfg.auth, std::make_shared<auth::TokenDb>(std::move(*db)),
+                                                     auth_options(cfg.auth, {}), std::move(*key)));
   const size_t n = tokens->size();
   gate->authz_.set_tokens(std::move(*tokens));
   log::info("access control", std::string(" enabled=") + (cfg.auth.enabled ? "true" : "false") +

@@ -35,6 +35,9 @@ class AuthGate {
 
   /// True when [auth] enabled: check() must run before /v2/ handlers.
   bool enabled() const { return cfg_.enabled; }
+  /// SIGHUP (issue #17): every [auth] key applies to the next request
+  /// (enabled, realm, service, anonymous_pull, token_ttl).
+  void apply(const AuthConfig& next);
   /// Runs `next` when the request may go on (after setting
   /// RouteParams::may_read), else answers 401/403/429 itself.
   void check(const http::ExchangePtr& ex, api::Access access, std::function<void()> next);

@@ -17,6 +17,7 @@
 #include "outpost_version.h"
 #include "sync/sync_service.hpp"
 #include "upstream/registry_client.hpp"
+#include "upstream/request_timings.hpp"
 
 namespace outpost::app {
 
@@ -60,6 +61,41 @@ const char* level_name(log::Level l) {
 }
 
 std::string iso(uint64_t ms) { return sync::iso_time(static_cast<int64_t>(ms)); }
+}  // namespace
+
+namespace {
+std::string seconds_text(double v) {
+  char buf[32];
+  snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+/// outpost_upstream_request_seconds (histogram, time to the answer's head
+/// after auth and redirects) and outpost_upstream_request_failures_total,
+/// by upstream and kind of request (issue #17).
+void upstream_timing_metrics(std::string& out, const upstream::RequestTimings& t) {
+  using T = upstream::RequestTimings;
+  prom::series(out, "outpost_upstream_request_seconds",
+               "time from sending a request to an upstream to its answer's head (auth and redirects included)",
+               "histogram");
+  for (const auto& se : t.series()) {
+    const std::string l = "upstream=\"" + prom_label(se.upstream) + "\",kind=\"" + prom_label(se.kind) + "\"";
+    uint64_t cum = 0;
+    for (size_t i = 0; i < T::kBuckets.size(); ++i) {
+      cum += se.buckets[i];
+      out += "outpost_upstream_request_seconds_bucket{" + l + ",le=\"" + seconds_text(T::kBuckets[i]) + "\"} " +
+             std::to_string(cum) + "\n";
+    }
+    out += "outpost_upstream_request_seconds_bucket{" + l + ",le=\"+Inf\"} " + std::to_string(se.count) + "\n";
+    out += "outpost_upstream_request_seconds_sum{" + l + "} " + seconds_text(se.sum) + "\n";
+    out += "outpost_upstream_request_seconds_count{" + l + "} " + std::to_string(se.count) + "\n";
+  }
+  prom::series(out, "outpost_upstream_request_failures_total",
+               "requests to an upstream that ended without an answer (connect error, timeout, reset)", "counter");
+  for (const auto& se : t.series())
+    prom::sample(out, "outpost_upstream_request_failures_total", se.failures,
+                 "upstream=\"" + prom_label(se.upstream) + "\",kind=\"" + prom_label(se.kind) + "\"");
+}
 }  // namespace
 
 std::string metrics_text(const OpsSources& s, const DiskUsage* disk) {
@@ -140,6 +176,7 @@ std::string metrics_text(const OpsSources& s, const DiskUsage* disk) {
     for (const auto* u : s.pull->upstreams())
       out += "outpost_upstream_probe_duration_seconds{upstream=\"" + prom_label(u->options().name) + "\"} " +
              std::to_string(static_cast<double>(u->link().last_probe_rtt_ms()) / 1000.0) + "\n";
+    if (s.upstream_timings) upstream_timing_metrics(out, *s.upstream_timings);
   }
   return out;
 }
@@ -191,6 +228,21 @@ std::string status_json(const OpsSources& s, const DiskUsage* disk) {
       const auto& link = u->link();
       one["last_error"] = link.last_error().empty() ? json(nullptr) : json(link.last_error());
       one["last_error_at"] = link.last_error_ms() ? json(iso(link.last_error_ms())) : json(nullptr);
+      if (s.upstream_timings) {
+        // Answered requests and their mean time to the answer's head, all
+        // kinds together (the histogram by kind is in /metrics).
+        uint64_t n = 0, failed = 0;
+        double sum = 0;
+        for (const auto& se : s.upstream_timings->series()) {
+          if (se.upstream != u->options().name) continue;
+          n += se.count;
+          sum += se.sum;
+          failed += se.failures;
+        }
+        one["requests"] = n;
+        one["request_failures"] = failed;
+        one["request_mean_seconds"] = n ? json(sum / static_cast<double>(n)) : json(nullptr);
+      }
       ups.push_back(std::move(one));
     }
     const auto& p = s.pull->stats();

@@ -14,6 +14,7 @@ typedef struct uv_loop_s uv_loop_t;
 namespace outpost::http { class Server; class Router; }
 namespace outpost::cache { class PullThrough; }
 namespace outpost::storesvc { class Housekeeper; }
+namespace outpost::upstream { class RequestTimings; }
 
 namespace outpost::app {
 
@@ -52,6 +53,8 @@ struct OpsSources {
   bool ready = false;
   /// Cache management figures (issue #18); null in tests.
   const storesvc::Housekeeper* storage = nullptr;
+  /// Latency of real upstream requests (issue #17); may be null.
+  const upstream::RequestTimings* upstream_timings = nullptr;
 };
 
 std::string metrics_text(const OpsSources& s, const DiskUsage* disk = nullptr);

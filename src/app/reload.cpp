@@ -10,13 +10,28 @@ void Reloader::allow_live(std::vector<std::string> keys) {
   for (auto& k : keys) live_keys_.push_back(std::move(k));
 }
 
+namespace {
+/// `pattern` names `key`: equal, or "sync.*" covering every key of [sync].
+bool names_key(std::string_view pattern, std::string_view key) {
+  if (pattern == key) return true;
+  return pattern.size() > 2 && pattern.ends_with(".*") && key.starts_with(pattern.substr(0, pattern.size() - 1));
+}
+}  // namespace
+
 bool Reloader::is_live(std::string_view key) const {
-  for (const auto& k : live_keys_) {
-    if (k == key) return true;
-    // "sync.*" covers every key of [sync].
-    if (k.size() > 2 && k.ends_with(".*") && key.starts_with(std::string_view(k).substr(0, k.size() - 1))) return true;
-  }
+  for (const auto& k : live_keys_)
+    if (names_key(k, key)) return true;
   return false;
+}
+
+void Reloader::guard(std::string key, Guard why_not) { guards_.emplace_back(std::move(key), std::move(why_not)); }
+
+std::string Reloader::refusal(std::string_view key, const Config& live, const Config& next) const {
+  for (const auto& [k, g] : guards_) {
+    if (!names_key(k, key)) continue;
+    if (std::string why = g(live, next); !why.empty()) return why;
+  }
+  return {};
 }
 
 void Reloader::reload(const std::string& path, Config* live, ReloadReport* report, uint64_t now_wall_ms) {
@@ -39,14 +54,18 @@ void Reloader::reload(const std::string& path, Config* live, ReloadReport* repor
     return;
   }
   if (normalize_) normalize_(*live, &*next);
-  for (const auto& key : changed_keys(*live, *next)) {
-    if (is_live(key)) {
+  // Guards see the file's values as they are (before any key is copied
+  // back), so a guard on "parent.*" judges the whole [parent] table.
+  const Config as_read = *next;
+  for (const auto& key : changed_keys(*live, as_read)) {
+    std::string why = is_live(key) ? refusal(key, *live, as_read) : std::string("not reloadable");
+    if (why.empty()) {
       report->applied.push_back(key);
       continue;
     }
     copy_key(key, *live, &*next);
     report->refused.push_back(key);
-    log::warn("reload: key needs a restart; the running value stays", " key=" + key);
+    log::warn("reload: key needs a restart; the running value stays", " key=" + key + " reason=" + log::quote(why));
   }
   std::string failed;
   for (const auto& h : hooks_) {

@@ -8,6 +8,7 @@
 #pragma once
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "app/config.hpp"
@@ -32,6 +33,14 @@ class Reloader {
   /// hook applies live. A changed key not listed here is refused.
   void allow_live(std::vector<std::string> keys);
   bool is_live(std::string_view key) const;
+  /// A live key (same naming as allow_live, "section.*" allowed) that some
+  /// changes cannot make live: `why_not(live, next)` returns the reason to
+  /// refuse it ("" = apply). E.g. parent.url going from none to one needs
+  /// subsystems only a start creates.
+  using Guard = std::function<std::string(const Config& live, const Config& next)>;
+  void guard(std::string key, Guard why_not);
+  /// The reason a guard gives for `key` in this change, "" when none refuses.
+  std::string refusal(std::string_view key, const Config& live, const Config& next) const;
   /// Runs on the file's config before it is compared with the running one:
   /// fills in what the start derived (server.max_connections = 0 means "from
   /// RLIMIT_NOFILE", and the running config holds the derived number).
@@ -48,6 +57,7 @@ class Reloader {
   };
   std::vector<Entry> hooks_;
   std::vector<std::string> live_keys_;
+  std::vector<std::pair<std::string, Guard>> guards_;
   std::function<void(const Config&, Config*)> normalize_;
 };
 

@@ -34,6 +34,28 @@ Authorizer::Authorizer(AuthOptions o, std::string signing_key) : o_(std::move(o)
   dummy_.iterations = kPbkdf2Iterations;
 }
 
+void Authorizer::set_options(AuthOptions o) {
+  o_ = std::move(o);
+  for (auto& r : o_.anonymous) r.actions = kPull;
+  anon_rules_ = std::make_shared<const std::vector<ScopeRule>>(o_.anonymous);
+  auto anon = std::make_shared<Principal>();
+  anon->rules = anon_rules_;
+  anon->anon = anon_rules_;
+  anon_principal_ = std::move(anon);
+  // Each token's rules include the anonymous ones: rebuilt, without bumping
+  // the table generation (a derivation in flight stays valid).
+  for (auto& [name, t] : tokens_) {
+    auto rules = std::make_shared<std::vector<ScopeRule>>(t.scopes);
+    rules->insert(rules->end(), o_.anonymous.begin(), o_.anonymous.end());
+    rules_[name] = std::move(rules);
+  }
+  // Cached principals carry the old anonymous rules, and a cached bearer
+  // token may name the old service: both caches start again (a reload is
+  // rare; the next Basic use of each credential derives its key once).
+  basic_.clear();
+  bearer_.clear();
+}
+
 void Authorizer::set_tokens(std::vector<TokenRecord> tokens) {
   tokens_.clear();
   rules_.clear();

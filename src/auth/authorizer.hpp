@@ -57,6 +57,10 @@ class Authorizer {
   Authorizer(AuthOptions o, std::string signing_key);
 
   const AuthOptions& options() const { return o_; }
+  /// SIGHUP (issue #17): new service, token lifetime and anonymous rules for
+  /// the next request. Tokens stay; bearer tokens issued for another service
+  /// name stop verifying (the bearer cache is emptied).
+  void set_options(AuthOptions o);
   /// Replaces the token table (after a load or any change). Cached
   /// credentials stay, and are checked against their token's new record at
   /// their next use, so a disable, delete or rotate holds at once.

@@ -3,6 +3,7 @@
 // (Go clients print "503 Parent Offline And Not Cached", not the JSON body)
 // and, for a parent's 429/503, its Retry-After. Table in docs/operations.md.
 #pragma once
+#include <memory>
 #include <string>
 
 #include "base/error.hpp"
@@ -21,6 +22,11 @@ Error offline_miss(const upstream::RegistryClient* u);
 /// A request to the parent that failed without an answer (transport,
 /// deadline, auth dance): 503 when unreachable, 502 when it answered wrongly.
 Error request_failed(const upstream::RegistryClient* u, const Error& e);
+/// The same for Route::upstream (a shared owner since reloads, issue #17).
+inline Error offline_miss(const std::shared_ptr<upstream::RegistryClient>& u) { return offline_miss(u.get()); }
+inline Error request_failed(const std::shared_ptr<upstream::RegistryClient>& u, const Error& e) {
+  return request_failed(u.get(), e);
+}
 /// `e` with the reason phrase of its kind when it has none yet (a 502 from
 /// bytes that do not verify is as much a bad answer as a bad status).
 Error with_reason(Error e);

@@ -116,14 +116,22 @@ void PullThrough::share_link(upstream::RegistryClient& c) {
   }
 }
 
-void PullThrough::set_parent(std::unique_ptr<upstream::RegistryClient> c) {
+void PullThrough::set_parent(std::shared_ptr<upstream::RegistryClient> c) {
   parent_ = std::move(c);
   share_link(*parent_);
 }
 
-void PullThrough::add_upstream(std::unique_ptr<upstream::RegistryClient> c) {
+void PullThrough::add_upstream(std::shared_ptr<upstream::RegistryClient> c) {
   named_.push_back(std::move(c));
   share_link(*named_.back());
+}
+
+void PullThrough::replace_upstreams(std::shared_ptr<upstream::RegistryClient> parent,
+                                    std::vector<std::shared_ptr<upstream::RegistryClient>> named) {
+  parent_ = nullptr;
+  named_.clear();
+  if (parent) set_parent(std::move(parent));
+  for (auto& u : named) add_upstream(std::move(u));
 }
 
 std::optional<Route> PullThrough::route(const std::string& name, const std::optional<std::string>& ns) const {
@@ -138,16 +146,16 @@ std::optional<Route> PullThrough::route(const std::string& name, const std::opti
       std::string inner = name;
       if (inner.size() > ns->size() + 1 && inner.compare(0, ns->size(), *ns) == 0 && inner[ns->size()] == '/')
         inner = inner.substr(ns->size() + 1);
-      return Route{u.get(), *ns + "/" + inner, u->upstream_repo(inner)};
+      return Route{u, *ns + "/" + inner, u->upstream_repo(inner)};
     }
   }
   size_t slash = name.find('/');
   if (slash != std::string::npos) {
     std::string first = name.substr(0, slash);
     for (const auto& u : named_)
-      if (u->options().name == first) return Route{u.get(), name, u->upstream_repo(name.substr(slash + 1))};
+      if (u->options().name == first) return Route{u, name, u->upstream_repo(name.substr(slash + 1))};
   }
-  if (parent_) return Route{parent_.get(), name, name};
+  if (parent_) return Route{parent_, name, name};
   return std::nullopt;
 }
 

@@ -81,9 +81,14 @@ class PullThrough {
 
   /// The parent serves every repository not claimed by a named upstream.
   /// Upstreams aimed at one origin share its health (upstream::Link).
-  void set_parent(std::unique_ptr<upstream::RegistryClient> c);
+  void set_parent(std::shared_ptr<upstream::RegistryClient> c);
   /// A named mirror, chosen by ?ns=<name> or a "<name>/" path prefix.
-  void add_upstream(std::unique_ptr<upstream::RegistryClient> c);
+  void add_upstream(std::shared_ptr<upstream::RegistryClient> c);
+  /// SIGHUP (issue #17): routes from now on go to `parent` and `named`
+  /// (either may be empty); work in flight holds its Route, so it finishes
+  /// on the upstream it started with.
+  void replace_upstreams(std::shared_ptr<upstream::RegistryClient> parent,
+                         std::vector<std::shared_ptr<upstream::RegistryClient>> named);
   const PullOptions& options() const { return opts_; }
   bool enabled() const { return parent_ || !named_.empty(); }
   /// Local manifest reads go through `m` (it must outlive this object's
@@ -149,6 +154,8 @@ class PullThrough {
   /// The [parent] (null when only named upstreams are configured).
   const upstream::RegistryClient* parent() const { return parent_.get(); }
   upstream::RegistryClient* mutable_parent() { return parent_.get(); }
+  /// The parent as an owner: background work keeps the one it started on.
+  std::shared_ptr<upstream::RegistryClient> parent_shared() const { return parent_; }
   /// Every configured upstream (parent first), for metrics and status.
   std::vector<const upstream::RegistryClient*> upstreams() const;
 
@@ -182,8 +189,8 @@ class PullThrough {
   uv_loop_t* loop_;
   storesvc::StoreService* store_;
   PullOptions opts_;
-  std::unique_ptr<upstream::RegistryClient> parent_;
-  std::vector<std::unique_ptr<upstream::RegistryClient>> named_;
+  std::shared_ptr<upstream::RegistryClient> parent_;
+  std::vector<std::shared_ptr<upstream::RegistryClient>> named_;
   std::unordered_map<std::string, std::shared_ptr<Fill>> fills_;                 ///< digest -> Fill
   std::unordered_map<std::string, std::vector<ManifestDone>> manifest_waiters_;  ///< coalesced fetches
   /// Fetched and verified manifests whose store commit (fsync, rename,

@@ -160,6 +160,10 @@ class MetaDb {
   Result<std::optional<KeptTag>> kept_tag(std::string_view repo, std::string_view tag);
   /// How many kept rows `pattern` owns whose tag still exists here.
   Result<uint64_t> count_kept(std::string_view pattern);
+  /// Drops the kept rows of every pattern not in `patterns` (sync.keep
+  /// changed by a SIGHUP, issue #17): their tags are no longer pinned and
+  /// become ordinary cached content. Returns the rows dropped.
+  Result<uint64_t> unpin_patterns_except(const std::vector<std::string>& patterns);
   /// Whether `d` is pinned in `repo`: the manifest a kept tag names locally,
   /// anything it references (transitively: index children, config, layers)
   /// or a referrer of any of those (and their content). Never evicted.

@@ -1,5 +1,7 @@
 // MetaDb: the kept_tags table (sync.keep pins, schema v3 in meta_schema.cpp).
 // The Keeper records what it pulled in full; eviction asks is_pinned.
+#include <algorithm>
+
 #include "base/reference.hpp"
 #include "store/meta_db.hpp"
 #include "store/try.hpp"
@@ -38,6 +40,30 @@ Result<uint64_t> MetaDb::count_kept(std::string_view pattern) {
   st.bind(1, pattern);
   STORE_ASSIGN(bool row, st.step());
   return row ? static_cast<uint64_t>(st.col_int(0)) : 0;
+}
+
+Result<uint64_t> MetaDb::unpin_patterns_except(const std::vector<std::string>& patterns) {
+  std::lock_guard lk(mu_);
+  // A handful of patterns: read the distinct ones, delete the others one by
+  // one (no variable-length IN list to bind).
+  std::vector<std::string> gone;
+  {
+    STORE_ASSIGN(auto st, db_.prepare("SELECT DISTINCT pattern FROM kept_tags"));
+    for (;;) {
+      STORE_ASSIGN(bool row, st.step());
+      if (!row) break;
+      std::string p = st.col_text(0);
+      if (std::find(patterns.begin(), patterns.end(), p) == patterns.end()) gone.push_back(std::move(p));
+    }
+  }
+  uint64_t dropped = 0;
+  for (const auto& p : gone) {
+    STORE_ASSIGN(auto del, db_.prepare("DELETE FROM kept_tags WHERE pattern = ?1"));
+    del.bind(1, p);
+    OUTPOST_TRY(del.run());
+    dropped += static_cast<uint64_t>(db_.changes());
+  }
+  return dropped;
 }
 
 Result<bool> MetaDb::is_pinned(std::string_view repo, const Digest& d) {

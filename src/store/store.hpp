@@ -173,6 +173,10 @@ class Store {
     return meta_->kept_tag(repo, tag);
   }
   Result<uint64_t> count_kept(std::string_view pattern) { return meta_->count_kept(pattern); }  ///< [meta]
+  /// [sync] MetaDb::unpin_patterns_except: sync.keep lost these patterns.
+  Result<uint64_t> unpin_patterns_except(const std::vector<std::string>& patterns) {
+    return meta_->unpin_patterns_except(patterns);
+  }
   /// [meta] MetaDb::is_pinned: kept, so never evicted.
   Result<bool> is_pinned(std::string_view repo, const Digest& d) { return meta_->is_pinned(repo, d); }
 

@@ -58,7 +58,9 @@ struct JsonPage {
 struct Keeper::Pass {
   std::function<void(Status)> done;
   bool cancelled = false;
-  upstream::RegistryClient* parent = nullptr;
+  /// The parent the pass started on: a SIGHUP that changes it lets the pass
+  /// finish there (issue #17); the next pass asks the new one.
+  std::shared_ptr<upstream::RegistryClient> parent;
   size_t pattern = 0;
   std::vector<std::string> repos;
   size_t repo_i = 0;
@@ -352,15 +354,55 @@ Keeper::Keeper(uv_loop_t* loop, storesvc::StoreService& store, cache::PullThroug
   if (opts_.max_parallel_blobs == 0) opts_.max_parallel_blobs = 1;
   if (opts_.page_size == 0) opts_.page_size = 100;
   for (const auto& p : patterns_) status_.push_back(KeepStatus{p.text(), 0, 0, {}});
+  count_pins_from_store();
+}
+
+void Keeper::count_pins_from_store() {
   // Tags kept by earlier runs count from the start (the pins are durable).
-  for (size_t i = 0; i < patterns_.size(); ++i) {
-    std::string pattern = patterns_[i].text();
+  // Found by pattern text, not index: set_patterns may reorder meanwhile.
+  for (const auto& s : status_) {
+    if (s.last_refresh_ms != 0 || s.tags != 0) continue;
+    std::string pattern = s.pattern;
     store_.run<uint64_t>([pattern](store::Store& st) { return st.count_kept(pattern); },
-                         [this, i, alive = std::weak_ptr<bool>(alive_)](Result<uint64_t> n) {
-                           if (alive.expired() || !n || status_[i].last_refresh_ms != 0) return;
-                           status_[i].tags = *n;
+                         [this, pattern, alive = std::weak_ptr<bool>(alive_)](Result<uint64_t> n) {
+                           if (alive.expired() || !n) return;
+                           for (auto& s : status_)
+                             if (s.pattern == pattern && s.last_refresh_ms == 0) s.tags = *n;
                          });
   }
+}
+
+void Keeper::set_patterns(std::vector<KeepPattern> patterns) {
+  if (pass_) {
+    // The pass in flight walks patterns_ by index: the new list waits for
+    // its end (finish or cancel).
+    pending_ = std::move(patterns);
+    return;
+  }
+  apply_patterns(std::move(patterns));
+}
+
+void Keeper::apply_patterns(std::vector<KeepPattern> patterns) {
+  std::vector<KeepStatus> next;
+  std::vector<std::string> texts;
+  for (const auto& p : patterns) {
+    KeepStatus st{p.text(), 0, 0, {}};
+    for (const auto& old : status_)
+      if (old.pattern == st.pattern) st = old;
+    next.push_back(std::move(st));
+    texts.push_back(p.text());
+  }
+  patterns_ = std::move(patterns);
+  status_ = std::move(next);
+  count_pins_from_store();
+  // A pattern no longer listed stops pinning what it kept: cache management
+  // may evict it like any cached content (issue #17).
+  store_.run<uint64_t>([texts](store::Store& st) { return st.unpin_patterns_except(texts); },
+                       [](Result<uint64_t> n) {
+                         if (!n) log::warn("sync.keep: unpinning removed patterns failed",
+                                           " reason=" + log::quote(n.error().message()));
+                         else if (*n) log::info("sync.keep: tags of removed patterns unpinned", " tags=" + std::to_string(*n));
+                       });
 }
 
 Keeper::~Keeper() { cancel(); }
@@ -373,7 +415,7 @@ void Keeper::refresh(std::function<void(Status)> done) {
   if (pass_) return done(Error(Errc::Overloaded, "a refresh of the kept repositories is already running"));
   auto p = std::make_shared<Pass>();
   p->done = std::move(done);
-  p->parent = pull_.mutable_parent();
+  p->parent = pull_.parent_shared();
   pass_ = p;
   next_pattern(p);
 }
@@ -386,6 +428,10 @@ void Keeper::cancel() {
   for (auto& w : p->ops)
     if (auto op = w.lock()) op->cancel();
   p->ops.clear();
+  if (pending_) {
+    apply_patterns(std::move(*pending_));
+    pending_.reset();
+  }
   auto done = std::move(p->done);
   if (done) done(Error(Errc::Cancelled, "the refresh of the kept repositories was cancelled"));
 }
@@ -540,6 +586,10 @@ void Keeper::pattern_done(const std::shared_ptr<Pass>& p, bool listed) {
 
 void Keeper::finish(const std::shared_ptr<Pass>& p) {
   if (pass_ == p) pass_ = nullptr;
+  if (!pass_ && pending_) {
+    apply_patterns(std::move(*pending_));
+    pending_.reset();
+  }
   auto done = std::move(p->done);
   if (!done) return;
   if (p->first_error) return done(*p->first_error);

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -88,6 +89,11 @@ class Keeper {
   /// One entry per pattern, in configuration order. `tags` starts from the
   /// pins earlier runs left in the store (counted right after construction).
   std::vector<KeepStatus> status() const;
+  /// SIGHUP changed sync.keep (issue #17): the next pass walks `patterns`
+  /// (a pass in flight ends on the old list first). Status entries of
+  /// patterns still listed are kept; the pins of patterns no longer listed
+  /// are dropped from the store, so that content may be evicted again.
+  void set_patterns(std::vector<KeepPattern> patterns);
 
   struct Pass;
   struct TagJob;
@@ -105,11 +111,15 @@ class Keeper {
   void pattern_done(const std::shared_ptr<Pass>& p, bool listed);
   void finish(const std::shared_ptr<Pass>& p);
   int64_t now_ms() const;
+  void apply_patterns(std::vector<KeepPattern> patterns);
+  /// status_ entries never refreshed get their tag count from the pins.
+  void count_pins_from_store();
 
   uv_loop_t* loop_;
   storesvc::StoreService& store_;
   cache::PullThrough& pull_;
   std::vector<KeepPattern> patterns_;
+  std::optional<std::vector<KeepPattern>> pending_;  ///< set_patterns during a pass
   KeeperOptions opts_;
   std::vector<KeepStatus> status_;
   std::shared_ptr<Pass> pass_;

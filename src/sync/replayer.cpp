@@ -21,6 +21,11 @@ constexpr size_t kProblemManifestMax = 4 * 1024 * 1024;  // manifest bytes read 
 }  // namespace
 
 struct Replayer::Task {
+  /// The parent this entry is pushed to: a SIGHUP that changes the parent
+  /// lets the push in flight finish there (issue #17); later entries go to
+  /// the new one.
+  std::shared_ptr<upstream::RegistryClient> hold;
+  std::unique_ptr<upstream::Pusher> pusher;
   store::ReplayEntry e;
   uint64_t gen = 0;
   upstream::PushOpPtr op;
@@ -38,7 +43,7 @@ struct Replayer::Task {
 
 Replayer::Replayer(uv_loop_t* loop, storesvc::StoreService& store, upstream::RegistryClient& parent,
                    ReplayerOptions opts)
-    : loop_(loop), store_(store), parent_(parent), pusher_(parent), opts_(std::move(opts)), poll_(loop) {
+    : loop_(loop), store_(store), parent_(&parent), opts_(std::move(opts)), poll_(loop) {
   if (opts_.max_in_flight == 0) opts_.max_in_flight = 1;
   rng_ = static_cast<uint64_t>(opts_.clock()) ^ reinterpret_cast<uintptr_t>(this) ^ 0x9e3779b97f4a7c15ull;
 }
@@ -116,7 +121,28 @@ uint64_t Replayer::bytes_in_flight() const {
   return n;
 }
 
-std::string Replayer::blocked_reason() const { return parent_.replay_blocked_reason(opts_.self_read_only); }
+bool Replayer::at_replaced_parent(const std::string& url) const {
+  if (replaced_origins_.empty()) return false;
+  auto u = http::Url::parse(url);
+  if (!u || u->origin() == parent_->options().url.origin()) return false;
+  for (const auto& o : replaced_origins_)
+    if (o == u->origin()) return true;
+  return false;
+}
+
+void Replayer::set_parent(std::shared_ptr<upstream::RegistryClient> parent) {
+  if (!parent || parent.get() == parent_) return;
+  // Upload sessions saved at the parent being replaced are not resumed:
+  // the blob would land there, not at the new parent.
+  replaced_origins_.push_back(parent_->options().url.origin());
+  parent_hold_ = std::move(parent);
+  parent_ = parent_hold_.get();
+  // Its mode is learnt again before the next push (fetch() probes).
+  probed_ = false;
+  poke();
+}
+
+std::string Replayer::blocked_reason() const { return parent_->replay_blocked_reason(opts_.self_read_only); }
 
 void Replayer::changed() {
   if (on_change_) on_change_();
@@ -146,11 +172,11 @@ void Replayer::fetch() {
   // A parent not heard from yet may turn out ReadOnly: one probe first, so
   // no write reaches it before its mode is known (issue #15: a parent found
   // ReadOnly after the start blocks the replay, it does not fail entries).
-  if (parent_.parent_mode() == upstream::ParentMode::Unknown && !probed_) {
+  if (parent_->parent_mode() == upstream::ParentMode::Unknown && !probed_) {
     if (probing_) return;
     probing_ = true;
     auto alive = alive_;
-    parent_.mutable_link().probe_now([this, alive](bool) {
+    parent_->mutable_link().probe_now([this, alive](bool) {
       if (!*alive) return;
       probing_ = false;
       probed_ = true;
@@ -210,6 +236,8 @@ void Replayer::on_fetched(uint64_t gen, Result<std::vector<store::ReplayEntry>> 
 
 void Replayer::launch(store::ReplayEntry e) {
   auto t = std::make_shared<Task>();
+  t->hold = parent_hold_;
+  t->pusher = std::make_unique<upstream::Pusher>(*parent_);
   t->gen = gen_;
   t->e = std::move(e);
   tasks_[t->e.id] = t;
@@ -228,7 +256,7 @@ void Replayer::launch(store::ReplayEntry e) {
 
 void Replayer::blob_head(const TaskPtr& t) {
   if (!t->e.digest) return finish_failed(t, "blob entry without a digest");
-  t->op = pusher_.blob_exists(t->e.repo, t->e.digest->str(), [this, t](upstream::PushResult<upstream::BlobPresence> r) {
+  t->op = t->pusher->blob_exists(t->e.repo, t->e.digest->str(), [this, t](upstream::PushResult<upstream::BlobPresence> r) {
     if (!live(t)) return;
     if (!r) return finish_error(t, r.error());
     if (r->exists) return finish_done(t);  // idempotent: the parent has it already
@@ -239,7 +267,8 @@ void Replayer::blob_head(const TaskPtr& t) {
 void Replayer::blob_mount_or_upload(const TaskPtr& t) {
   // A session saved in an earlier window (or before a crash) goes first:
   // resuming it sends only the missing bytes.
-  if (t->e.upload_url && !t->e.upload_url->empty()) return blob_upload(t, *t->e.upload_url);
+  if (t->e.upload_url && !t->e.upload_url->empty() && !at_replaced_parent(*t->e.upload_url))
+    return blob_upload(t, *t->e.upload_url);
   auto alive = alive_;
   const Digest d = *t->e.digest;
   const std::string repo = t->e.repo;
@@ -251,7 +280,7 @@ void Replayer::blob_mount_or_upload(const TaskPtr& t) {
         if (r && *r) from = **r;
         else if (t->e.mount_from && *t->e.mount_from != t->e.repo) from = *t->e.mount_from;
         if (from.empty() || from == t->e.repo) return blob_upload(t, "");
-        t->op = pusher_.mount_blob(t->e.repo, t->e.digest->str(), from,
+        t->op = t->pusher->mount_blob(t->e.repo, t->e.digest->str(), from,
                                    [this, t](upstream::PushResult<upstream::MountResult> m) {
                                      if (!live(t)) return;
                                      if (m && m->mounted) return finish_done(t);
@@ -299,7 +328,7 @@ void Replayer::blob_upload(const TaskPtr& t, std::string resume_location) {
           store_.run<bool>([id, loc](store::Store& s) { return s.replay_set_upload(id, loc, 0); },
                            [](Result<bool>) {});
         };
-        t->op = pusher_.upload_blob(t->e.repo, t->e.digest->str(), t->fd, t->size, std::move(uo),
+        t->op = t->pusher->upload_blob(t->e.repo, t->e.digest->str(), t->fd, t->size, std::move(uo),
                                     [this, t](upstream::PushResult<upstream::UploadResult> u) {
                                       if (!live(t)) return;
                                       t->close_fd();
@@ -339,7 +368,7 @@ void Replayer::put_manifest(const TaskPtr& t) {
         const std::string ref = t->e.kind == store::ReplayKind::Tag && t->e.tag ? *t->e.tag : t->e.digest->str();
         std::string media_type = t->e.media_type;
         if (media_type.empty()) media_type = "application/vnd.oci.image.manifest.v1+json";
-        t->op = pusher_.put_manifest(t->e.repo, ref, media_type, std::move(*r),
+        t->op = t->pusher->put_manifest(t->e.repo, ref, media_type, std::move(*r),
                                      [this, t](upstream::PushResult<std::string> p) {
                                        if (!live(t)) return;
                                        if (!p) return finish_error(t, p.error());
@@ -366,15 +395,15 @@ void Replayer::remove(const TaskPtr& t) {
   switch (t->e.kind) {
     case K::DeleteManifest:
       if (!t->e.digest) return finish_failed(t, "delete entry without a digest");
-      t->op = pusher_.delete_manifest(t->e.repo, t->e.digest->str(), std::move(on_done));
+      t->op = t->pusher->delete_manifest(t->e.repo, t->e.digest->str(), std::move(on_done));
       return;
     case K::DeleteTag:
       if (!t->e.tag) return finish_failed(t, "tag delete without a tag");
-      t->op = pusher_.delete_tag(t->e.repo, *t->e.tag, std::move(on_done));
+      t->op = t->pusher->delete_tag(t->e.repo, *t->e.tag, std::move(on_done));
       return;
     case K::DeleteBlob:
       if (!t->e.digest) return finish_failed(t, "delete entry without a digest");
-      t->op = pusher_.delete_blob(t->e.repo, t->e.digest->str(), std::move(on_done));
+      t->op = t->pusher->delete_blob(t->e.repo, t->e.digest->str(), std::move(on_done));
       return;
     default:
       return finish_failed(t, "not a delete");

@@ -26,6 +26,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "store/replay_queue.hpp"
 #include "sync/loop_timer.hpp"
@@ -75,6 +76,11 @@ class Replayer {
   void poke();
   /// Process shutdown: stop() for good; later calls do nothing.
   void shutdown();
+  /// SIGHUP changed the parent (issue #17): entries started from now on go
+  /// to `parent` (held until then); pushes in flight finish where they
+  /// started. A blob whose upload session was saved at a replaced parent
+  /// starts a new upload at the new one.
+  void set_parent(std::shared_ptr<upstream::RegistryClient> parent);
 
   bool running() const { return running_; }
   /// Running and not idle: entries in flight, a fetch under way, or ready
@@ -119,8 +125,11 @@ class Replayer {
 
   uv_loop_t* loop_;
   storesvc::StoreService& store_;
-  upstream::RegistryClient& parent_;
-  upstream::Pusher pusher_;
+  upstream::RegistryClient* parent_;  ///< never null
+  std::shared_ptr<upstream::RegistryClient> parent_hold_;  ///< set_parent's; null: the constructor's reference
+  std::vector<std::string> replaced_origins_;  ///< of parents set_parent replaced
+  /// `url` (a saved upload session) is at a replaced parent's origin.
+  bool at_replaced_parent(const std::string& url) const;
   ReplayerOptions opts_;
   LoopTimer poll_;
   bool running_ = false;

@@ -35,7 +35,7 @@ SyncService::SyncService(uv_loop_t* loop, storesvc::StoreService& store, upstrea
                          SyncSchedule schedule, SyncServiceOptions opts)
     : loop_(loop),
       store_(store),
-      parent_(parent),
+      parent_(&parent),
       schedule_(std::move(schedule)),
       opts_(std::move(opts)),
       window_timer_(loop),
@@ -68,15 +68,35 @@ void SyncService::start() {
   // Issue #15: a parent found ReadOnly after the start stops the replay (the
   // pushes in flight are cancelled; entries stay pending); back to a mode
   // that accepts writes, it resumes.
-  parent_.mutable_link().on_mode_change([this, alive](upstream::ParentMode) {
-    if (!*alive || down_) return;
-    on_mode_change();
-  });
+  watch_parent_mode();
   const bool open = schedule_.is_continuous() || schedule_.is_open();
   if (on_window_) on_window_(open);  // the state before anything opens
   evaluate();
   if (opts_.replay) arm_expire_timer();
   refresh([] {});
+}
+
+void SyncService::watch_parent_mode() {
+  auto alive = alive_;
+  upstream::RegistryClient* watched = parent_;
+  parent_->mutable_link().on_mode_change([this, alive, watched](upstream::ParentMode) {
+    // A listener stays on its Link for the Link's life: one of a parent
+    // replaced by SIGHUP (still finishing work) speaks no more.
+    if (!*alive || down_ || watched != parent_) return;
+    on_mode_change();
+  });
+}
+
+void SyncService::set_parent(std::shared_ptr<upstream::RegistryClient> parent) {
+  if (down_ || !parent || parent.get() == parent_) return;
+  parent_hold_ = std::move(parent);
+  parent_ = parent_hold_.get();
+  if (replayer_) replayer_->set_parent(parent_hold_);
+  if (!started_) return;
+  watch_parent_mode();
+  // The new parent's mode is not known yet: the replayer probes it before
+  // its first push; blocked or not is decided again now.
+  on_mode_change();
 }
 
 void SyncService::shutdown() {
@@ -296,7 +316,7 @@ std::string SyncService::state() const {
 nlohmann::json SyncService::status_json() const {
   using nlohmann::json;
   json j;
-  j["parent_mode"] = std::string(upstream::parent_mode_name(parent_.parent_mode()));
+  j["parent_mode"] = std::string(upstream::parent_mode_name(parent_->parent_mode()));
   j["replay"] = opts_.replay;
   j["state"] = state();
   const std::string blocked = replayer_ ? replayer_->blocked_reason() : std::string();

@@ -92,6 +92,15 @@ class SyncService {
   /// window open now stays open (from its start, with the new length); the
   /// window state is evaluated again at once.
   void set_schedule(SyncSchedule next);
+  /// SIGHUP changed the parent (issue #17): the replay and the mode watch
+  /// move to `parent` (held from now on); pushes in flight finish where
+  /// they started.
+  void set_parent(std::shared_ptr<upstream::RegistryClient> parent);
+  /// SIGHUP changed a task's work (sync.keep): tasks not running start now
+  /// if a window is open; nothing else (no replay retry) is touched.
+  void run_idle_tasks() {
+    if (!down_ && started_ && open_) start_tasks();
+  }
   /// Whether background work may reach the parent now (continuous: always).
   bool is_open() const { return open_; }
   /// `outpost sync now`: opens a manual window (AlreadyOpen when one is open;
@@ -129,7 +138,9 @@ class SyncService {
 
   uv_loop_t* loop_;
   storesvc::StoreService& store_;
-  upstream::RegistryClient& parent_;
+  void watch_parent_mode();
+  upstream::RegistryClient* parent_;  ///< never null
+  std::shared_ptr<upstream::RegistryClient> parent_hold_;  ///< set_parent's; null: the constructor's reference
   SyncSchedule schedule_;
   SyncServiceOptions opts_;
   std::unique_ptr<Replayer> replayer_;  ///< null without replay

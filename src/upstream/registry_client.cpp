@@ -97,6 +97,7 @@ UpstreamOpPtr RegistryClient::request(http::Method m, std::string path, std::str
   }
   auto op = std::make_shared<UpstreamOp>();
   op->trial = link_->take_trial();
+  op->started_ns = uv_hrtime();
   op->method = m;
   op->path = std::move(path);
   op->repo = std::move(repo);
@@ -172,6 +173,11 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
             return true;
           }
         }
+        if (opts_.timings && !op->answered) {
+          op->answered = true;
+          opts_.timings->observe(opts_.name, request_kind(op->path),
+                                 static_cast<double>(uv_hrtime() - op->started_ns) / 1e9);
+        }
         if (!op->on_head) return true;
         auto cb = op->on_head;  // a copy: the callback may cancel the op, which clears on_head
         return cb(r);
@@ -186,6 +192,8 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
         op->call.reset();
         if (op->url.origin() == opts_.url.origin()) record(*op, st);
         if (op->intercept && st.ok()) return after_intercept(op);
+        if (!st && !op->answered && opts_.timings && st.error().code != Errc::Cancelled)
+          opts_.timings->failed(opts_.name, request_kind(op->path));
         auto done = std::move(op->on_done);
         op->on_head = nullptr;
         op->on_data = nullptr;

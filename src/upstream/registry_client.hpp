@@ -14,6 +14,7 @@
 #include "http/client.hpp"
 #include "http/url.hpp"
 #include "upstream/link.hpp"
+#include "upstream/request_timings.hpp"
 
 namespace outpost::upstream {
 
@@ -33,6 +34,9 @@ struct UpstreamOptions {
   /// to this registry (a parent Outpost binds a sync token to one child;
   /// issue #16). Empty: not sent.
   std::string instance_id;
+  /// Where the latency of every request's answer goes (issue #17); shared
+  /// by the clients of every reload generation. Null: not measured.
+  std::shared_ptr<RequestTimings> timings;
 };
 
 class RegistryClient;
@@ -80,6 +84,8 @@ class UpstreamOp {
   std::string challenge;
   int status = 0;      ///< status of the last response seen
   bool trial = false;  ///< the half-open breaker's trial: short connect/first-byte deadlines
+  uint64_t started_ns = 0;  ///< uv_hrtime() at request(): RequestTimings
+  bool answered = false;    ///< the final answer's head arrived (timed once)
 };
 using UpstreamOpPtr = std::shared_ptr<UpstreamOp>;
 

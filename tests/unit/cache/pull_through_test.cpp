@@ -133,6 +133,10 @@ class CacheEnv {
   Route route(const std::string& name, std::optional<std::string> ns = std::nullopt) {
     auto r = fx().call([&] { return pull->route(name, ns); });
     if (!r) FAIL("no route for " << name);
+    // Tests keep their Route past end(): a non-owning copy, so the client
+    // is freed with the cache, before the loop closes (Route shares
+    // ownership since issue #17's reload).
+    r->upstream = std::shared_ptr<upstream::RegistryClient>(std::shared_ptr<void>(), r->upstream.get());
     return *r;
   }
 

@@ -701,3 +701,58 @@ TEST_CASE("keeper: a tag pushed here is not replaced by the parent's, and is pin
   CHECK(env.status()[0].tags == 2);
   CHECK(env.parent_asked("/site/app/manifests/v1") == 0);
 }
+
+TEST_CASE("keeper: set_patterns (SIGHUP) keeps a new repository on the next pass and unpins a removed one",
+          "[sync][keeper]") {
+  KeepEnv env({"base/alpine"});
+  auto& reg = env.reg;
+  auto alpine = reg.image("base/alpine", {layer(6'000, 31)}, "3.19");
+  auto app = reg.image("factory/app", {layer(7'000, 32)}, "v1");
+  REQUIRE(env.refresh().ok());
+  CHECK(*env.store->is_pinned("base/alpine", *Digest::parse(alpine.first)));
+  CHECK(env.local_tag("factory/app", "v1").empty());
+
+  auto next = std::vector<sync::KeepPattern>{*sync::KeepPattern::parse("factory/app:v*")};
+  env.fx.call([&] { env.keeper->set_patterns(next); });
+  // The removed pattern's pin goes (a store job): its content is ordinary
+  // cached content again, still held.
+  const auto deadline = Clock::now() + kWait;
+  while (Clock::now() < deadline && env.store->kept_tag("base/alpine", "3.19")->has_value())
+    env.fx.wait([] { return false; }, milliseconds(5));
+  CHECK_FALSE(env.store->kept_tag("base/alpine", "3.19")->has_value());
+  CHECK_FALSE(*env.store->is_pinned("base/alpine", *Digest::parse(alpine.first)));
+  CHECK(env.local_tag("base/alpine", "3.19") == alpine.first);
+  auto s = env.status();
+  REQUIRE(s.size() == 1);
+  CHECK(s[0].pattern == "factory/app:v*");
+  CHECK(s[0].last_refresh_ms == 0);
+
+  // The next pass walks the new list only.
+  const size_t alpine_asked = env.parent_asked("/v2/base/alpine/");
+  REQUIRE(env.refresh().ok());
+  CHECK(env.local_tag("factory/app", "v1") == app.first);
+  CHECK(*env.store->is_pinned("factory/app", *Digest::parse(app.first)));
+  CHECK(env.parent_asked("/v2/base/alpine/") == alpine_asked);
+  CHECK(env.status()[0].tags == 1);
+}
+
+TEST_CASE("keeper: set_patterns during a pass applies when that pass ends", "[sync][keeper]") {
+  KeepEnv env({"factory/app"});
+  auto& reg = env.reg;
+  reg.image("factory/app", {layer(5'000, 41)}, "v1");
+  auto other = reg.image("other/app", {layer(5'000, 42)}, "v1");
+  bool done = false;
+  const std::string during = env.fx.call([&] {
+    env.keeper->refresh([&](Status) { env.fx.update([&] { done = true; }); });
+    // Busy now: the new list waits for the end of this pass.
+    env.keeper->set_patterns({*sync::KeepPattern::parse("other/app")});
+    return env.keeper->status()[0].pattern;
+  });
+  CHECK(during == "factory/app");
+  REQUIRE(env.fx.wait([&] { return done; }, milliseconds(30'000)));
+  auto s = env.status();
+  REQUIRE(s.size() == 1);
+  CHECK(s[0].pattern == "other/app");
+  REQUIRE(env.refresh().ok());
+  CHECK(env.local_tag("other/app", "v1") == other.first);
+}

@@ -221,4 +221,42 @@ TEST_CASE("replayer: stop() cancels what is in flight and leaves the entries pen
   CHECK(e->attempts == 0);  // a cancelled attempt is not a failure
 }
 
+TEST_CASE("replayer: set_parent (SIGHUP) sends the next entries to the new parent", "[sync][replayer]") {
+  // The first parent answers only its probe: every write waits (503) there.
+  Env env([](ScriptConn& c, const SeenRequest& r) {
+    if (r.method == "GET" && r.path() == "/v2/") return void(c.send(test::reply(200, "{}")));
+    c.send(test::reply(503, oci_error("UNAVAILABLE", "busy")));
+  });
+  HttpTestServer second([](ScriptConn& c, const SeenRequest& r) {
+    if (r.method == "GET" && r.path() == "/v2/") return void(c.send(test::reply(200, "{}")));
+    if (r.method == "HEAD" && r.path().find("/blobs/") != std::string::npos)
+      return void(c.send(test::head_only(200, {{"Content-Length", "11"}})));
+    if (r.method == "PUT" && r.path().find("/manifests/") != std::string::npos)
+      return void(c.send(test::reply(201, "", {{"Docker-Content-Digest", Digest::sha256_of(r.body).str()}})));
+    c.send(test::reply(500));
+  });
+  env.push_image();
+  env.start();
+  REQUIRE(env.run_until([&] { return env.replayer->progress().retried >= 1 && !env.replayer->busy(); }));
+  const size_t asked_first = env.srv.requests().size();
+
+  upstream::UpstreamOptions o;
+  o.name = "parent";
+  o.url = *http::Url::parse("http://127.0.0.1:" + std::to_string(second.port()));
+  auto next = std::make_shared<upstream::RegistryClient>(env.loop.get(), *env.http, o);
+  env.replayer->set_parent(next);
+  env.replayer->retry_now();
+  REQUIRE(env.run_until([&] { return env.replayer->progress().sent == 3 && !env.replayer->busy(); }));
+  CHECK(env.stats().pending == 0);
+  CHECK(env.srv.requests().size() == asked_first);  // nothing more to the replaced parent
+  size_t puts = 0;
+  for (const auto& r : second.requests()) puts += r.method == "PUT";
+  CHECK(puts == 2);
+  CHECK(env.replayer->blocked_reason().empty());
+  env.replayer->shutdown();
+  while (uv::pending_work() > 0) uv_run(env.loop.get(), UV_RUN_ONCE);
+  env.replayer.reset();
+  next.reset();
+}
+
 }  // namespace outpost

@@ -216,4 +216,35 @@ TEST_CASE("sync service: set_schedule (SIGHUP) opens or closes at once and keeps
   CHECK_FALSE(env.sync->is_open());
 }
 
+TEST_CASE("sync service: set_parent and run_idle_tasks (SIGHUP) switch the parent, start idle tasks only in a window",
+          "[sync][service]") {
+  Env env;
+  env.make("0 2 * * *");  // closed at 00:30
+  env.add_task();
+  env.sync->start();
+  env.sync->run_idle_tasks();  // closed: nothing starts
+  CHECK(env.task_runs == 0);
+
+  upstream::UpstreamOptions o;
+  o.name = "parent";
+  o.url = *http::Url::parse("http://127.0.0.1:10");
+  o.offline = true;
+  auto next = std::make_shared<upstream::RegistryClient>(env.loop.get(), *env.http, o);
+  env.sync->set_parent(next);
+  CHECK(next.use_count() == 2);  // held by the service from now on
+  CHECK(env.sync->status_json()["parent_mode"] == "Unknown");
+
+  CHECK(env.sync->trigger() == sync::SyncService::Trigger::Accepted);
+  CHECK(env.task_runs == 1);
+  env.sync->run_idle_tasks();  // running: not started twice
+  CHECK(env.task_runs == 1);
+  std::exchange(env.task_done, nullptr)(Status{});
+  env.sync->run_idle_tasks();  // idle in an open window: runs again
+  CHECK(env.task_runs == 2);
+  env.sync->shutdown();
+  while (uv::pending_work() > 0) uv_run(env.loop.get(), UV_RUN_ONCE);
+  env.sync.reset();
+  CHECK(next.use_count() == 1);
+}
+
 }  // namespace outpost
