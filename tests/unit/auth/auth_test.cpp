@@ -299,6 +299,21 @@ TEST_CASE("authorizer: Basic cache, bearer grants, disable and rotate hold at on
   CHECK(sec == "a:b");
   CHECK_FALSE(Authorizer::parse_basic("Basic !!!", &name, &sec));
   CHECK_FALSE(Authorizer::parse_basic("Digest x", &name, &sec));
+
+  // A reload that renames the service (SIGHUP, issue #17): a token cached
+  // under the old name stops verifying at once, and a cached Basic login's
+  // anonymous rules are the new ones.
+  std::string t2 = a.issue(*p, {ResourceScope{"repository", "factory/app", kPull}}, 200, &claims);
+  REQUIRE(a.check_bearer(t2, 201));
+  REQUIRE(a.cached_bearer() == 1);
+  AuthOptions renamed = a.options();
+  renamed.service = "another-service";
+  renamed.anonymous.clear();
+  a.set_options(renamed);
+  CHECK_FALSE(a.check_bearer(t2, 202));
+  auto after = a.check_basic(cred("line3", secret), 3000, 203);
+  CHECK(after.outcome == O::Derive);  // derived again, not served from the old cache entry
+  CHECK(a.cached_basic() == 0);
 }
 
 TEST_CASE("authorizer: an unknown name costs the same derivation as a wrong secret") {
