@@ -58,6 +58,13 @@ def wrk(url: str, conns: int, threads: int, duration_s: int, headers: list[str] 
     return _wrk_parse(out)
 
 
+def wrk_script(url: str, conns: int, threads: int, duration_s: int, script: str, args: list[str]) -> Rate:
+    """wrk driven by a Lua script (its requests), with `args` after --."""
+    out = subprocess.run(_wrk_argv(url, conns, threads, f"{duration_s}s", [], script, args),
+                         capture_output=True, text=True, timeout=duration_s + 60).stdout
+    return _wrk_parse(out)
+
+
 class WrkBackground:
     """wrk running until finish() (SIGINT: wrk stops and reports the rate over
     the time it ran), for "GETs from other clients while X runs"."""
