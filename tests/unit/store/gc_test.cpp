@@ -16,6 +16,19 @@ Digest put(Store& st, const std::string& repo, const std::string& bytes) {
   REQUIRE(st.put_blob(repo, d, bytes).ok());
   return d;
 }
+
+/// Pushes a manifest of `repo` that references `layer` (`counted`: as a
+/// layer the GC must keep, else a loose reference); returns its digest.
+Digest put_manifest_of(Store& st, const std::string& repo, const Digest& layer, bool counted = true) {
+  const std::string bytes = "{\"layers\":[\"" + layer.str() + "\"]}";
+  ManifestPut m;
+  m.repo = repo;
+  m.digest = test::digest_of(bytes);
+  m.media_type = "application/vnd.oci.image.manifest.v1+json";
+  m.refs = {{layer, counted}};
+  REQUIRE(st.put_manifest(m, bytes).ok());
+  return m.digest;
+}
 }  // namespace
 
 TEST_CASE("gc: keeps linked and recent blobs, removes unlinked old ones", "[store]") {
@@ -57,13 +70,7 @@ TEST_CASE("gc: manifests keep their own bytes and everything they reference", "[
   REQUIRE(s.ok());
   auto& st = **s;
   const Digest layer = put(st, "app", "layer");
-  const std::string mbytes = "{\"layers\":[\"" + layer.str() + "\"]}";
-  ManifestPut m;
-  m.repo = "app";
-  m.digest = test::digest_of(mbytes);
-  m.media_type = "application/vnd.oci.image.manifest.v1+json";
-  m.refs = {{layer, true}};
-  REQUIRE(st.put_manifest(m, mbytes).ok());
+  const Digest manifest = put_manifest_of(st, "app", layer);
   // Unlinking is refused while referenced; drop the link via another route:
   // mount into a second repo and delete there, the first link stays anyway.
   CHECK(st.delete_blob("app", layer).error().code == Errc::Unsupported);
@@ -73,16 +80,16 @@ TEST_CASE("gc: manifests keep their own bytes and everything they reference", "[
   REQUIRE(r.ok());
   CHECK(r->blobs_removed == 0);
   CHECK(st.blobs().contains(layer));
-  CHECK(st.blobs().contains(m.digest));
+  CHECK(st.blobs().contains(manifest));
 
   // Once the manifest is deleted and the layer unlinked, both go.
-  REQUIRE(st.delete_manifest("app", m.digest).ok());
+  REQUIRE(st.delete_manifest("app", manifest).ok());
   REQUIRE(st.delete_blob("app", layer).ok());
   r = st.gc();
   REQUIRE(r.ok());
   CHECK(r->blobs_removed == 2);
   CHECK_FALSE(st.blobs().contains(layer));
-  CHECK_FALSE(st.blobs().contains(m.digest));
+  CHECK_FALSE(st.blobs().contains(manifest));
   CHECK(test::blob_files(sb.root()).empty());
 }
 
@@ -225,13 +232,7 @@ TEST_CASE("gc: layers of a push that never got its manifest go after upload_ttl"
   const Digest cached = test::digest_of("cached layer");
   REQUIRE(st.put_blob("mirror", cached, "cached layer", Origin::Cached).ok());
   const Digest layer = put(st, "app", "layer");
-  const std::string mbytes = "{\"layers\":[\"" + layer.str() + "\"]}";
-  ManifestPut m;
-  m.repo = "app";
-  m.digest = test::digest_of(mbytes);
-  m.media_type = "application/vnd.oci.image.manifest.v1+json";
-  m.refs = {{layer, true}};
-  REQUIRE(st.put_manifest(m, mbytes).ok());
+  const Digest manifest = put_manifest_of(st, "app", layer);
 
   GcOptions opts;
   opts.upload_ttl_ms = 24 * kHour;
@@ -256,7 +257,7 @@ TEST_CASE("gc: layers of a push that never got its manifest go after upload_ttl"
   CHECK(*st.stat_blob("other", mounted) > 0);
   CHECK(*st.stat_blob("app", layer) > 0);
   CHECK(*st.stat_blob("mirror", cached) > 0);
-  CHECK(st.get_manifest("app", m.digest).ok());
+  CHECK(st.get_manifest("app", manifest).ok());
 
   // The dry run counts what a real pass would remove, nothing more.
   clock.advance_ms(24 * kHour);

@@ -124,6 +124,16 @@ std::string oci_error(const char* code, const char* message) {
   return std::string(R"({"errors":[{"code":")") + code + R"(","message":")" + message + R"("}]})";
 }
 
+/// A parent that holds every blob already (HEAD 200, so nothing is
+/// uploaded) and accepts manifests; anything else is a 500.
+void has_every_blob(ScriptConn& c, const SeenRequest& r) {
+  if (r.method == "HEAD" && r.path().find("/blobs/") != std::string::npos)
+    return void(c.send(test::head_only(200, {{"Content-Length", "11"}})));
+  if (r.method == "PUT" && r.path().find("/manifests/") != std::string::npos)
+    return void(c.send(test::reply(201, "", {{"Docker-Content-Digest", Digest::sha256_of(r.body).str()}})));
+  c.send(test::reply(500));
+}
+
 }  // namespace
 
 TEST_CASE("replayer: a blob refused for good fails at once with the parent's error, and so does its manifest",
@@ -162,11 +172,7 @@ TEST_CASE("replayer: a 5xx is retried after the backoff, then the entries are de
   Env env([&healthy](ScriptConn& c, const SeenRequest& r) {
     if (r.method == "GET" && r.path() == "/v2/") return void(c.send(test::reply(200, "{}")));
     if (!healthy) return void(c.send(test::reply(503, oci_error("UNAVAILABLE", "busy"))));
-    if (r.method == "HEAD" && r.path().find("/blobs/") != std::string::npos)
-      return void(c.send(test::head_only(200, {{"Content-Length", "11"}})));  // the parent has it: no upload
-    if (r.method == "PUT" && r.path().find("/manifests/") != std::string::npos)
-      return void(c.send(test::reply(201, "", {{"Docker-Content-Digest", Digest::sha256_of(r.body).str()}})));
-    c.send(test::reply(500));
+    has_every_blob(c, r);
   });
   env.push_image();
   env.start();
@@ -229,11 +235,7 @@ TEST_CASE("replayer: set_parent (SIGHUP) sends the next entries to the new paren
   });
   HttpTestServer second([](ScriptConn& c, const SeenRequest& r) {
     if (r.method == "GET" && r.path() == "/v2/") return void(c.send(test::reply(200, "{}")));
-    if (r.method == "HEAD" && r.path().find("/blobs/") != std::string::npos)
-      return void(c.send(test::head_only(200, {{"Content-Length", "11"}})));
-    if (r.method == "PUT" && r.path().find("/manifests/") != std::string::npos)
-      return void(c.send(test::reply(201, "", {{"Docker-Content-Digest", Digest::sha256_of(r.body).str()}})));
-    c.send(test::reply(500));
+    has_every_blob(c, r);
   });
   env.push_image();
   env.start();
