@@ -32,12 +32,12 @@ struct Read {
 HotManifests::HotManifests(storesvc::StoreService* store, uint64_t max_bytes)
     : store_(store), max_bytes_(max_bytes), max_entry_bytes_(max_bytes / 8) {}
 
-HotManifests::Entry* HotManifests::find_current(const std::string& repo, const std::string& reference) {
+HotManifests::Lru::iterator HotManifests::find_current(const std::string& repo, const std::string& reference) {
   thread_local std::string key;
   memo_key_into(repo, reference, &key);
   auto it = index_.find(key);
-  if (it == index_.end() || it->second->generation != store_->manifest_generation()) return nullptr;
-  return &*it->second;
+  if (it == index_.end() || it->second->generation != store_->manifest_generation()) return lru_.end();
+  return it->second;
 }
 
 void HotManifests::get(const std::string& repo, const std::string& reference, bool want_bytes, Done done) {
@@ -93,8 +93,7 @@ void HotManifests::insert(std::string key, const HotManifest& value, uint64_t ge
     erase(std::prev(lru_.end()));
     stats_.evictions++;
   }
-  lru_.push_front(Entry{key, value, generation, cost, {}});
-  lru_.front().self = lru_.begin();
+  lru_.push_front(Entry{key, value, generation, cost});
   index_.emplace(std::move(key), lru_.begin());
   bytes_ += cost;
 }

@@ -59,11 +59,11 @@ class HotManifests {
   /// until the next call of any method of this object.
   template <typename Accept>
   const HotManifest* peek(const std::string& repo, const std::string& reference, Accept&& accept) {
-    Entry* e = find_current(repo, reference);
-    if (!e || !accept(e->value)) return nullptr;
+    auto it = find_current(repo, reference);
+    if (it == lru_.end() || !accept(it->value)) return nullptr;
     stats_.hits++;
-    lru_.splice(lru_.begin(), lru_, e->self);  // most recently used
-    return &e->value;
+    lru_.splice(lru_.begin(), lru_, it);  // most recently used
+    return &it->value;
   }
 
   uint64_t bytes() const { return bytes_; }
@@ -76,13 +76,13 @@ class HotManifests {
     HotManifest value;
     uint64_t generation = 0;
     uint64_t cost = 0;
-    std::list<Entry>::iterator self;  ///< this entry's place in lru_
   };
   using Lru = std::list<Entry>;  ///< most recently used first
 
   /// The entry for the key if it is current (no write committed since it
-  /// was read); no allocation once the thread's key buffer has grown.
-  Entry* find_current(const std::string& repo, const std::string& reference);
+  /// was read), else lru_.end(); no allocation once the thread's key
+  /// buffer has grown.
+  Lru::iterator find_current(const std::string& repo, const std::string& reference);
 
   void insert(std::string key, const HotManifest& value, uint64_t generation);
   void erase(Lru::iterator it);
