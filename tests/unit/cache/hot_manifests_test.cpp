@@ -254,3 +254,50 @@ TEST_CASE("hot manifests: peek answers a current entry in place, only when accep
   REQUIRE(again != nullptr);
   CHECK(*again->bytes == two);
 }
+
+TEST_CASE("hot manifests: tags of one manifest share its bytes, so a large tag table fits the bound", "[cache]") {
+  MemoEnv env;
+  const std::string bytes = manifest_bytes("shared", 400);
+  constexpr int kTags = 2000;
+  Digest d;
+  for (int i = 0; i < kTags; ++i) d = env.push("bench/tags", bytes, "s0t1-" + std::to_string(i));
+  for (int i = 0; i < kTags; ++i) REQUIRE(env.get("bench/tags", "s0t1-" + std::to_string(i)));
+  CHECK(env.memo().entries() == static_cast<size_t>(kTags));
+  CHECK(env.memo().contents() == 1);
+  // Each tag costs its key and bookkeeping, not another copy of the manifest:
+  // 100,000 such tags fit the default 16 MiB bound.
+  CHECK(env.memo().bytes() < kTags * 160 + 2048);
+  CHECK(env.memo().bytes() * 50 < HotManifests::kDefaultMaxBytes);
+  CHECK(env.memo().stats().evictions == 0);
+  for (int i = 0; i < kTags; i += 97) {
+    bool was_inline = false;
+    auto r = env.get("bench/tags", "s0t1-" + std::to_string(i), true, &was_inline);
+    REQUIRE(r);
+    CHECK(was_inline);
+    CHECK(r->info.digest == d);
+    CHECK(*r->bytes == bytes);
+  }
+}
+
+TEST_CASE("hot manifests: evicting the last tag of a manifest frees its bytes", "[cache]") {
+  const uint64_t bound = 8 * 1024;  // room for a few dozen small slots
+  MemoEnv env(bound);
+  const std::string one = manifest_bytes("one", 200), two = manifest_bytes("two", 200);
+  for (int i = 0; i < 100; ++i) env.push("app/web", one, "a" + std::to_string(i));
+  for (int i = 0; i < 100; ++i) env.push("app/web", two, "b" + std::to_string(i));
+  for (int i = 0; i < 100; ++i) REQUIRE(env.get("app/web", "a" + std::to_string(i)));
+  CHECK(env.memo().contents() == 1);
+  // Reading only the second manifest's tags evicts every slot of the first.
+  for (int i = 0; i < 100; ++i) {
+    auto r = env.get("app/web", "b" + std::to_string(i));
+    REQUIRE(r);
+    CHECK(*r->bytes == two);
+    CHECK(env.memo().bytes() <= bound);
+  }
+  CHECK(env.memo().contents() == 1);
+  CHECK(env.memo().stats().evictions > 0);
+  CHECK(env.memo().entries() < 100);
+  // Whatever is still memoized answers the right bytes.
+  for (int i = 99; i >= 90; --i) CHECK(*env.get("app/web", "b" + std::to_string(i))->bytes == two);
+  CHECK(*env.get("app/web", "a5")->bytes == one);
+}
