@@ -4,10 +4,13 @@
 // a file read (issue #14).
 //
 // Layout: a slot per (repository, reference) points at a content entry per
-// (repository, digest), shared by every tag of that manifest. A slot costs
-// about 100 bytes plus its key, so a store with 100,000 tags on a few
-// hundred manifests fits in the default bound; before, every tag held its
-// own copy of the manifest (about 700 bytes per tag).
+// (repository, digest), shared by every tag of that manifest. Slots are 64
+// bytes in a deque, found through an open-addressing table of slot numbers
+// and linked into an LRU list by number; the repository is an interned id,
+// so a short tag needs no heap allocation. A store with 100,000 tags on a
+// few hundred manifests takes about 8 MB (issue #14); a node-based map took
+// about 170 bytes per tag, and before that every tag held its own copy of
+// the manifest (about 700 bytes).
 //
 // Coherence: an entry carries the store's manifest generation read BEFORE
 // the pool read that produced it, and is served only while the store's
@@ -16,10 +19,13 @@
 // commits during the read makes the entry stale at once: never served stale.
 #pragma once
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "base/result.hpp"
 #include "store/types.hpp"
@@ -65,17 +71,17 @@ class HotManifests {
   /// until the next call of any method of this object.
   template <typename Accept>
   const HotManifest* peek(const std::string& repo, const std::string& reference, Accept&& accept) {
-    Slot* slot = find_current(repo, reference);
-    if (slot == nullptr || !accept(slot->content->second.value)) return nullptr;
+    const uint32_t slot = find_current(repo, reference);
+    if (slot == kNone || !accept(slots_[slot].content->second.value)) return nullptr;
     stats_.hits++;
     touch(slot);
-    return &slot->content->second.value;
+    return &slots_[slot].content->second.value;
   }
 
   /// Bytes charged against the bound: keys, manifests and bookkeeping.
   uint64_t bytes() const { return bytes_; }
   /// Memoized references (tags and digests).
-  size_t entries() const { return slots_.size(); }
+  size_t entries() const { return used_; }
   /// Distinct manifests they point at.
   size_t contents() const { return contents_.size(); }
   const HotManifestStats& stats() const { return stats_; }
@@ -89,39 +95,61 @@ class HotManifests {
     uint32_t refs = 0;
   };
   using Contents = std::unordered_map<std::string, Content>;
-  /// One reference (key "repo@reference"), on an intrusive LRU list: a
-  /// std::list node per slot would cost as much as the slot itself.
+  /// An interned repository name: slots carry its id, not the name.
+  struct Repo {
+    uint32_t id = 0;
+    uint32_t slots = 0;  ///< freed with the last of them
+  };
+  using Repos = std::unordered_map<std::string, Repo>;
+  static constexpr uint32_t kNone = UINT32_MAX;
+  /// One reference of one repository. A free slot has repo == kNone and
+  /// `older` links the free list.
   struct Slot {
+    std::string reference;
     Contents::value_type* content = nullptr;  ///< node pointers survive a rehash; iterators do not
     uint64_t generation = 0;
-    const std::string* key = nullptr;  ///< the map node's own key
-    Slot* newer = nullptr;
-    Slot* older = nullptr;
+    uint32_t repo = kNone;
+    uint32_t hash = 0;
+    uint32_t newer = kNone;  ///< LRU neighbours, by slot number
+    uint32_t older = kNone;
   };
 
-  /// The slot for the key if it is current (no write committed since it
-  /// was read), else null; no allocation once the thread's key buffer has
-  /// grown.
-  Slot* find_current(const std::string& repo, const std::string& reference);
+  /// The slot number for the reference if it is current (no write committed
+  /// since it was read), else kNone; no allocation.
+  uint32_t find_current(const std::string& repo, const std::string& reference) const;
+  /// The slot number for (repo id, reference), current or not, else kNone.
+  uint32_t find(uint32_t repo, std::string_view reference, uint32_t hash) const;
+  static uint32_t hash_of(uint32_t repo, std::string_view reference);
 
-  /// What a slot or a content entry costs against the bound: its map node,
-  /// bucket and heap-allocated strings, as the allocator hands them out.
-  static uint64_t slot_cost(const std::string& key);
+  /// What a slot, a repository or a content entry costs against the bound:
+  /// its storage and heap-allocated strings, as the allocator hands them out.
+  static uint64_t slot_cost(const std::string& reference);
+  static uint64_t repo_cost(const std::string& name);
   static uint64_t content_cost(const std::string& key, const HotManifest& value);
 
-  void insert(const std::string& repo, std::string key, const HotManifest& value, uint64_t generation);
-  void erase(Slot* slot);
-  void touch(Slot* slot);  ///< makes it the most recently used
-  void unlink(Slot* slot);
-  void link_newest(Slot* slot);
+  void insert(const std::string& repo, const std::string& reference, const HotManifest& value, uint64_t generation);
+  Repos::value_type& intern(const std::string& repo);
+  uint32_t new_slot();
+  void table_add(uint32_t slot);
+  void table_remove(uint32_t slot);
+  void erase(uint32_t slot);
+  void touch(uint32_t slot);  ///< makes it the most recently used
+  void unlink(uint32_t slot);
+  void link_newest(uint32_t slot);
 
   storesvc::StoreService* store_;
   uint64_t max_bytes_;
   uint64_t max_entry_bytes_;  ///< larger manifests are never memoized
-  std::unordered_map<std::string, Slot> slots_;
+  std::deque<Slot> slots_;       ///< never moves an element; freed slots are reused
+  uint32_t free_slots_ = kNone;  ///< head of the free list
+  std::vector<uint32_t> table_;  ///< slot number + 1 per position, 0 = empty; linear probing
+  size_t used_ = 0;              ///< slots in the table
+  uint32_t newest_ = kNone;
+  uint32_t oldest_ = kNone;
+  Repos repos_;
+  std::vector<Repos::value_type*> repo_by_id_;  ///< null: a free id
+  std::vector<uint32_t> free_repo_ids_;
   Contents contents_;
-  Slot* newest_ = nullptr;
-  Slot* oldest_ = nullptr;
   uint64_t bytes_ = 0;
   HotManifestStats stats_;
 };

@@ -6,7 +6,9 @@
 #include <uv.h>
 
 #include <catch2/catch.hpp>
+#include <map>
 #include <optional>
+#include <vector>
 #include <string>
 
 #include "cache/hot_manifests.hpp"
@@ -300,4 +302,41 @@ TEST_CASE("hot manifests: evicting the last tag of a manifest frees its bytes", 
   // Whatever is still memoized answers the right bytes.
   for (int i = 99; i >= 90; --i) CHECK(*env.get("app/web", "b" + std::to_string(i))->bytes == two);
   CHECK(*env.get("app/web", "a5")->bytes == one);
+}
+
+TEST_CASE("hot manifests: under churn across repositories every answer is the manifest its tag names", "[cache]") {
+  // A bound of a few dozen slots, many tags in three repositories, reads in
+  // a fixed pseudo-random order: slots are evicted, reused and found again
+  // through the open-addressing table many times over.
+  MemoEnv env(6 * 1024);
+  const char* repos[] = {"app/web", "app/db", "tools/x"};
+  std::map<std::pair<std::string, std::string>, std::string> want;  // (repo, tag) -> bytes
+  for (int r = 0; r < 3; ++r)
+    for (int i = 0; i < 60; ++i) {
+      // Three manifests per repository, each shared by twenty tags.
+      const std::string bytes = manifest_bytes(std::string(repos[r]) + "-" + std::to_string(i % 3));
+      const std::string tag = (i % 7 == 0 ? "a-long-tag-name-past-the-inline-buffer-" : "t") + std::to_string(i);
+      env.push(repos[r], bytes, tag);
+      want[{repos[r], tag}] = bytes;
+    }
+  std::vector<std::pair<std::string, std::string>> keys;
+  for (const auto& [k, v] : want) keys.push_back(k);
+  uint32_t x = 12345;
+  for (int n = 0; n < 3000; ++n) {
+    x = x * 1103515245u + 12345u;
+    const auto& [repo, tag] = keys[(x >> 8) % keys.size()];
+    auto r = env.get(repo, tag);
+    REQUIRE(r);
+    REQUIRE(*r->bytes == want[{repo, tag}]);
+    REQUIRE(env.memo().bytes() <= 6 * 1024);
+    // What was just memoized is found again (a slot lost in the table
+    // would be read from the store every time).
+    bool was_inline = false;
+    REQUIRE(*env.get(repo, tag, true, &was_inline)->bytes == want[{repo, tag}]);
+    REQUIRE(was_inline);
+  }
+  CHECK(env.memo().stats().evictions > 100);
+  CHECK(env.memo().stats().hits > 0);
+  CHECK(env.memo().entries() > 10);
+  CHECK(env.memo().contents() <= env.memo().entries());
 }
