@@ -1,7 +1,5 @@
 #include "http/message.hpp"
 
-#include <cctype>
-
 namespace outpost::http {
 
 namespace {
@@ -13,6 +11,10 @@ int hexval(char c) {
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
 }
+
+// ASCII only, as HTTP field names are; std::tolower is a locale-aware call
+// per character and showed in the request path's profile.
+constexpr unsigned char ascii_lower(unsigned char c) { return c >= 'A' && c <= 'Z' ? c | 0x20 : c; }
 }  // namespace
 
 std::string_view method_name(Method m) { return kMethods[static_cast<int>(m)]; }
@@ -26,8 +28,7 @@ Method method_from(std::string_view s) {
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
-      return false;
+    if (ascii_lower(static_cast<unsigned char>(a[i])) != ascii_lower(static_cast<unsigned char>(b[i]))) return false;
   return true;
 }
 

@@ -52,6 +52,7 @@ void Router::add(Method m, std::string_view pattern, Handler h, int tag) {
     if (r.segments[i] == "{name}") r.greedy = static_cast<int>(i);
   r.handler = std::move(h);
   r.pattern = std::string(pattern);
+  if (m == Method::Head) has_head_routes_ = true;
   routes_.push_back(std::move(r));
 }
 
@@ -74,13 +75,15 @@ bool Router::match_route(const Route& r, const std::vector<std::string_view>& se
   // Empty components ("a//b", "a/", "/a", "") are kept: the path does name
   // this endpoint, so the handler's name check answers 400 NAME_INVALID
   // rather than the router a misleading 404 (distribution does the same).
-  size_t first = g, last = ns - after;  // [first, last)
-  std::string name;
-  for (size_t i = first; i < last; ++i) {
-    if (i > first) name += '/';
-    name.append(segs[i]);
+  // The segments are views into one path, so the run is one substring.
+  const size_t first = g, last = ns - after;  // [first, last)
+  if (first == last) {
+    out->name.clear();
+  } else {
+    const char* begin = segs[first].data();
+    const char* end = segs[last - 1].data() + segs[last - 1].size();
+    out->name.assign(begin, static_cast<size_t>(end - begin));
   }
-  out->name = std::move(name);
   return true;
 }
 
@@ -90,24 +93,33 @@ Router::Match Router::match(Method m, std::string_view path) const {
   // free of allocations once it has grown to the deepest path seen.
   thread_local std::vector<std::string_view> segs;
   split_into(path, &segs);
-  const Route* get_fallback = nullptr;
-  RouteParams get_params;
-  for (const auto& r : routes_) {
-    RouteParams p;
-    if (!match_route(r, segs, &p)) continue;
-    if (r.method == m) {
+  // First only the routes of the asked method: a request that names an
+  // endpoint never pays for the 405 bookkeeping below.
+  auto first_of = [&](Method want) {
+    for (const auto& r : routes_) {
+      if (r.method != want) continue;
+      RouteParams p;
+      if (!match_route(r, segs, &p)) continue;
       result.handler = &r.handler;
       result.params = std::move(p);
       result.pattern = r.pattern;
       result.status = 200;
       result.tag = r.tag;
-      result.allow.clear();
-      return result;
+      return true;
     }
-    if (m == Method::Head && r.method == Method::Get && !get_fallback) {
-      get_fallback = &r;
-      get_params = p;
-    }
+    return false;
+  };
+  // HEAD is served by the GET handler where no HEAD route matches.
+  if (m == Method::Head) {
+    if ((has_head_routes_ && first_of(Method::Head)) || first_of(Method::Get)) return result;
+  } else if (first_of(m)) {
+    return result;
+  }
+  // No route of that method: 405 with Allow when the path names an
+  // endpoint under other methods, else 404.
+  for (const auto& r : routes_) {
+    RouteParams p;
+    if (!match_route(r, segs, &p)) continue;
     result.status = 405;
     auto allow = [&](std::string_view name) {
       if (result.allow.find(name) != std::string::npos) return;
@@ -116,14 +128,6 @@ Router::Match Router::match(Method m, std::string_view path) const {
     };
     allow(method_name(r.method));
     if (r.method == Method::Get) allow("HEAD");  // served by the GET handler
-  }
-  if (get_fallback) {
-    result.handler = &get_fallback->handler;
-    result.params = std::move(get_params);
-    result.pattern = get_fallback->pattern;
-    result.status = 200;
-    result.tag = get_fallback->tag;
-    result.allow.clear();
   }
   return result;
 }

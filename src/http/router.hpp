@@ -28,7 +28,8 @@ class Router {
     int tag = 0;                       ///< the matched route's tag
     std::string_view pattern;          ///< the matched route's pattern (metrics label); empty on 404
   };
-  /// HEAD falls back to the GET handler (the Exchange drops the body).
+  /// HEAD falls back to the GET handler (the Exchange drops the body)
+  /// when no HEAD route is registered (none is today).
   Match match(Method m, std::string_view path) const;
 
  private:
@@ -42,6 +43,7 @@ class Router {
   };
   static bool match_route(const Route& r, const std::vector<std::string_view>& segs, RouteParams* out);
   std::vector<Route> routes_;
+  bool has_head_routes_ = false;
 };
 
 }  // namespace outpost::http

@@ -66,9 +66,16 @@ void Server::add_default_header(std::string name, std::string value) {
 }
 
 std::string Server::next_request_id_() {
-  char buf[24];
-  snprintf(buf, sizeof buf, "%08x%08llx", rid_prefix_, static_cast<unsigned long long>(++rid_counter_));
-  return buf;
+  // "%08x%08llx" of prefix and counter, by hand: snprintf showed in the
+  // profile of a cached manifest GET.
+  static constexpr char kHex[] = "0123456789abcdef";
+  const uint64_t n = ++rid_counter_;
+  int counter_digits = 8;
+  while (counter_digits < 16 && (n >> (4 * counter_digits)) != 0) counter_digits++;
+  std::string id(static_cast<size_t>(8 + counter_digits), '0');
+  for (int i = 0; i < 8; ++i) id[static_cast<size_t>(7 - i)] = kHex[(rid_prefix_ >> (4 * i)) & 0xf];
+  for (int i = 0; i < counter_digits; ++i) id[static_cast<size_t>(7 + counter_digits - i)] = kHex[(n >> (4 * i)) & 0xf];
+  return id;
 }
 
 void Server::on_accept_(int fd, std::string peer, std::shared_ptr<net::TlsServerConfig> tls) {

@@ -57,6 +57,14 @@ TEST_CASE("server_conn: keep-alive serves two requests on one connection", "[htt
     CHECK(r2->status == 200);
     CHECK(r2->body == "GET /second");
     CHECK(r2->header("X-Request-Id") != r1->header("X-Request-Id"));
+    // 8 hex digits of the server's random prefix, then its request counter.
+    const std::string id1 = r1->header("X-Request-Id").value_or(""), id2 = r2->header("X-Request-Id").value_or("");
+    REQUIRE(id1.size() == 16);
+    REQUIRE(id2.size() == 16);
+    CHECK(id1.find_first_not_of("0123456789abcdef") == std::string::npos);
+    CHECK(id1.substr(0, 8) == id2.substr(0, 8));
+    CHECK(id1.substr(8) == "00000001");
+    CHECK(id2.substr(8) == "00000002");
     CHECK(c.nothing_pending());
 
     auto st = fx.stats();
