@@ -185,14 +185,42 @@ void Fill::commit() {
                                 ? Error(Errc::UpstreamError, "parent sent bytes that do not hash to " + self->digest_.str())
                                 : r.error());
         }
-        self->state_ = State::Done;
         log::info("fill committed", " digest=" + self->digest_.str() + " size=" + std::to_string(self->received_));
-        self->notify();
-        if (self->on_finished_) {
-          auto cb = std::move(self->on_finished_);
-          cb(self.get());
-        }
+        self->link_late_repos();
       });
+}
+
+void Fill::link_late_repos() {
+  // Readers of other repositories that joined after the commit job took its
+  // list: linked here, before Done, so a fill never ends with a repository
+  // that was served the blob but does not hold it. Any that join meanwhile
+  // are taken by the next round (each repository joins once).
+  if (!late_repos_.empty()) {
+    auto self = shared_from_this();
+    std::vector<std::string> repos = std::move(late_repos_);
+    late_repos_.clear();
+    Digest d = digest_;
+    store_->run<void>(
+        [repos, d](store::Store& st) -> Status {
+          for (const auto& repo : repos) OUTPOST_TRY(st.link_blob(repo, d, store::Origin::Cached));
+          return {};
+        },
+        [self](Status st) {
+          if (self->state_ != State::Committing) return;
+          // The blob itself is committed and right: a failed link only means
+          // that repository asks the parent again next time.
+          if (!st) log::warn("linking a filled blob to a reader's repository failed",
+                             " digest=" + self->digest_.str() + " error=" + log::quote(st.error().message()));
+          self->link_late_repos();
+        });
+    return;
+  }
+  state_ = State::Done;
+  notify();
+  if (on_finished_) {
+    auto cb = std::move(on_finished_);
+    cb(this);
+  }
 }
 
 void Fill::fail(Error e) {
@@ -230,6 +258,8 @@ void Fill::add_reader_repo(const std::string& repo) {
   if (repo == route_.local_repo || std::find(other_repos_.begin(), other_repos_.end(), repo) != other_repos_.end())
     return;
   other_repos_.push_back(repo);
+  // The commit job copied other_repos_ when it started.
+  if (state_ == State::Committing) late_repos_.push_back(repo);
 }
 
 void Fill::notify() {

@@ -74,6 +74,8 @@ class Fill : public std::enable_shared_from_this<Fill> {
   void append_pending();
   void on_upstream_done(Status st);
   void commit();
+  /// After the commit: links the repositories that joined during it, then Done.
+  void link_late_repos();
   void fail(Error e);
   /// Calls every watcher; after a terminal state, drops them all.
   void notify();
@@ -103,6 +105,7 @@ class Fill : public std::enable_shared_from_this<Fill> {
   std::map<uint64_t, Watcher> watchers_;
   uint64_t next_watch_ = 1;
   std::vector<std::string> other_repos_;
+  std::vector<std::string> late_repos_;  ///< joined while Committing: linked after the commit
 };
 
 }  // namespace outpost::cache

@@ -24,6 +24,7 @@
 
 #include "base/digest.hpp"
 #include "cache/blob_response.hpp"
+#include "cache/fill.hpp"
 #include "cache/hot_manifests.hpp"
 #include "cache/pull_through.hpp"
 #include "http/client.hpp"
@@ -308,6 +309,42 @@ TEST_CASE("cache: a blob miss is fetched once, served to the client and kept as 
   CHECK(again->header("X-Served-By") == "store");
   CHECK(store::test::same_bytes(again->body, bytes));
   CHECK(env.upstream.count_path(blob_path("lib/app", d)) == 1);
+  env.end();
+}
+
+TEST_CASE("cache: a repository that joins a fill while it commits holds the blob too", "[cache][fill]") {
+  // A second pull of the same layer under another repository can arrive
+  // after the fill's bytes were verified (its first client is done) but
+  // before the durable commit ended. It is served from the fill, so its
+  // repository must hold the blob afterwards: else, once the parent is
+  // offline, that repository answers 503 for a layer it was served (seen
+  // with dockerd pulling through a mirror, then by name).
+  const std::string bytes = pattern(64 * 1024 + 5, 11);
+  const Digest d = Digest::sha256_of(bytes);
+  CacheEnv env(blob_upstream(bytes));
+  const Route r = env.route("lib/app");
+  std::shared_ptr<cache::Fill> fill;
+  bool finished = false;
+  bool joined = false;  // loop thread
+  env.fx().call([&] {
+    fill = std::make_shared<cache::Fill>(env.svc.get(), r, d, [&](cache::Fill*) {
+      env.fx().update([&] { finished = true; });
+    });
+    fill->watch([&] {
+      // Committing: the commit job has taken its list of repositories.
+      if (joined || fill->state() != cache::Fill::State::Committing) return;
+      fill->add_reader_repo("lib/late");
+      joined = true;
+    });
+    fill->start();
+  });
+  REQUIRE(env.fx().wait([&] { return finished; }));
+  CHECK(env.fx().call([&] { return joined && fill->state() == cache::Fill::State::Done; }));
+  CHECK(env.store->stat_blob("lib/app", d).ok());
+  auto late = env.store->stat_blob("lib/late", d);
+  REQUIRE(late.ok());
+  CHECK(*late == bytes.size());
+  env.fx().call([&] { fill.reset(); });
   env.end();
 }
 
