@@ -49,7 +49,7 @@ struct HotManifestStats {
 
 class HotManifests {
  public:
-  /// 16 MiB by default: about 100,000 tags, or a few thousand distinct
+  /// 16 MiB by default: about 200,000 short tags, or a few thousand distinct
   /// typical manifests.
   static constexpr uint64_t kDefaultMaxBytes = 16ull * 1024 * 1024;
 
