@@ -100,6 +100,11 @@ void Fill::on_data(std::string_view chunk) {
   if (!pending_) {
     pending_ = std::make_shared<std::string>();
     pending_at_ = fetched_;
+    // All it may hold before the parent is paused, at once: grown by
+    // doubling, each copy briefly held old and new buffers (peak RSS in a
+    // cold pull, issue #14). Pages not yet written are not resident.
+    const uint64_t room = kMaxQueuedBytes + kReadSlackBytes;
+    pending_->reserve(total_ ? std::min<uint64_t>(room, *total_ - fetched_) : room);
   }
   pending_->append(chunk);
   fetched_ += chunk.size();

@@ -90,8 +90,13 @@ class Fill : public std::enable_shared_from_this<Fill> {
   int read_fd_ = -1;
   /// Parent bytes queued for the file above which reading the parent pauses,
   /// and the level at which it resumes (bounds a fill's memory on a slow disk).
-  static constexpr uint64_t kMaxQueuedBytes = 4 * 1024 * 1024;
-  static constexpr uint64_t kResumeQueuedBytes = 1024 * 1024;
+  /// A fill holds up to twice this (an append in flight and the next queue),
+  /// and a cold pull runs several at once: 4 MiB put a 162 MiB pull at 35 MiB
+  /// RSS; 1 MiB keeps it at 23 MiB, no slower (docs/architecture.md).
+  static constexpr uint64_t kMaxQueuedBytes = 1024 * 1024;
+  static constexpr uint64_t kResumeQueuedBytes = 256 * 1024;
+  /// What may still arrive after the pause (reads already under way).
+  static constexpr uint64_t kReadSlackBytes = 256 * 1024;
   uint64_t received_ = 0;  ///< bytes in the session file (what subscribers may read)
   uint64_t fetched_ = 0;   ///< bytes from the parent, handed to the session's appends (>= received_)
   bool upstream_done_ = false;
