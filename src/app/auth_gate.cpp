@@ -189,6 +189,18 @@ void AuthGate::authenticate(const http::ExchangePtr& ex, api::Access access, Nex
     return next(*held);
   }
   if (check.outcome == O::Invalid) return challenge(ex, access, Errc::Unauthorized, check.why);
+  // The same credential text is being derived already (a client's parallel
+  // requests when its cached login expired): wait for that answer rather
+  // than start another derivation, or be refused 429 for a valid login.
+  std::string credential(v);
+  if (auto w = waiting_.find(credential); w != waiting_.end()) {
+    w->second.push_back([this, ex, access, next = OnPrincipal(std::forward<Next>(next))](const auth::PrincipalPtr& p) {
+      if (!ex->alive()) return;
+      if (!p) return challenge(ex, access, Errc::Unauthorized, "invalid credentials");
+      next(*p);
+    });
+    return;
+  }
   // A derivation: for a real token's secret, and for an unknown name's
   // against a dummy (the refusal then takes as long, and goes through the
   // same queue and bucket, so guessing names costs as much as secrets).
@@ -201,6 +213,7 @@ void AuthGate::authenticate(const http::ExchangePtr& ex, api::Access access, Nex
   }
   bucket_ -= 1;
   ++deriving_;
+  waiting_.try_emplace(credential);
   const uint64_t gen = authz_.generation();
   auto c = std::make_shared<const auth::Authorizer::BasicCheck>(std::move(check));
   queue_->push<bool>(
@@ -209,14 +222,21 @@ void AuthGate::authenticate(const http::ExchangePtr& ex, api::Access access, Nex
         if (ok && !c->record.name.empty()) (void)db->touch(c->record.name, now_s());
         return ok;
       },
-      [this, ex, access, c, gen, next = OnPrincipal(std::forward<Next>(next))](bool ok) {
+      [this, ex, access, c, gen, credential, next = OnPrincipal(std::forward<Next>(next))](bool ok) {
         --deriving_;
-        if (!ex->alive()) return;
         const uint64_t ms = now_ms();
         auth::PrincipalPtr p;
         if (ok) p = authz_.remember(*c, gen, ms, static_cast<int64_t>(ms / 1000));
-        if (!p) return challenge(ex, access, Errc::Unauthorized, "invalid credentials");
-        next(*p);
+        std::vector<Waiter> waiters;
+        if (auto w = waiting_.find(credential); w != waiting_.end()) {
+          waiters = std::move(w->second);
+          waiting_.erase(w);
+        }
+        if (ex->alive()) {
+          if (!p) challenge(ex, access, Errc::Unauthorized, "invalid credentials");
+          else next(*p);
+        }
+        for (auto& w : waiters) w(p);
       });
 }
 

@@ -15,6 +15,9 @@
 
 #include <functional>
 #include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "api/api.hpp"
 #include "app/config.hpp"
@@ -72,6 +75,10 @@ class AuthGate {
   uv::SerialQueuePtr queue_;
   auth::Authorizer authz_;
   size_t deriving_ = 0;  ///< key derivations queued or running
+  /// Requests waiting for the derivation of their Basic credential (by its
+  /// text as sent) that another request started: one derivation each.
+  using Waiter = std::function<void(const auth::PrincipalPtr&)>;
+  std::unordered_map<std::string, std::vector<Waiter>> waiting_;
   double bucket_ = 40;   ///< derivations that may start now (refilled over time)
   uint64_t bucket_ms_ = 0;  ///< uv_now of the last refill
 };
