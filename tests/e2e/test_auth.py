@@ -402,41 +402,32 @@ class AccessControl(unittest.TestCase):
         # loaded machine still varies by 2x between runs.
         self.assertGreater(unknown[0], 0.3 * known[0], (known, unknown))
 
-    def test_parallel_requests_with_one_uncached_login_all_pass(self):
-        # A client's parallel requests (a pull's layers) when its login is not
-        # cached (first use, or the 60 s cache entry expired): one key
-        # derivation answers them all. Before, each started its own and all
-        # but 8 were refused 429 "too many credential checks in progress".
-        s = create_token(self.op, "burst", "factory/**:pull")
-        H = basic("burst", s)
-        n = 40
+    def parallel_statuses(self, path: str, hdrs: dict, n: int) -> list:
+        """The statuses of n GETs of path sent at once (one connection each)."""
         start = threading.Barrier(n)
         statuses = [None] * n
 
         def one(i: int) -> None:
             start.wait(timeout=30)
-            statuses[i] = self.get("/v2/factory/line-3/app/manifests/1", H).status
+            statuses[i] = self.get(path, hdrs).status
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(timeout=60)
-        self.assertEqual(statuses, [200] * n)
+        return statuses
+
+    def test_parallel_requests_with_one_uncached_login_all_pass(self):
+        # A client's parallel requests (a pull's layers) when its login is not
+        # cached (first use, or the 60 s cache entry expired): one key
+        # derivation answers them all. Before, each started its own and all
+        # but 8 were refused 429 "too many credential checks in progress".
+        s = create_token(self.op, "burst", "factory/**:pull")
+        path = "/v2/factory/line-3/app/manifests/1"
+        self.assertEqual(self.parallel_statuses(path, basic("burst", s), 40), [200] * 40)
         # A wrong secret sent in parallel is refused alike: 401, never 200.
-        bad = basic("burst", "wrong")
-        start = threading.Barrier(n)
-
-        def wrong(i: int) -> None:
-            start.wait(timeout=30)
-            statuses[i] = self.get("/v2/factory/line-3/app/manifests/1", bad).status
-
-        threads = [threading.Thread(target=wrong, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
-        self.assertEqual(statuses, [401] * n)
+        self.assertEqual(self.parallel_statuses(path, basic("burst", "wrong"), 40), [401] * 40)
 
     def test_disable_and_rotate_hold_at_once(self):
         s = create_token(self.op, "temp", "factory/**:pull")
