@@ -49,51 +49,64 @@ app::Reloader parent_reloader(bool has_pull_through, std::vector<std::string>* s
   });
   return r;
 }
+
+/// A config file loaded as the running config, and the reloader above
+/// (the parent URLs its hook saw go to `seen`). Not movable: the hook
+/// holds a pointer to `seen`.
+struct ReloadEnv {
+  ReloadEnv(const std::string& text, bool has_pull_through) {
+    file.write(text);
+    auto c = app::load_config_file(file.path);
+    REQUIRE(c);
+    live = std::move(*c);
+    reloader = parent_reloader(has_pull_through, &seen);
+  }
+  ReloadEnv(const ReloadEnv&) = delete;
+  ReloadEnv& operator=(const ReloadEnv&) = delete;
+  /// Writes `text` to the file and reloads it, as SIGHUP does.
+  app::ReloadReport reload(const std::string& text) {
+    file.write(text);
+    app::ReloadReport rep;
+    reloader.reload(file.path, &live, &rep, 1000);
+    return rep;
+  }
+
+  TempFile file;
+  app::Config live;
+  std::vector<std::string> seen;
+  app::Reloader reloader;
+};
 }  // namespace
 
 TEST_CASE("reload: parent URL, timeouts and kept repositories change live", "[app][reload]") {
-  TempFile f;
-  f.write("[parent]\nurl = \"http://127.0.0.1:5001\"\n");
-  auto live = app::load_config_file(f.path);
-  REQUIRE(live);
-  std::vector<std::string> seen;
-  auto r = parent_reloader(true, &seen);
-  f.write("[parent]\nurl = \"http://127.0.0.1:5002\"\ntimeout = \"5s\"\n[sync]\nkeep = [\"factory/*\"]\n"
-          "[auth]\nanonymous_pull = [\"pub/*\"]\n");
-  app::ReloadReport rep;
-  r.reload(f.path, &*live, &rep, 1000);
+  ReloadEnv env("[parent]\nurl = \"http://127.0.0.1:5001\"\n", true);
+  auto rep = env.reload("[parent]\nurl = \"http://127.0.0.1:5002\"\ntimeout = \"5s\"\n[sync]\nkeep = [\"factory/*\"]\n"
+                        "[auth]\nanonymous_pull = [\"pub/*\"]\n");
   CHECK(rep.result == "ok");
   CHECK(rep.refused.empty());
   CHECK(rep.applied == std::vector<std::string>{"parent.url", "parent.timeout", "sync.keep", "auth.anonymous_pull"});
-  CHECK(live->parent.url == "http://127.0.0.1:5002");
-  CHECK(live->parent.timeout_ms == 5000);
-  CHECK(live->sync.keep == std::vector<std::string>{"factory/*"});
-  CHECK(seen == std::vector<std::string>{"http://127.0.0.1:5002"});
+  CHECK(env.live.parent.url == "http://127.0.0.1:5002");
+  CHECK(env.live.parent.timeout_ms == 5000);
+  CHECK(env.live.sync.keep == std::vector<std::string>{"factory/*"});
+  CHECK(env.seen == std::vector<std::string>{"http://127.0.0.1:5002"});
 }
 
 TEST_CASE("reload: adding or removing the parent is refused as a whole, with the reason", "[app][reload]") {
-  TempFile f;
-  f.write("[parent]\nurl = \"http://127.0.0.1:5001\"\ntimeout = \"5s\"\n");
-  auto live = app::load_config_file(f.path);
-  REQUIRE(live);
-  std::vector<std::string> seen;
-  auto r = parent_reloader(true, &seen);
-  CHECK(r.refusal("parent.url", *live, *live).empty());
+  ReloadEnv env("[parent]\nurl = \"http://127.0.0.1:5001\"\ntimeout = \"5s\"\n", true);
+  app::Reloader& r = env.reloader;
+  CHECK(r.refusal("parent.url", env.live, env.live).empty());
 
   // Removing [parent]: url and timeout both change; both are refused and
   // keep their running values, the hooks see the running parent.
-  f.write("[log]\nlevel = \"info\"\n");
-  app::ReloadReport rep;
-  r.reload(f.path, &*live, &rep, 1000);
+  auto rep = env.reload("[log]\nlevel = \"info\"\n");
   CHECK(rep.applied.empty());
   CHECK(rep.refused == std::vector<std::string>{"parent.url", "parent.timeout"});
-  CHECK(live->parent.url == "http://127.0.0.1:5001");
-  CHECK(live->parent.timeout_ms == 5000);
-  CHECK(seen == std::vector<std::string>{"http://127.0.0.1:5001"});
+  CHECK(env.live.parent.url == "http://127.0.0.1:5001");
+  CHECK(env.live.parent.timeout_ms == 5000);
+  CHECK(env.seen == std::vector<std::string>{"http://127.0.0.1:5001"});
 
-  // A standalone registry given a parent: refused too.
-  f.write("[log]\nlevel = \"info\"\n");
-  auto standalone = app::load_config_file(f.path);
+  // A standalone registry given a parent: refused too (the file now has no parent).
+  auto standalone = app::load_config_file(env.file.path);
   REQUIRE(standalone);
   app::Config with_parent = *standalone;
   with_parent.parent.url = "http://127.0.0.1:5003";
@@ -104,17 +117,10 @@ TEST_CASE("reload: adding or removing the parent is refused as a whole, with the
 }
 
 TEST_CASE("reload: a registry started without upstreams refuses the first one", "[app][reload]") {
-  TempFile f;
-  f.write("[log]\nlevel = \"info\"\n");
-  auto live = app::load_config_file(f.path);
-  REQUIRE(live);
-  std::vector<std::string> seen;
-  auto r = parent_reloader(false, &seen);
-  f.write("[[upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\n");
-  app::ReloadReport rep;
-  r.reload(f.path, &*live, &rep, 1000);
+  ReloadEnv env("[log]\nlevel = \"info\"\n", false);
+  auto rep = env.reload("[[upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\n");
   CHECK(rep.refused == std::vector<std::string>{"upstream"});
-  CHECK(live->upstreams.empty());
+  CHECK(env.live.upstreams.empty());
 }
 
 TEST_CASE("upstream generations: kept when nothing changed, rebuilt on a new URL or new credentials",
