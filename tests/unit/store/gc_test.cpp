@@ -1,6 +1,7 @@
 // Garbage collection: what is kept (linked, referenced, recent, active
 // uploads) and what goes (unreferenced old blobs, orphan files, stale uploads).
 #include <catch2/catch.hpp>
+#include <memory>
 
 #include "store_fixture.hpp"
 
@@ -29,14 +30,23 @@ Digest put_manifest_of(Store& st, const std::string& repo, const Digest& layer, 
   REQUIRE(st.put_manifest(m, bytes).ok());
   return m.digest;
 }
-}  // namespace
 
-TEST_CASE("gc: keeps linked and recent blobs, removes unlinked old ones", "[store]") {
-  test::Sandbox sb;
-  test::TestClock clock;
+std::unique_ptr<Store> open_store(const test::Sandbox& sb, test::TestClock& clock) {
   auto s = Store::open(sb.root(), test::options(clock));
   REQUIRE(s.ok());
-  auto& st = **s;
+  return std::move(*s);
+}
+
+/// A fresh store in a temp dir with a clock the test moves.
+struct GcFixture {
+  test::Sandbox sb;
+  test::TestClock clock;
+  std::unique_ptr<Store> owned = open_store(sb, clock);
+  Store& st = *owned;
+};
+}  // namespace
+
+TEST_CASE_METHOD(GcFixture, "gc: keeps linked and recent blobs, removes unlinked old ones", "[store]") {
   const Digest kept = put(st, "app", "linked blob");
   const Digest dropped = put(st, "app", "unlinked blob");
   REQUIRE(st.delete_blob("app", dropped).ok());
@@ -63,12 +73,7 @@ TEST_CASE("gc: keeps linked and recent blobs, removes unlinked old ones", "[stor
   CHECK(*st.stat_blob("app", dropped) == std::string("unlinked blob").size());
 }
 
-TEST_CASE("gc: manifests keep their own bytes and everything they reference", "[store]") {
-  test::Sandbox sb;
-  test::TestClock clock;
-  auto s = Store::open(sb.root(), test::options(clock));
-  REQUIRE(s.ok());
-  auto& st = **s;
+TEST_CASE_METHOD(GcFixture, "gc: manifests keep their own bytes and everything they reference", "[store]") {
   const Digest layer = put(st, "app", "layer");
   const Digest manifest = put_manifest_of(st, "app", layer);
   // Unlinking is refused while referenced; drop the link via another route:
@@ -93,12 +98,7 @@ TEST_CASE("gc: manifests keep their own bytes and everything they reference", "[
   CHECK(test::blob_files(sb.root()).empty());
 }
 
-TEST_CASE("gc: a reference from any repository's manifest keeps a blob", "[store]") {
-  test::Sandbox sb;
-  test::TestClock clock;
-  auto s = Store::open(sb.root(), test::options(clock));
-  REQUIRE(s.ok());
-  auto& st = **s;
+TEST_CASE_METHOD(GcFixture, "gc: a reference from any repository's manifest keeps a blob", "[store]") {
   // A foreign layer reference (not required) to a blob that is stored but
   // linked nowhere still protects it.
   const Digest loose = put(st, "tmp", "loose");
@@ -115,12 +115,7 @@ TEST_CASE("gc: a reference from any repository's manifest keeps a blob", "[store
   CHECK(st.blobs().contains(loose));
 }
 
-TEST_CASE("gc: orphan blob files (no row) go after the grace period", "[store]") {
-  test::Sandbox sb;
-  test::TestClock clock;
-  auto s = Store::open(sb.root(), test::options(clock));
-  REQUIRE(s.ok());
-  auto& st = **s;
+TEST_CASE_METHOD(GcFixture, "gc: orphan blob files (no row) go after the grace period", "[store]") {
   const Digest recorded = put(st, "app", "recorded");
   // Verified bytes renamed into place but never recorded (crash between the
   // rename and the SQLite commit), plus a stray file with a foreign name.
@@ -142,12 +137,7 @@ TEST_CASE("gc: orphan blob files (no row) go after the grace period", "[store]")
   CHECK(st.blobs().contains(recorded));
 }
 
-TEST_CASE("gc: stale uploads expire after the TTL, active ones stay", "[store]") {
-  test::Sandbox sb;
-  test::TestClock clock;
-  auto s = Store::open(sb.root(), test::options(clock));
-  REQUIRE(s.ok());
-  auto& st = **s;
+TEST_CASE_METHOD(GcFixture, "gc: stale uploads expire after the TTL, active ones stay", "[store]") {
   auto stale = st.start_upload("app");
   REQUIRE(stale.ok());
   REQUIRE(st.append_upload("app", *stale, 0, "old").ok());
@@ -168,12 +158,7 @@ TEST_CASE("gc: stale uploads expire after the TTL, active ones stay", "[store]")
   CHECK(test::files_under(sb.root() + "/uploads") == std::vector<std::string>{*fresh + "/data"});
 }
 
-TEST_CASE("gc: uploads in progress survive and can still commit", "[store]") {
-  test::Sandbox sb;
-  test::TestClock clock;
-  auto s = Store::open(sb.root(), test::options(clock));
-  REQUIRE(s.ok());
-  auto& st = **s;
+TEST_CASE_METHOD(GcFixture, "gc: uploads in progress survive and can still commit", "[store]") {
   const std::string data = test::pattern_bytes(70000, 9);
   auto id = st.start_upload("app");
   REQUIRE(id.ok());
@@ -192,12 +177,7 @@ TEST_CASE("gc: uploads in progress survive and can still commit", "[store]") {
   CHECK(st.blobs().contains(test::digest_of(data)));
 }
 
-TEST_CASE("gc: repository rows left by pushes that stored nothing are removed", "[store]") {
-  test::Sandbox sb;
-  test::TestClock clock;
-  auto s = Store::open(sb.root(), test::options(clock));
-  REQUIRE(s.ok());
-  auto& st = **s;
+TEST_CASE_METHOD(GcFixture, "gc: repository rows left by pushes that stored nothing are removed", "[store]") {
   const std::string bytes = "kept";
   REQUIRE(st.put_blob("kept", test::digest_of(bytes), bytes).ok());
   auto cancelled = st.start_upload("gone");  // a session, then nothing
@@ -217,15 +197,10 @@ TEST_CASE("gc: repository rows left by pushes that stored nothing are removed", 
   CHECK(st.gc()->repos_removed == 0);
 }
 
-TEST_CASE("gc: layers of a push that never got its manifest go after upload_ttl", "[store]") {
+TEST_CASE_METHOD(GcFixture, "gc: layers of a push that never got its manifest go after upload_ttl", "[store]") {
   // Issue #18: kill -9 rounds of pushes left layers linked in their
   // repository that no manifest would ever name (the manifest PUT never
   // came); a restart and a GC kept them for good.
-  test::Sandbox sb;
-  test::TestClock clock;
-  auto s = Store::open(sb.root(), test::options(clock));
-  REQUIRE(s.ok());
-  auto& st = **s;
   const Digest abandoned = put(st, "app", "abandoned layer");
   const Digest mounted = put(st, "app", "mounted layer");
   const Digest headed = put(st, "app", "layer a client found and skipped");
