@@ -1,5 +1,7 @@
 #include "http/server_conn.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -28,6 +30,13 @@ constexpr size_t kKeepInputCapacity = 4 * 1024;  // an idle connection's input b
 constexpr uint64_t kLingerMs = 2000;     // how long we drain an unread request body before closing
 constexpr size_t kMaxIov = 16;
 constexpr uint64_t kSendfileChunk = 8ull << 20;
+// A file region at least this long is sent corked (TCP_CORK): the kernel
+// then sends only full segments, where TCP_NODELAY pushes a short one at the
+// end of every sendfile call and wakes the reader for it. One stream of a
+// warm 256 MiB blob: about 1.15 x faster on loopback (issue #14), as nginx's
+// tcp_nopush. Smaller regions go out in one call anyway and would only pay
+// the two setsockopt calls.
+constexpr uint64_t kCorkAtLeast = 256 * 1024;
 // Plaintext per mbedtls_ssl_write: one full TLS record.
 constexpr size_t kTlsRecord = 16 * 1024;
 
@@ -762,6 +771,7 @@ ssize_t ServerConn::write_front() {
     n = tls_send(ready.data(), ready.size());
     if (n > 0) front.pump->consume(static_cast<size_t>(n));
   } else {
+    if (!corked_ && front.file_left >= kCorkAtLeast) set_cork(true);
     off_t off = static_cast<off_t>(front.file_off);
     const uint64_t want = std::min(front.file_left, kSendfileChunk);
     do n = ::sendfile(fd_, front.file_fd, &off, want);
@@ -848,6 +858,14 @@ void ServerConn::drop_file_item() {
   else ::close(f.file_fd);
   out_.pop_front();
   out_files_--;
+  if (corked_) set_cork(false);  // the region's last segment goes now
+}
+
+void ServerConn::set_cork(bool on) {
+  const int v = on ? 1 : 0;
+  // A failure only costs the optimisation: the bytes still go out.
+  setsockopt(fd_, IPPROTO_TCP, TCP_CORK, &v, sizeof v);
+  corked_ = on;
 }
 
 void ServerConn::on_file_ready() {

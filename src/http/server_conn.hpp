@@ -114,6 +114,8 @@ class ServerConn {
   ssize_t tls_send(const char* p, size_t n);
   void consume_bytes(size_t n);
   void drop_file_item();
+  /// TCP_CORK on or off; off sends the partial segment the kernel held.
+  void set_cork(bool on);
   void on_file_ready();
   void finish_cycle();
   void start_lingering();
@@ -192,6 +194,7 @@ class ServerConn {
   size_t out_bytes_ = 0;         // bytes held in memory (file regions not counted)
   size_t out_files_ = 0;         // file regions queued (each holds an open fd)
   bool write_blocked_ = false;
+  bool corked_ = false;          // TCP_CORK set for a file region being sent
   bool drain_wanted_ = false;
   bool response_done_ = false;
   bool close_when_idle_ = false;
