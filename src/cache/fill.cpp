@@ -98,20 +98,24 @@ void Fill::on_data(std::string_view chunk) {
   // no latency, and one that falls behind gets fewer, larger jobs instead
   // of a loop round trip per read (issue #14).
   if (!pending_) {
-    pending_ = std::make_shared<std::string>();
     pending_at_ = fetched_;
-    // All it may hold before the parent is paused, at once: grown by
-    // doubling, each copy briefly held old and new buffers (peak RSS in a
-    // cold pull, issue #14). Pages not yet written are not resident.
-    const uint64_t room = kMaxQueuedBytes + kReadSlackBytes;
-    pending_->reserve(total_ ? std::min<uint64_t>(room, *total_ - fetched_) : room);
+    if (spare_) {
+      pending_ = std::move(spare_);
+    } else {
+      pending_ = std::make_shared<std::string>();
+      // All it may hold before the parent is paused, at once: grown by
+      // doubling, each copy briefly held old and new buffers (peak RSS in a
+      // cold pull, issue #14). Pages not yet written are not resident.
+      const uint64_t room = kMaxQueuedBytes + kReadSlackBytes;
+      pending_->reserve(total_ ? std::min<uint64_t>(room, *total_ - fetched_) : room);
+    }
   }
   pending_->append(chunk);
   fetched_ += chunk.size();
   if (!appending_ && !upload_id_.empty()) append_pending();
   // A disk slower than the parent must not pile the difference up in memory
   // (DESIGN.md invariant 6): stop reading the parent while too much is queued.
-  if (op_ && fetched_ - received_ > kMaxQueuedBytes) op_->pause();
+  if (op_ && pending_ && pending_->size() > kMaxQueuedBytes) op_->pause();
 }
 
 void Fill::append_pending() {
@@ -124,16 +128,24 @@ void Fill::append_pending() {
   auto self = shared_from_this();
   store_->run_serial<uint64_t>(
       storesvc::upload_key(id), [repo, id, at, bytes](store::Store& st) { return st.append_upload(repo, id, at, *bytes); },
-      [self](Result<uint64_t> r) { self->on_appended(std::move(r)); });
+      [self, bytes](Result<uint64_t> r) mutable { self->on_appended(std::move(r), std::move(bytes)); });
 }
 
-void Fill::on_appended(Result<uint64_t> r) {
+void Fill::on_appended(Result<uint64_t> r, std::shared_ptr<std::string> bytes) {
   appending_ = false;
+  // The written buffer becomes the next queue: a fresh megabyte per append
+  // was a fresh set of pages to fault in and zero on the loop thread, each
+  // time (with malloc trimming the heap between them), a third of a cold
+  // fill's loop time (issue #14).
+  if (bytes.use_count() == 1 && !spare_) {
+    bytes->clear();
+    spare_ = std::move(bytes);
+  }
   if (state_ != State::Fetching) return;
   if (!r) return fail(r.error());
   received_ = *r;
   append_pending();
-  if (op_ && fetched_ - received_ <= kResumeQueuedBytes) op_->resume();
+  if (op_) op_->resume();  // the queue went to the pool: room for the next
   notify();
   if (upstream_done_ && received_ == fetched_) commit();
 }
@@ -260,11 +272,24 @@ uint64_t Fill::watch(Watcher w) {
 }
 
 void Fill::add_reader_repo(const std::string& repo) {
-  if (repo == route_.local_repo || std::find(other_repos_.begin(), other_repos_.end(), repo) != other_repos_.end())
-    return;
+  if (serves_repo(repo)) return;
   other_repos_.push_back(repo);
   // The commit job copied other_repos_ when it started.
   if (state_ == State::Committing) late_repos_.push_back(repo);
+  if (state_ == State::Done) {
+    // Joined after the commit (the parent's answer came late): link it now.
+    Digest d = digest_;
+    store_->run<void>([repo, d](store::Store& st) { return st.link_blob(repo, d, store::Origin::Cached); },
+                      [d, repo](Status st) {
+                        if (!st) log::warn("linking a filled blob to a reader's repository failed",
+                                           " digest=" + d.str() + " repo=" + log::quote(repo) +
+                                               " error=" + log::quote(st.error().message()));
+                      });
+  }
+}
+
+bool Fill::serves_repo(const std::string& repo) const {
+  return repo == route_.local_repo || std::find(other_repos_.begin(), other_repos_.end(), repo) != other_repos_.end();
 }
 
 void Fill::notify() {

@@ -59,8 +59,13 @@ class Fill : public std::enable_shared_from_this<Fill> {
   uint64_t watch(Watcher w);
   void unwatch(uint64_t id) { watchers_.erase(id); }
   /// A client of `repo` reads this blob: it is linked there as well when the
-  /// fill commits (the fill's own repository is route.local_repo).
+  /// fill commits, or at once if it has (the fill's own repository is
+  /// route.local_repo). The caller made sure `repo` holds the blob upstream.
   void add_reader_repo(const std::string& repo);
+  /// Whether clients of `repo` may read this fill without asking the parent:
+  /// its own repository, or one added with add_reader_repo. A blob is
+  /// readable through the repositories that hold it, not through any.
+  bool serves_repo(const std::string& repo) const;
   /// Where it is fetched from and committed to.
   const Route& route() const { return route_; }
 
@@ -69,7 +74,7 @@ class Fill : public std::enable_shared_from_this<Fill> {
   void on_session(Result<Session> s);
   void on_head(const http::ClientResponse& r);
   void on_data(std::string_view chunk);
-  void on_appended(Result<uint64_t> r);
+  void on_appended(Result<uint64_t> r, std::shared_ptr<std::string> bytes);
   /// Hands pending_ to the session's queue as one append.
   void append_pending();
   void on_upstream_done(Status st);
@@ -88,13 +93,13 @@ class Fill : public std::enable_shared_from_this<Fill> {
   Error error_;
   std::string upload_id_;
   int read_fd_ = -1;
-  /// Parent bytes queued for the file above which reading the parent pauses,
-  /// and the level at which it resumes (bounds a fill's memory on a slow disk).
-  /// A fill holds up to twice this (an append in flight and the next queue),
-  /// and a cold pull runs several at once: 4 MiB put a 162 MiB pull at 35 MiB
-  /// RSS; 1 MiB keeps it at 23 MiB, no slower (docs/architecture.md).
+  /// Parent bytes queued for the next append above which reading the parent
+  /// pauses until that queue goes to the pool (bounds a fill's memory on a
+  /// slow disk). A fill holds up to twice this (an append in flight and the
+  /// next queue), and a cold pull runs several at once: 4 MiB put a 162 MiB
+  /// pull at 35 MiB RSS; 1 MiB keeps it at 23 MiB, no slower
+  /// (docs/architecture.md).
   static constexpr uint64_t kMaxQueuedBytes = 1024 * 1024;
-  static constexpr uint64_t kResumeQueuedBytes = 256 * 1024;
   /// What may still arrive after the pause (reads already under way).
   static constexpr uint64_t kReadSlackBytes = 256 * 1024;
   uint64_t received_ = 0;  ///< bytes in the session file (what subscribers may read)
@@ -102,6 +107,7 @@ class Fill : public std::enable_shared_from_this<Fill> {
   bool upstream_done_ = false;
   std::shared_ptr<std::string> pending_;  ///< parent bytes waiting for the append in flight
   uint64_t pending_at_ = 0;               ///< session offset of pending_'s first byte
+  std::shared_ptr<std::string> spare_;    ///< an appended buffer, kept for the next queue
   bool appending_ = false;                ///< an append job is in flight
   std::optional<uint64_t> total_;
   bool headed_ = false;

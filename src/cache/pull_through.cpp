@@ -446,8 +446,9 @@ void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr&
     auto it = fills_.find(d.str());
     // A fill that knows the size answers the HEAD; one that does not (a
     // chunked parent) leaves the size to a HEAD to the parent: the blob is
-    // being pulled from there anyway.
-    if (it != fills_.end()) {
+    // being pulled from there anyway. Another repository's fill answers
+    // nothing here: the blob is not held in this one.
+    if (it != fills_.end() && it->second->serves_repo(r.local_repo)) {
       if (it->second->total()) return respond_blob(ex, BlobSource::growing(d, it->second));
       if (!r.upstream->offline() && may_fetch_miss()) return head_blob(r, d, ex);
     }
@@ -472,10 +473,8 @@ void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr&
     return head_blob(r, d, ex);
   }
   auto it = fills_.find(d.str());
-  if (it != fills_.end()) {
-    it->second->add_reader_repo(r.local_repo);
+  if (it != fills_.end() && it->second->serves_repo(r.local_repo))
     return respond_blob(ex, BlobSource::growing(d, it->second));
-  }
   if (!may_fetch_miss()) {
     stats_.window_misses++;
     return ex->respond_error(window_miss("blob " + d.str()));
@@ -484,6 +483,7 @@ void PullThrough::blob(const Route& r, const Digest& d, const http::ExchangePtr&
     stats_.offline_misses++;
     return ex->respond_error(offline_miss(r.upstream));
   }
+  if (it != fills_.end()) return join_fill_of_other_repo(r, d, ex, it->second);
   auto fill = new_fill(r, d);
   respond_blob(ex, BlobSource::growing(d, fill));
   fill->start();
@@ -566,6 +566,30 @@ void PullThrough::head_blob(const Route& r, const Digest& d, const http::Exchang
         if (*status != 200) return ex->respond_error(parent_status(*status, *headers, "blob HEAD " + d.str()));
         if (!*length) return ex->respond_error(parent_status(502, *headers, "blob HEAD " + d.str() + " (no length)"));
         respond_blob(ex, BlobSource::head_only(d, **length));
+      });
+}
+
+void PullThrough::join_fill_of_other_repo(const Route& r, const Digest& d, const http::ExchangePtr& ex,
+                                          std::shared_ptr<Fill> fill) {
+  // Joining without asking served a layer of secret/app to a client of
+  // public/app while secret/app's fill ran (the parent answers that client
+  // 404). One HEAD decides; the bytes still come once, from the fill.
+  auto status = std::make_shared<int>(0);
+  auto headers = std::make_shared<http::Headers>();
+  r.upstream->request(
+      http::Method::Head, "/v2/" + r.upstream_repo + "/blobs/" + d.str(), r.upstream_repo, {},
+      [status, headers](const http::ClientResponse& resp) {
+        *status = resp.status;
+        *headers = resp.headers;
+        return true;
+      },
+      nullptr,
+      [ex, d, fill, repo = r.local_repo, status, headers, u = r.upstream](Status st) {
+        if (!st) return ex->respond_error(request_failed(u, st.error()));
+        if (*status == 404) return ex->respond_error(Errc::BlobUnknown, d.str());
+        if (*status != 200) return ex->respond_error(parent_status(*status, *headers, "blob HEAD " + d.str()));
+        fill->add_reader_repo(repo);
+        respond_blob(ex, BlobSource::growing(d, fill));
       });
 }
 

@@ -166,6 +166,11 @@ class PullThrough {
   void local_manifest(const Route& r, const std::string& reference, bool want_bytes,
                       std::function<void(Result<ManifestResult>)> done);
   void head_blob(const Route& r, const Digest& d, const http::ExchangePtr& ex);
+  /// A GET of `d` in r.local_repo while `fill` fetches it for another
+  /// repository: served from the fill once the parent confirms (HEAD) that
+  /// r's repository holds it; its 404 is the client's. (The caller checked
+  /// that the parent may be asked now.)
+  void join_fill_of_other_repo(const Route& r, const Digest& d, const http::ExchangePtr& ex, std::shared_ptr<Fill> fill);
   /// A new Fill of `d` in fills_ (started by the caller).
   std::shared_ptr<Fill> new_fill(const Route& r, const Digest& d);
   void share_link(upstream::RegistryClient& c);

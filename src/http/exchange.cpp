@@ -1,5 +1,7 @@
 #include "http/exchange.hpp"
 
+#include <cinttypes>
+
 #include <unistd.h>
 
 #include <ctime>
@@ -214,6 +216,31 @@ bool Exchange::write(std::string_view chunk) {
   }
   if (!conn_) return false;
   if (conn_->ex_queued_bytes_() >= ServerConn::kHighWater) {
+    conn_->ex_wants_drain_();
+    return false;
+  }
+  return true;
+}
+
+bool Exchange::write_file(int fd, uint64_t offset, uint64_t length) {
+  if (state_ != RespState::Streaming || !conn_ || req_.method == Method::Head || length == 0) {
+    ::close(fd);
+    return state_ == RespState::Streaming && conn_;
+  }
+  stream_written_ += length;
+  if (chunked_) {
+    char size_line[24];
+    const int n = snprintf(size_line, sizeof size_line, "%" PRIx64 "\r\n", length);
+    conn_->ex_send_(std::string(size_line, static_cast<size_t>(n)));
+    if (!conn_) {
+      ::close(fd);
+      return false;
+    }
+  }
+  conn_->ex_send_file_(fd, offset, length);
+  if (chunked_ && conn_) conn_->ex_send_("\r\n");
+  if (!conn_) return false;
+  if (conn_->ex_queued_bytes_() >= ServerConn::kHighWater || conn_->ex_queued_files_() > 0) {
     conn_->ex_wants_drain_();
     return false;
   }

@@ -89,7 +89,14 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   /// Queues a chunk. Returns false when the output is above its high-water
   /// mark: wait for the drain callback before writing more.
   bool write(std::string_view chunk);
-  /// Called once each time the queued output falls below the low-water mark.
+  /// Queues `length` bytes of `fd` from `offset` as the next part of the
+  /// stream: sent with sendfile(2) (over TLS, read off the loop), so the
+  /// bytes are never copied through this process. Takes ownership of `fd`.
+  /// Returns false while the region is still queued: wait for the drain
+  /// callback before writing more (one region at a time holds one fd).
+  bool write_file(int fd, uint64_t offset, uint64_t length);
+  /// Called once each time the queued output falls below the low-water mark
+  /// (and no file region is left queued).
   void set_on_drain(Callback cb) { on_drain_ = std::move(cb); }
   /// Ends a streamed response (final chunk for chunked).
   void end_stream();

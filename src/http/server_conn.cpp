@@ -709,7 +709,7 @@ void ServerConn::flush() {
     if (write_blocked_) break;
   }
   if (state_ == State::Closing) return;
-  if (drain_wanted_ && out_bytes_ < kLowWater && cur_) {
+  if (drain_wanted_ && out_bytes_ < kLowWater && out_files_ == 0 && cur_) {
     drain_wanted_ = false;
     ExchangePtr ex = cur_;
     ex->on_drained_();

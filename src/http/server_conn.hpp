@@ -67,6 +67,7 @@ class ServerConn {
   void ex_abort_();
   void ex_wants_drain_();
   size_t ex_queued_bytes_() const { return out_bytes_; }
+  size_t ex_queued_files_() const { return out_files_; }
   bool ex_close_after_response_() const;
   int ex_http_minor_() const { return http_minor_; }
   Server* server() const { return server_; }

@@ -259,6 +259,48 @@ class Tls(unittest.TestCase):
         self.assertEqual("sha256:" + h.hexdigest(), digest)
         self.assertLess(peak - base, 8 * 1024, f"RSS grew {peak - base} KiB while streaming")
 
+    def test_9_cold_blob_filled_from_the_parent_streams_byte_identical_over_https(self):
+        # A blob not yet cached streams from the fill's session file while it
+        # grows: over TLS those file regions are read off the loop (no
+        # sendfile). Two clients on the same cold blob, one joining the fill.
+        size = 24 * 1024 * 1024
+        chunk = hashlib.shake_256(b"tls-fill").digest(1 << 20)
+        data = chunk * (size >> 20)
+        digest = Client(self.op.url).push_blob("e2e/cold", data)
+        del data
+        port = free_port()
+        child = Outpost(config={"parent": {"url": self.op.url, "connect_timeout": "2s", "timeout": "10s"},
+                                "tls": {"listen": [f"127.0.0.1:{port}"], "cert": self.cert, "key": self.key}})
+        child.start()
+        try:
+            results: list[tuple[int, int, str]] = []
+
+            def fetch():
+                conn = http.client.HTTPSConnection("localhost", port, context=self.ctx(), timeout=60)
+                conn.request("GET", f"/v2/e2e/cold/blobs/{digest}")
+                r = conn.getresponse()
+                h, n = hashlib.sha256(), 0
+                while b := r.read(256 * 1024):
+                    h.update(b)
+                    n += len(b)
+                conn.close()
+                results.append((r.status, n, "sha256:" + h.hexdigest()))
+
+            threads = [threading.Thread(target=fetch) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(scaled(120))
+            self.assertEqual(sorted(results), [(200, size, digest)] * 2)
+            # A range of the now cached blob, across the first MiB's end.
+            conn = http.client.HTTPSConnection("localhost", port, context=self.ctx(), timeout=60)
+            conn.request("GET", f"/v2/e2e/cold/blobs/{digest}", headers={"Range": "bytes=1048570-1048581"})
+            r = conn.getresponse()
+            self.assertEqual((r.status, r.read()), (206, (chunk * 2)[1048570:1048582]))
+            conn.close()
+        finally:
+            child.stop()
+
 
 class TlsConnectionLimit(unittest.TestCase):
     """The connection limit's refusal on the HTTPS port is a TLS alert: the

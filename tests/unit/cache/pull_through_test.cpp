@@ -389,6 +389,63 @@ TEST_CASE("cache: concurrent clients of one blob share one upstream fetch", "[ca
   env.end();
 }
 
+TEST_CASE("cache: a fill for one repository serves another only if the parent holds the blob there",
+          "[cache][fill]") {
+  // secret/app's layer is being filled. A client of public/app (which the
+  // parent does not hold it in) must get the parent's 404, not the bytes;
+  // a client of other/app (which holds it too) is served from the same fill
+  // and its repository holds the blob afterwards. It failed before: any
+  // repository joined a fill in flight without asking.
+  const std::string bytes = pattern(512 * 1024, 5);
+  const Digest d = Digest::sha256_of(bytes);
+  const size_t half = bytes.size() / 2;
+  CacheEnv env([&](ScriptConn& c, const SeenRequest& r) {
+    if (probe(c, r)) return;
+    if (r.path() == blob_path("public/app", d)) return (void)c.send(head_only(404, {{"Content-Length", "0"}}));
+    if (r.method == "HEAD")
+      return (void)c.send(head_only(200, {{"Content-Length", std::to_string(bytes.size())}}));
+    c.send(head_only(200, {{"Content-Length", std::to_string(bytes.size())}}));
+    c.send(std::string_view(bytes).substr(0, half));
+    if (!c.wait_gate("rest")) return;
+    c.send(std::string_view(bytes).substr(half));
+  });
+
+  TestClient a(env.port()), pub(env.port()), other(env.port());
+  REQUIRE(a.send(get_request(blob_path("secret/app", d))));
+  REQUIRE(a.fill_to(half, Clock::now() + kWait));
+  REQUIRE(env.fills() == 1);
+
+  REQUIRE(pub.send(get_request(blob_path("public/app", d))));
+  auto rp = pub.read_response();
+  REQUIRE(rp);
+  CHECK(rp->status == 404);
+  CHECK(rp->body.find(std::string_view(bytes).substr(0, 64)) == std::string::npos);
+  CHECK_FALSE(rp->header("Docker-Content-Digest"));
+  REQUIRE(pub.send(get_request(blob_path("public/app", d), {}, "HEAD")));
+  auto hp = pub.read_response(kWait, /*head_only=*/true);
+  REQUIRE(hp);
+  CHECK(hp->status == 404);
+
+  REQUIRE(other.send(get_request(blob_path("other/app", d))));
+  REQUIRE(other.fill_to(half, Clock::now() + kWait));
+  env.upstream.open_gate("rest");
+  auto ra = a.read_response();
+  auto ro = other.read_response();
+  REQUIRE(ra);
+  REQUIRE(ro);
+  CHECK(ro->status == 200);
+  CHECK(ro->complete);
+  CHECK(store::test::same_bytes(ro->body, bytes));
+  CHECK(store::test::same_bytes(ra->body, bytes));
+  // One download; public/app's answer came from a HEAD.
+  CHECK(env.upstream.count_path(blob_path("secret/app", d)) == 1);
+  CHECK(env.upstream.count_path(blob_path("other/app", d)) == 1);
+  REQUIRE(env.eventually([&] { return env.fills() == 0; }));
+  CHECK(env.store->stat_blob("other/app", d).ok());
+  CHECK_FALSE(env.store->stat_blob("public/app", d).ok());
+  env.end();
+}
+
 TEST_CASE("cache: a chunked upstream blob reaches the client whole", "[cache][fill]") {
   const std::string bytes = pattern(300000, 11);
   const Digest d = Digest::sha256_of(bytes);
