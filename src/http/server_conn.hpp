@@ -122,6 +122,7 @@ class ServerConn {
   void start_lingering();
   void update_poll();
   void refresh_timer();
+  uint64_t deadline() const;  // loop time (ms) of the deadline that holds now, or UINT64_MAX
   void update_quiet();  // keeps the server's quiet list in step with quiet()
   bool want_read() const;
   bool body_active() const;            // reading a body: reader set, not paused, not complete
