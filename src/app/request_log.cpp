@@ -31,10 +31,20 @@ std::string prom_label(std::string_view v) {
 
 void RequestLog::observe(const http::Exchange& ex, std::string_view route, double elapsed_s, uint64_t now_wall_ms) {
   const std::string_view label = route.empty() ? std::string_view("unmatched") : route;
-  auto it = routes_.find(label);
-  if (it == routes_.end()) it = routes_.emplace(std::string(label), RouteStats{}).first;
-  RouteStats& rs = it->second;
-  rs.by_method_status[{ex.req().method, ex.status_}]++;
+  if (!last_key_ || *last_key_ != label) {
+    auto it = routes_.find(label);
+    if (it == routes_.end()) it = routes_.emplace(std::string(label), RouteStats{}).first;
+    last_key_ = &it->first;
+    last_stats_ = &it->second;
+  }
+  RouteStats& rs = *last_stats_;
+  const http::Method method = ex.req().method;
+  if (!rs.last_counter || rs.last_method != method || rs.last_status != ex.status_) {
+    rs.last_counter = &rs.by_method_status[{method, ex.status_}];
+    rs.last_method = method;
+    rs.last_status = ex.status_;
+  }
+  ++*rs.last_counter;
   rs.bytes += ex.bytes_sent_;
   size_t b = 0;
   while (b < kBuckets.size() && elapsed_s > kBuckets[b]) ++b;

@@ -13,6 +13,7 @@
 #include "app/reload.hpp"
 #include "app/request_log.hpp"
 #include "app/status_page.hpp"
+#include "http/exchange.hpp"
 
 using namespace outpost;
 
@@ -116,4 +117,37 @@ TEST_CASE("request log: histogram buckets are cumulative and end at +Inf", "[app
   const std::string text = log.metrics_text();
   CHECK(text.find("# TYPE outpost_http_request_duration_seconds histogram") != std::string::npos);
   CHECK(app::prom_label("a\"b\\c\nd") == "a\\\"b\\\\c\\nd");
+}
+
+TEST_CASE("request log: each request counts under its own route, method and status, in any order", "[app][ops]") {
+  // observe() remembers the previous request's counter; runs and switches
+  // of route, method and status must still each land on their own line.
+  app::RequestLog log;
+  auto ex = [](http::Method m, int status) {
+    http::Request req;
+    req.method = m;
+    auto e = std::make_shared<http::Exchange>(nullptr, std::move(req));
+    e->status_ = status;
+    return e;
+  };
+  const std::string a = "/v2/<name>/tags/list", b = "/v2/";
+  for (int i = 0; i < 3; ++i) log.observe(*ex(http::Method::Get, 200), a, 0.001, 0);
+  log.observe(*ex(http::Method::Head, 200), a, 0.001, 0);
+  log.observe(*ex(http::Method::Get, 404), a, 0.001, 0);
+  log.observe(*ex(http::Method::Get, 200), b, 0.001, 0);
+  log.observe(*ex(http::Method::Get, 200), a, 0.001, 0);
+  log.observe(*ex(http::Method::Get, 404), "", 0.001, 0);
+  const std::string text = log.metrics_text();
+  auto line = [&](const std::string& route, const char* method, int status) {
+    const std::string key = "outpost_http_route_requests_total{route=\"" + route + "\",method=\"" + method +
+                            "\",status=\"" + std::to_string(status) + "\"} ";
+    const size_t at = text.find(key);
+    if (at == std::string::npos) return std::string("missing");
+    return text.substr(at + key.size(), text.find('\n', at) - at - key.size());
+  };
+  CHECK(line(a, "GET", 200) == "4");
+  CHECK(line(a, "HEAD", 200) == "1");
+  CHECK(line(a, "GET", 404) == "1");
+  CHECK(line(b, "GET", 200) == "1");
+  CHECK(line("unmatched", "GET", 404) == "1");
 }
