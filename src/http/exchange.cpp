@@ -197,17 +197,23 @@ void Exchange::begin_stream(int status, std::optional<uint64_t> length) {
   conn_->ex_send_(std::move(head));
 }
 
+namespace {
+/// "<size in hex>\r\n": the line before a chunk of a chunked body.
+std::string chunk_size_line(uint64_t n) {
+  char line[24];
+  const int len = snprintf(line, sizeof line, "%" PRIx64 "\r\n", n);
+  return std::string(line, static_cast<size_t>(len));
+}
+}  // namespace
+
 bool Exchange::write(std::string_view chunk) {
   if (state_ != RespState::Streaming || !conn_) return false;
   if (chunk.empty()) return true;
   if (req_.method == Method::Head) return true;
   stream_written_ += chunk.size();
   if (chunked_) {
-    char size_line[24];
-    int n = snprintf(size_line, sizeof size_line, "%zx\r\n", chunk.size());
-    std::string out;
-    out.reserve(static_cast<size_t>(n) + chunk.size() + 2);
-    out.append(size_line, static_cast<size_t>(n));
+    std::string out = chunk_size_line(chunk.size());
+    out.reserve(out.size() + chunk.size() + 2);
     out.append(chunk);
     out += "\r\n";
     conn_->ex_send_(std::move(out));
@@ -229,9 +235,7 @@ bool Exchange::write_file(int fd, uint64_t offset, uint64_t length) {
   }
   stream_written_ += length;
   if (chunked_) {
-    char size_line[24];
-    const int n = snprintf(size_line, sizeof size_line, "%" PRIx64 "\r\n", length);
-    conn_->ex_send_(std::string(size_line, static_cast<size_t>(n)));
+    conn_->ex_send_(chunk_size_line(length));
     if (!conn_) {
       ::close(fd);
       return false;

@@ -962,8 +962,8 @@ void ServerConn::on_timer(uv_timer_t* t) noexcept {
   c->account_body_time(uv_now(c->server_->loop()));
   if (c->deadline() > uv_now(c->server_->loop())) return c->refresh_timer();
   switch (c->state_) {
-    case State::Closing: return;
-    case State::Lingering: c->close(); return;
+    case State::Closing:
+    case State::Lingering: return;  // handled above
     case State::Idle:
       if (c->write_blocked_) break;
       c->close();  // keep-alive idle: a silent close is the norm
