@@ -547,7 +547,12 @@ void PullThrough::keep_blob(const Route& r, const Digest& d, std::function<void(
   });
 }
 
-void PullThrough::head_blob(const Route& r, const Digest& d, const http::ExchangePtr& ex) {
+namespace {
+/// HEAD of blob `d` in r's repository at its upstream: done(its size, which
+/// a parent may leave out) when it holds the blob there, else done(error):
+/// BLOB_UNKNOWN for its 404, what its other answer or the failure means.
+void ask_parent_for_blob(const Route& r, const Digest& d,
+                         std::function<void(Result<std::optional<uint64_t>>)> done) {
   auto status = std::make_shared<int>(0);
   auto length = std::make_shared<std::optional<uint64_t>>();
   auto headers = std::make_shared<http::Headers>();
@@ -560,13 +565,21 @@ void PullThrough::head_blob(const Route& r, const Digest& d, const http::Exchang
         return true;
       },
       nullptr,
-      [ex, d, status, length, headers, u = r.upstream](Status st) {
-        if (!st) return ex->respond_error(request_failed(u, st.error()));
-        if (*status == 404) return ex->respond_error(Errc::BlobUnknown, d.str());
-        if (*status != 200) return ex->respond_error(parent_status(*status, *headers, "blob HEAD " + d.str()));
-        if (!*length) return ex->respond_error(parent_status(502, *headers, "blob HEAD " + d.str() + " (no length)"));
-        respond_blob(ex, BlobSource::head_only(d, **length));
+      [d, status, length, headers, u = r.upstream, done = std::move(done)](Status st) {
+        if (!st) return done(request_failed(u, st.error()));
+        if (*status == 404) return done(Error(Errc::BlobUnknown, d.str()));
+        if (*status != 200) return done(parent_status(*status, *headers, "blob HEAD " + d.str()));
+        done(*length);
       });
+}
+}  // namespace
+
+void PullThrough::head_blob(const Route& r, const Digest& d, const http::ExchangePtr& ex) {
+  ask_parent_for_blob(r, d, [ex, d](Result<std::optional<uint64_t>> size) {
+    if (!size) return ex->respond_error(size.error());
+    if (!*size) return ex->respond_error(parent_status(502, {}, "blob HEAD " + d.str() + " (no length)"));
+    respond_blob(ex, BlobSource::head_only(d, **size));
+  });
 }
 
 void PullThrough::join_fill_of_other_repo(const Route& r, const Digest& d, const http::ExchangePtr& ex,
@@ -574,23 +587,11 @@ void PullThrough::join_fill_of_other_repo(const Route& r, const Digest& d, const
   // Joining without asking served a layer of secret/app to a client of
   // public/app while secret/app's fill ran (the parent answers that client
   // 404). One HEAD decides; the bytes still come once, from the fill.
-  auto status = std::make_shared<int>(0);
-  auto headers = std::make_shared<http::Headers>();
-  r.upstream->request(
-      http::Method::Head, "/v2/" + r.upstream_repo + "/blobs/" + d.str(), r.upstream_repo, {},
-      [status, headers](const http::ClientResponse& resp) {
-        *status = resp.status;
-        *headers = resp.headers;
-        return true;
-      },
-      nullptr,
-      [ex, d, fill, repo = r.local_repo, status, headers, u = r.upstream](Status st) {
-        if (!st) return ex->respond_error(request_failed(u, st.error()));
-        if (*status == 404) return ex->respond_error(Errc::BlobUnknown, d.str());
-        if (*status != 200) return ex->respond_error(parent_status(*status, *headers, "blob HEAD " + d.str()));
-        fill->add_reader_repo(repo);
-        respond_blob(ex, BlobSource::growing(d, fill));
-      });
+  ask_parent_for_blob(r, d, [ex, d, fill, repo = r.local_repo](Result<std::optional<uint64_t>> size) {
+    if (!size) return ex->respond_error(size.error());
+    fill->add_reader_repo(repo);
+    respond_blob(ex, BlobSource::growing(d, fill));
+  });
 }
 
 void PullThrough::referrers(const Route& r, const Digest& subject, const std::string& query,

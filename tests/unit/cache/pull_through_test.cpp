@@ -271,6 +271,15 @@ Script blob_upstream(std::string bytes) {
 
 int status_of(const std::optional<outpost::test::ClientResponse>& r) { return r ? r->status : -1; }
 
+/// A blob GET answered with its first `half` bytes, the rest once the test
+/// opens gate "rest": a fill that stays in flight while the test looks.
+void send_blob_in_two_halves(ScriptConn& c, std::string_view bytes, size_t half) {
+  c.send(head_only(200, {{"Content-Length", std::to_string(bytes.size())}}));
+  c.send(bytes.substr(0, half));
+  if (!c.wait_gate("rest")) return;
+  c.send(bytes.substr(half));
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -354,10 +363,7 @@ TEST_CASE("cache: concurrent clients of one blob share one upstream fetch", "[ca
   const size_t half = bytes.size() / 2;
   CacheEnv env([&](ScriptConn& c, const SeenRequest& r) {
     if (probe(c, r)) return;
-    c.send(head_only(200, {{"Content-Length", std::to_string(bytes.size())}}));
-    c.send(std::string_view(bytes).substr(0, half));
-    if (!c.wait_gate("rest")) return;
-    c.send(std::string_view(bytes).substr(half));
+    send_blob_in_two_halves(c, bytes, half);
   });
 
   TestClient a(env.port()), b(env.port()), late(env.port());
@@ -404,10 +410,7 @@ TEST_CASE("cache: a fill for one repository serves another only if the parent ho
     if (r.path() == blob_path("public/app", d)) return (void)c.send(head_only(404, {{"Content-Length", "0"}}));
     if (r.method == "HEAD")
       return (void)c.send(head_only(200, {{"Content-Length", std::to_string(bytes.size())}}));
-    c.send(head_only(200, {{"Content-Length", std::to_string(bytes.size())}}));
-    c.send(std::string_view(bytes).substr(0, half));
-    if (!c.wait_gate("rest")) return;
-    c.send(std::string_view(bytes).substr(half));
+    send_blob_in_two_halves(c, bytes, half);
   });
 
   TestClient a(env.port()), pub(env.port()), other(env.port());
