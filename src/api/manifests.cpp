@@ -130,7 +130,7 @@ Result<Pushed> push_manifest(store::Store& s, const std::string& name, const std
   m.repo = name;
   m.digest = digest;
   m.media_type = parsed->media_type;
-  for (auto& pr : parsed->refs) m.refs.push_back({pr.digest, pr.required});
+  for (auto& pr : parsed->refs) m.refs.push_back({pr.digest, pr.required, pr.is_manifest});
   m.subject = parsed->subject;
   m.artifact_type = parsed->artifact_type;
   m.annotations = parsed->annotations;

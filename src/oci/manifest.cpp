@@ -77,9 +77,13 @@ Result<ParsedManifest> parse_manifest(std::string_view bytes, std::string_view c
   else
     return invalid("unsupported manifest media type '" + (ct.empty() ? field : ct) + "'");
 
+  // A document that reads as both an index and an image manifest is
+  // refused (CVE-2021-41190): clients that sniff the type from the fields
+  // would resolve references this registry never checked.
   if (is_index_type(out.media_type)) {
     auto ms = j.find("manifests");
     if (ms == j.end() || !ms->is_array()) return invalid("index has no manifests array");
+    if (j.contains("config") || j.contains("layers")) return invalid("an index must not have config or layers");
     for (size_t i = 0; i < ms->size(); ++i) {
       auto d = check_descriptor((*ms)[i], "manifests[" + std::to_string(i) + "]");
       if (!d) return std::move(d).error();
@@ -93,6 +97,7 @@ Result<ParsedManifest> parse_manifest(std::string_view bytes, std::string_view c
     out.refs.push_back({*cd, false, true});
     auto layers = j.find("layers");
     if (layers == j.end() || !layers->is_array()) return invalid("manifest has no layers array");
+    if (j.contains("manifests")) return invalid("an image manifest must not have a manifests array");
     for (size_t i = 0; i < layers->size(); ++i) {
       const json& l = (*layers)[i];
       auto d = check_descriptor(l, "layers[" + std::to_string(i) + "]");

@@ -55,6 +55,13 @@ Result<bool> MetaDb::readable_locked(int64_t repo_id, const Digest& d) {
   return row && st.col_int(0) != 0;
 }
 
+Result<bool> MetaDb::has_manifest_locked(int64_t repo_id, const Digest& d) {
+  STORE_ASSIGN(auto st, db_.prepare("SELECT EXISTS(SELECT 1 FROM manifests WHERE repo_id = ?1 AND digest = ?2)"));
+  st.bind(1, repo_id).bind(2, d.str());
+  STORE_ASSIGN(bool row, st.step());
+  return row && st.col_int(0) != 0;
+}
+
 Status MetaDb::link_locked(int64_t repo_id, const Digest& d, Origin origin, int64_t now) {
   // Pushed wins: a cached link re-recorded by a local push becomes 'pushed'
   // (it is then owed to the parent), never the other way round.

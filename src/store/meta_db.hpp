@@ -143,6 +143,12 @@ class MetaDb {
   /// Pending entries created more than `ttl_ms` before `now_ms` become
   /// expired (their dependents failed). Returns how many expired.
   Result<size_t> replay_expire(int64_t now_ms, int64_t ttl_ms);
+  /// The parent refused manifest or tag entry `id` for something it
+  /// references (MANIFEST_BLOB_UNKNOWN): queues every blob and child
+  /// manifest of it that this registry holds in the repository again, and
+  /// forgets that the parent had them. The entry then waits for them.
+  /// Returns how many it queued (0: nothing held, or the entry is gone).
+  Result<size_t> replay_requeue_refs(int64_t id);
   /// Remembers the parent's upload session of a blob entry. False unless pending.
   Result<bool> replay_set_upload(int64_t id, std::string_view upload_url, uint64_t offset);
   Result<ReplayStats> replay_stats();
@@ -219,6 +225,8 @@ class MetaDb {
   /// The id of a repository that exists (repo_exists), else nullopt.
   Result<std::optional<int64_t>> existing_repo_locked(std::string_view repo);
   Result<bool> readable_locked(int64_t repo_id, const Digest& d);
+  /// `d` is a manifest of the repository (not only a blob linked there).
+  Result<bool> has_manifest_locked(int64_t repo_id, const Digest& d);
   Status link_locked(int64_t repo_id, const Digest& d, Origin origin, int64_t now);
   Result<std::optional<Digest>> referencing_manifest_locked(int64_t repo_id, const Digest& d);
   /// The link's/manifest's/tag's origin, nullopt when absent.
@@ -230,7 +238,12 @@ class MetaDb {
   bool replaying_deletes() const { return replay_.enabled && replay_.deletes; }
   Status enqueue_blob_locked(std::string_view repo, const Digest& d, uint64_t size,
                              const std::optional<std::string>& mount_from, int64_t now);
-  Status enqueue_manifest_locked(const ManifestPut& m, uint64_t size, int64_t now);
+  /// A manifest entry that waits for `deps` (its refs and subject).
+  Status enqueue_manifest_locked(std::string_view repo, const Digest& d, uint64_t size, std::string_view media_type,
+                                 const std::vector<Digest>& deps, int64_t now);
+  /// Queues blob `d` of `repo` again when it was pushed there but is neither
+  /// pending nor known to be at the parent. True when it queued it.
+  Result<bool> requeue_owed_blob_locked(int64_t repo_id, std::string_view repo, const Digest& d, int64_t now);
   /// Deletes unsent tag moves and tag deletes of (repo, tag): a new one supersedes them.
   Status supersede_tag_locked(std::string_view repo, std::string_view tag);
   Status enqueue_tag_locked(std::string_view repo, std::string_view tag, const Digest& d, int64_t now);

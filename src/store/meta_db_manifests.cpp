@@ -85,7 +85,7 @@ Result<ManifestInfo> MetaDb::put_manifest(const ManifestPut& m, uint64_t size) {
   // Checked inside the transaction, so a concurrent unlink cannot slip between.
   for (const auto& ref : m.refs) {
     if (!ref.required) continue;
-    STORE_ASSIGN(bool ok, readable_locked(repo_id, ref.digest));
+    STORE_ASSIGN(bool ok, ref.is_manifest ? has_manifest_locked(repo_id, ref.digest) : readable_locked(repo_id, ref.digest));
     if (!ok) return Error(Errc::ManifestBlobUnknown, ref.digest.str());
   }
 
@@ -156,7 +156,10 @@ Result<ManifestInfo> MetaDb::put_manifest(const ManifestPut& m, uint64_t size) {
       cached.reset();
       cached.bind(1, repo_id).bind(2, r.digest.str());
       STORE_ASSIGN(bool is_cached, cached.step());
-      if (!is_cached) continue;
+      if (!is_cached) {
+        OUTPOST_TRY(requeue_owed_blob_locked(repo_id, m.repo, r.digest, now));
+        continue;
+      }
       const auto bsize = static_cast<uint64_t>(cached.col_int(0));
       std::optional<std::string> hint;
       if (!cached.col_null(1)) hint = cached.col_text(1);
@@ -166,7 +169,13 @@ Result<ManifestInfo> MetaDb::put_manifest(const ManifestPut& m, uint64_t size) {
       OUTPOST_TRY(promote.run());
       OUTPOST_TRY(enqueue_blob_locked(m.repo, r.digest, bsize, hint, now));
     }
-    OUTPOST_TRY(enqueue_manifest_locked(m, size, now));
+    std::vector<Digest> deps;
+    deps.reserve(m.refs.size() + 1);
+    // Foreign layers (not required) are deps too: harmless, nothing pending
+    // ever has their digest unless they were pushed after all.
+    for (const auto& r : m.refs) deps.push_back(r.digest);
+    if (m.subject) deps.push_back(*m.subject);
+    OUTPOST_TRY(enqueue_manifest_locked(m.repo, m.digest, size, m.media_type, deps, now));
     if (m.tag) OUTPOST_TRY(enqueue_tag_locked(m.repo, *m.tag, m.digest, now));
     OUTPOST_TRY(cascade_failures_locked(now, m.repo));
   }

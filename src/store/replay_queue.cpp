@@ -169,35 +169,128 @@ Status MetaDb::enqueue_blob_locked(std::string_view repo, const Digest& d, uint6
   return ins.run();
 }
 
-Status MetaDb::enqueue_manifest_locked(const ManifestPut& m, uint64_t size, int64_t now) {
+Status MetaDb::enqueue_manifest_locked(std::string_view repo, const Digest& d, uint64_t size,
+                                       std::string_view media_type, const std::vector<Digest>& deps, int64_t now) {
   // Never superseded: every manifest pushed is owed. An identical entry still
   // pending (the same bytes pushed twice) already covers it.
   STORE_ASSIGN(auto dup, db_.prepare(
       "SELECT kind FROM replay_queue WHERE digest = ?1 AND repo = ?2 AND state = 'pending'"
       " AND kind IN ('manifest', 'delete_manifest', 'delete_blob') ORDER BY id DESC LIMIT 1"));
-  dup.bind(1, m.digest.str()).bind(2, m.repo);
+  dup.bind(1, d.str()).bind(2, repo);
   STORE_ASSIGN(bool have, dup.step());
   if (have && dup.col_text(0) == "manifest") return {};
   STORE_ASSIGN(auto ins, db_.prepare(
       "INSERT INTO replay_queue(kind, repo, digest, size, media_type, next_attempt, created, updated)"
       " VALUES('manifest', ?1, ?2, ?3, ?4, ?5, ?5, ?5) RETURNING id"));
-  ins.bind(1, m.repo).bind(2, m.digest.str()).bind(3, static_cast<int64_t>(size)).bind(4, m.media_type).bind(5, now);
+  ins.bind(1, repo).bind(2, d.str()).bind(3, static_cast<int64_t>(size)).bind(4, media_type).bind(5, now);
   STORE_ASSIGN(bool row, ins.step());
   if (!row) return Error(Errc::Db, "replay insert returned no row");
   const int64_t id = ins.col_int(0);
   OUTPOST_TRY(ins.run());
   STORE_ASSIGN(auto dep, db_.prepare(
       "INSERT INTO replay_deps(entry_id, digest) VALUES(?1, ?2) ON CONFLICT DO NOTHING"));
-  auto add = [&](const Digest& d) -> Status {
+  for (const auto& x : deps) {
     dep.reset();
-    dep.bind(1, id).bind(2, d.str());
-    return dep.run();
-  };
-  // Foreign layers (not required) are deps too: harmless, nothing pending
-  // ever has their digest unless they were pushed after all.
-  for (const auto& r : m.refs) OUTPOST_TRY(add(r.digest));
-  if (m.subject) OUTPOST_TRY(add(*m.subject));
+    dep.bind(1, id).bind(2, x.str());
+    OUTPOST_TRY(dep.run());
+  }
   return {};
+}
+
+Result<bool> MetaDb::requeue_owed_blob_locked(int64_t repo_id, std::string_view repo, const Digest& d, int64_t now) {
+  // A pushed layer the parent was never sent and that nothing pending will
+  // send: its entry failed (the parent refused the repository, since fixed)
+  // or expired, or it was pushed while replay was off. The client skipped
+  // uploading it because this registry holds it, so without a new entry the
+  // manifest pushed now would reach the parent before its layer.
+  STORE_ASSIGN(auto owed, db_.prepare(
+      "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest"
+      " WHERE rb.repo_id = ?1 AND rb.digest = ?2 AND rb.origin = 'pushed'"
+      " AND NOT EXISTS(SELECT 1 FROM replay_queue q WHERE q.digest = ?2 AND q.repo = ?3 AND q.state = 'pending'"
+      "                AND q.kind = 'blob')"
+      " AND NOT EXISTS(SELECT 1 FROM replay_sent s WHERE s.digest = ?2 AND s.repo = ?3)"));
+  owed.bind(1, repo_id).bind(2, d.str()).bind(3, repo);
+  STORE_ASSIGN(bool row, owed.step());
+  if (!row) return false;
+  const auto size = static_cast<uint64_t>(owed.col_int(0));
+  OUTPOST_TRY(owed.run());
+  OUTPOST_TRY(enqueue_blob_locked(repo, d, size, std::nullopt, now));
+  return true;
+}
+
+Result<size_t> MetaDb::replay_requeue_refs(int64_t id) {
+  std::lock_guard lk(mu_);
+  const int64_t now = clock_();
+  STORE_ASSIGN(auto txn, sql::Txn::begin(db_));
+  STORE_ASSIGN(auto entry, db_.prepare(
+      "SELECT e.repo, m.id FROM replay_queue e JOIN repositories r ON r.name = e.repo"
+      " JOIN manifests m ON m.repo_id = r.id AND m.digest = e.digest"
+      " WHERE e.id = ?1 AND e.state = 'pending' AND e.kind IN ('manifest', 'tag')"));
+  entry.bind(1, id);
+  STORE_ASSIGN(bool row, entry.step());
+  if (!row) return size_t{0};
+  const std::string repo = entry.col_text(0);
+  const int64_t manifest_id = entry.col_int(1);
+  OUTPOST_TRY(entry.run());
+  // What the manifest references, as this registry holds it in the
+  // repository: a layer or config (blob link), or an index's child manifest.
+  STORE_ASSIGN(auto refs, db_.prepare(
+      "SELECT f.digest, b.size, c.size, c.media_type, c.id FROM manifest_refs f"
+      " JOIN manifests m ON m.id = f.manifest_id"
+      " LEFT JOIN repo_blobs rb ON rb.repo_id = m.repo_id AND rb.digest = f.digest"
+      " LEFT JOIN blobs b ON b.digest = rb.digest"
+      " LEFT JOIN manifests c ON c.repo_id = m.repo_id AND c.digest = f.digest"
+      " WHERE f.manifest_id = ?1"));
+  refs.bind(1, manifest_id);
+  struct Ref {
+    Digest digest;
+    std::optional<uint64_t> blob_size;
+    std::optional<uint64_t> manifest_size;
+    std::string media_type;
+    int64_t manifest_id = 0;
+  };
+  std::vector<Ref> held;
+  for (;;) {
+    STORE_ASSIGN(bool more, refs.step());
+    if (!more) break;
+    STORE_ASSIGN(auto d, digest_from_db(refs.col_text(0)));
+    Ref r{std::move(d), {}, {}, {}, 0};
+    if (!refs.col_null(1)) r.blob_size = static_cast<uint64_t>(refs.col_int(1));
+    if (!refs.col_null(2)) {
+      r.manifest_size = static_cast<uint64_t>(refs.col_int(2));
+      r.media_type = refs.col_opt_text(3).value_or("");
+      r.manifest_id = refs.col_int(4);
+    }
+    if (r.blob_size || r.manifest_size) held.push_back(std::move(r));
+  }
+  STORE_ASSIGN(auto forget, db_.prepare("DELETE FROM replay_sent WHERE digest = ?1 AND repo = ?2"));
+  STORE_ASSIGN(auto child_refs, db_.prepare(
+      "SELECT f.digest FROM manifest_refs f WHERE f.manifest_id = ?1"
+      " UNION SELECT m.subject FROM manifests m WHERE m.id = ?1 AND m.subject IS NOT NULL"));
+  for (const auto& r : held) {
+    // The parent lacks one of them although it may have acknowledged it
+    // once (its garbage collector removed it since): send them all again.
+    // A blob the parent does have costs one HEAD.
+    forget.reset();
+    forget.bind(1, r.digest.str()).bind(2, repo);
+    OUTPOST_TRY(forget.run());
+    if (r.blob_size) {
+      OUTPOST_TRY(enqueue_blob_locked(repo, r.digest, *r.blob_size, std::nullopt, now));
+      continue;
+    }
+    std::vector<Digest> deps;
+    child_refs.reset();
+    child_refs.bind(1, r.manifest_id);
+    for (;;) {
+      STORE_ASSIGN(bool more, child_refs.step());
+      if (!more) break;
+      STORE_ASSIGN(auto d, digest_from_db(child_refs.col_text(0)));
+      deps.push_back(std::move(d));
+    }
+    OUTPOST_TRY(enqueue_manifest_locked(repo, r.digest, *r.manifest_size, r.media_type, deps, now));
+  }
+  OUTPOST_TRY(txn.commit());
+  return held.size();
 }
 
 Status MetaDb::supersede_tag_locked(std::string_view repo, std::string_view tag) {
@@ -310,14 +403,24 @@ Result<bool> MetaDb::replay_done(int64_t id) {
   const int64_t now = clock_();
   STORE_ASSIGN(auto txn, sql::Txn::begin(db_));
   // Any state: the parent's acknowledgement wins over an expiry that raced it.
-  STORE_ASSIGN(auto del, db_.prepare("DELETE FROM replay_queue WHERE id = ?1 RETURNING kind, repo, digest"));
+  STORE_ASSIGN(auto del, db_.prepare("DELETE FROM replay_queue WHERE id = ?1 RETURNING kind, repo, digest, tag"));
   del.bind(1, id);
   STORE_ASSIGN(bool row, del.step());
   if (!row) return false;
   const std::string kind = del.col_text(0);
   const std::string repo = del.col_text(1);
   const auto digest = del.col_opt_text(2);
+  const auto tag = del.col_opt_text(3);
   OUTPOST_TRY(del.run());
+  // Older failed or expired entries of the same write are answered by this
+  // one (the image was pushed again once the cause was fixed): no longer a
+  // problem to report. For a tag, any older value: the parent now has the
+  // newest.
+  STORE_ASSIGN(auto moot, db_.prepare(
+      "DELETE FROM replay_queue WHERE state IN ('failed', 'expired') AND kind = ?1 AND repo = ?2"
+      " AND (CASE WHEN ?1 IN ('tag', 'delete_tag') THEN tag = ?4 ELSE digest = ?3 END)"));
+  moot.bind(1, kind).bind(2, repo).bind(3, digest).bind(4, tag);
+  OUTPOST_TRY(moot.run());
   if ((kind == "blob" || kind == "manifest") && digest) {
     STORE_ASSIGN(auto sent, db_.prepare(
         "INSERT INTO replay_sent(digest, repo, sent) VALUES(?1, ?2, ?3)"

@@ -277,6 +277,7 @@ Result<bool> Store::replay_retry(int64_t id, int64_t next_attempt_ms, std::strin
   return meta_->replay_retry(id, next_attempt_ms, error);
 }
 Result<bool> Store::replay_failed(int64_t id, std::string_view error) { return meta_->replay_failed(id, error); }
+Result<size_t> Store::replay_requeue_refs(int64_t id) { return meta_->replay_requeue_refs(id); }
 Result<size_t> Store::replay_expire(int64_t now_ms, int64_t ttl_ms) { return meta_->replay_expire(now_ms, ttl_ms); }
 Result<bool> Store::replay_set_upload(int64_t id, std::string_view upload_url, uint64_t offset) {
   return meta_->replay_set_upload(id, upload_url, offset);

@@ -152,6 +152,9 @@ class Store {
   /// [sync] Pending entries created more than `ttl_ms` before `now_ms` expire
   /// (their dependents fail); local content stays. Returns how many expired.
   Result<size_t> replay_expire(int64_t now_ms, int64_t ttl_ms);
+  /// [sync] The parent refused manifest/tag entry `id` for a missing
+  /// reference: queue what the manifest references again (MetaDb::replay_requeue_refs).
+  Result<size_t> replay_requeue_refs(int64_t id);
   /// [sync] Persist the parent's upload session of a blob entry, to resume
   /// after a restart (an empty url forgets it). Read back in ReplayEntry.
   Result<bool> replay_set_upload(int64_t id, std::string_view upload_url, uint64_t offset);

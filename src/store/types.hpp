@@ -50,6 +50,9 @@ struct ManifestRef {
   /// present) for the put to succeed. False for foreign layers with `urls`,
   /// which are accepted without their bytes (DESIGN.md "client conventions").
   bool required = true;
+  /// An index's child: must be a manifest of the repository, not merely a
+  /// blob (a client resolving the index would get 404 for it).
+  bool is_manifest = false;
 };
 
 /// Everything put_manifest records besides the bytes.

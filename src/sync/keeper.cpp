@@ -67,6 +67,10 @@ struct Keeper::Pass {
   std::vector<std::string> tags;
   size_t tag_i = 0;
   size_t pages = 0;
+  /// Names the listing under way already returned (repositories or tags):
+  /// a page with nothing new ends it (a parent whose Link names the same
+  /// page again would otherwise be walked max_pages times).
+  std::unordered_set<std::string> listed;
   bool listing_failed = false;
   std::vector<std::string> errors;  ///< of the current pattern
   std::optional<Error> first_error;
@@ -440,6 +444,7 @@ void Keeper::next_pattern(const std::shared_ptr<Pass>& p) {
   if (p->cancelled) return;
   if (p->pattern >= patterns_.size()) return finish(p);
   p->repos.clear();
+  p->listed.clear();
   p->repo_i = 0;
   p->errors.clear();
   p->listing_failed = false;
@@ -469,10 +474,15 @@ void Keeper::list_repositories(const std::shared_ptr<Pass>& p, std::string path)
       p->listing_failed = true;
       return pattern_done(p, false);
     }
+    bool fresh = false;
     if (r->body.contains("repositories") && r->body["repositories"].is_array())
-      for (const auto& name : r->body["repositories"])
-        if (name.is_string() && pat.matches_repository(name.get<std::string>())) p->repos.push_back(name.get<std::string>());
-    if (r->next && ++p->pages < opts_.max_pages) return list_repositories(p, *r->next);
+      for (const auto& name : r->body["repositories"]) {
+        if (!name.is_string() || !p->listed.insert(name.get<std::string>()).second) continue;
+        fresh = true;
+        if (pat.matches_repository(name.get<std::string>())) p->repos.push_back(name.get<std::string>());
+      }
+    if (fresh && r->next && ++p->pages < opts_.max_pages) return list_repositories(p, *r->next);
+    p->listed.clear();
     next_repository(p);
   });
 }
@@ -481,6 +491,7 @@ void Keeper::next_repository(const std::shared_ptr<Pass>& p) {
   if (p->cancelled) return;
   if (p->repo_i >= p->repos.size()) return pattern_done(p, !p->listing_failed);
   p->tags.clear();
+  p->listed.clear();
   p->tag_i = 0;
   p->pages = 0;
   const std::string& repo = p->repos[p->repo_i];
@@ -504,10 +515,15 @@ void Keeper::list_tags(const std::shared_ptr<Pass>& p, std::string path) {
       ++p->repo_i;
       return next_repository(p);
     }
+    bool fresh = false;
     if (r->body.contains("tags") && r->body["tags"].is_array())
-      for (const auto& t : r->body["tags"])
-        if (t.is_string() && pat.matches_tag(t.get<std::string>())) p->tags.push_back(t.get<std::string>());
-    if (r->next && ++p->pages < opts_.max_pages) return list_tags(p, *r->next);
+      for (const auto& t : r->body["tags"]) {
+        if (!t.is_string() || !p->listed.insert(t.get<std::string>()).second) continue;
+        fresh = true;
+        if (pat.matches_tag(t.get<std::string>())) p->tags.push_back(t.get<std::string>());
+      }
+    if (fresh && r->next && ++p->pages < opts_.max_pages) return list_tags(p, *r->next);
+    p->listed.clear();
     next_tag(p);
   });
 }

@@ -214,6 +214,7 @@ void Replayer::on_fetched(uint64_t gen, Result<std::vector<store::ReplayEntry>> 
   for (auto& e : *r) {
     if (tasks_.size() >= opts_.max_in_flight) break;
     if (tasks_.count(e.id)) continue;
+    if (waits_for_tag_in_flight(e)) continue;
     if (force_ && !forced_.insert(e.id).second) continue;
     launch(std::move(e));
     ++started;
@@ -231,7 +232,22 @@ void Replayer::on_fetched(uint64_t gen, Result<std::vector<store::ReplayEntry>> 
     return;
   }
   idle_ = false;
-  if (again_ || (started > 0 && tasks_.size() < opts_.max_in_flight)) fetch();
+  if (again_ || (started > 0 && tasks_.size() < opts_.max_in_flight)) return fetch();
+  // Free slots while a long upload runs: new pushes and due retries must
+  // not wait for it to end (operations.md: a push made while a window is
+  // open is sent within about a second).
+  if (tasks_.size() < opts_.max_in_flight) arm_poll();
+}
+
+bool Replayer::waits_for_tag_in_flight(const store::ReplayEntry& e) const {
+  using K = store::ReplayKind;
+  if ((e.kind != K::Tag && e.kind != K::DeleteTag) || !e.tag) return false;
+  // A newer move or delete of a tag supersedes the older entry in the queue,
+  // but not the request already on its way to the parent: sent in parallel,
+  // the older one could land last and leave the parent on the old value.
+  for (const auto& [id, t] : tasks_)
+    if ((t->e.kind == K::Tag || t->e.kind == K::DeleteTag) && t->e.repo == e.repo && t->e.tag == e.tag) return true;
+  return false;
 }
 
 void Replayer::launch(store::ReplayEntry e) {
@@ -438,8 +454,9 @@ void Replayer::finish_error(const TaskPtr& t, const upstream::PushError& e) {
     t->op.reset();
     return settle(t);
   }
-  const Outcome o = outcome_of(e, t->e.attempts, opts_.clock(), draw());
+  Outcome o = outcome_of(e, t->e.attempts, opts_.clock(), draw());
   progress_.last_error = o.error;
+  if (refused_for_missing_reference(t->e, e)) return requeue_refs_then_retry(t, std::move(o));
   if (o.verdict == Verdict::Fail) return finish_failed(t, o.error);
   ++progress_.retried;
   log::info("replay: will retry", " id=" + std::to_string(t->e.id) + " kind=" +
@@ -448,6 +465,42 @@ void Replayer::finish_error(const TaskPtr& t, const upstream::PushError& e) {
                                       " reason=" + log::quote(o.error));
   t->op.reset();
   record_retry(t, o);
+}
+
+bool Replayer::refused_for_missing_reference(const store::ReplayEntry& entry, const upstream::PushError& e) {
+  using K = store::ReplayKind;
+  if (entry.kind != K::Manifest && entry.kind != K::Tag) return false;
+  const std::string& c = e.oci_code;
+  return c == "MANIFEST_BLOB_UNKNOWN" || c == "BLOB_UNKNOWN" || c == "MANIFEST_UNKNOWN";
+}
+
+void Replayer::requeue_refs_then_retry(const TaskPtr& t, Outcome o) {
+  // The parent lacks something the manifest references although this side
+  // believed it sent (its GC removed it since, or an entry failed before a
+  // fix). Waiting and asking again would never help: queue the references
+  // again, and the manifest waits for them (replay_next's rules).
+  t->op.reset();
+  auto alive = alive_;
+  const int64_t id = t->e.id;
+  const int64_t attempts = t->e.attempts;
+  store_.run<size_t>([id](store::Store& s) { return s.replay_requeue_refs(id); },
+                     [this, alive, t, o = std::move(o), attempts](Result<size_t> r) mutable {
+                       if (!*alive) return;
+                       if (r && *r > 0) {
+                         log::info("replay: the parent lacks what a manifest references; sending it again",
+                                   " id=" + std::to_string(t->e.id) + " repo=" + t->e.repo +
+                                       " queued=" + std::to_string(*r));
+                         // Right after the references; a parent that keeps
+                         // refusing gets the usual backoff from the third time.
+                         o.verdict = Verdict::Retry;
+                         if (attempts < 3) o.next_attempt_ms = opts_.clock();
+                         else if (o.next_attempt_ms == 0)
+                           o.next_attempt_ms = opts_.clock() + retry_delay_ms(attempts, 0, draw());
+                       }
+                       if (o.verdict == Verdict::Fail) return finish_failed(t, o.error);
+                       ++progress_.retried;
+                       record_retry(t, o);
+                     });
 }
 
 void Replayer::finish_local_error(const TaskPtr& t, const std::string& why) {

@@ -104,6 +104,9 @@ class Replayer {
   void fetch();
   void on_fetched(uint64_t gen, Result<std::vector<store::ReplayEntry>> r);
   void launch(store::ReplayEntry e);
+  /// `e` moves or deletes a tag whose earlier entry is still in flight: it
+  /// starts once that one has settled, so the parent sees them in order.
+  bool waits_for_tag_in_flight(const store::ReplayEntry& e) const;
   void blob_head(const TaskPtr& t);
   void blob_mount_or_upload(const TaskPtr& t);
   void blob_upload(const TaskPtr& t, std::string resume_location);
@@ -113,6 +116,12 @@ class Replayer {
   void finish_done(const TaskPtr& t);
   void finish_error(const TaskPtr& t, const upstream::PushError& e);
   void finish_local_error(const TaskPtr& t, const std::string& why);
+  /// A manifest or tag PUT the parent refused because it lacks a blob or
+  /// child manifest the manifest references.
+  static bool refused_for_missing_reference(const store::ReplayEntry& entry, const upstream::PushError& e);
+  /// Queues the entry's references again (replay_requeue_refs), then retries
+  /// it after them; with nothing to queue, `o` stands.
+  void requeue_refs_then_retry(const TaskPtr& t, Outcome o);
   /// Stores the retry time and error of `t`'s entry, then settles it.
   void record_retry(const TaskPtr& t, const Outcome& o);
   void finish_failed(const TaskPtr& t, const std::string& why);

@@ -190,6 +190,20 @@ TEST_CASE("media type from Content-Type, the field, or the shape", "[api][manife
   CHECK(accepted(index(""), "application/json").media_type == kOciIndex);
 }
 
+TEST_CASE("a document that is both an index and an image manifest is refused", "[api][manifest]") {
+  // CVE-2021-41190: whichever way it was read, a client reading it the other
+  // way would follow references that were never checked.
+  const std::string both = R"({"schemaVersion":2,"manifests":[],"config":)" + desc(kOciConfig, kA) +
+                           R"(,"layers":[)" + desc(kLayer, kB) + "]}";
+  CHECK(rejected(both, kOciIndex) == "an index must not have config or layers");
+  CHECK(rejected(both, kOciManifest) == "an image manifest must not have a manifests array");
+  CHECK(rejected(both, "") == "an index must not have config or layers");
+  CHECK(rejected(index(kOciIndex, R"(,"config":)" + desc(kOciConfig, kA)), kOciIndex) ==
+        "an index must not have config or layers");
+  CHECK(rejected(image(kOciManifest, R"(,"manifests":[])"), kOciManifest) ==
+        "an image manifest must not have a manifests array");
+}
+
 TEST_CASE("a pushed manifest's Content-Type must be its media type", "[api][manifest]") {
   // parse_manifest falls back to the body for a Content-Type naming no
   // manifest type (a parent's answer); a push was stored that way under a

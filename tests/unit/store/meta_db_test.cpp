@@ -169,6 +169,28 @@ TEST_CASE("referrers: by subject, artifactType filter, annotations kept", "[stor
   CHECK(page->has_more);
 }
 
+TEST_CASE("manifests: an index's child must be a manifest of the repository, not only a blob", "[store]") {
+  test::Sandbox sb;
+  auto s = Store::open(sb.root());
+  REQUIRE(s.ok());
+  auto& st = **s;
+  const std::string child = "{}";  // pushed as a blob, never as a manifest
+  REQUIRE(st.put_blob("app", test::digest_of(child), child).ok());
+  const std::string bytes = R"({"schemaVersion":2,"manifests":["x"]})";
+  ManifestPut m;
+  m.repo = "app";
+  m.digest = test::digest_of(bytes);
+  m.media_type = "application/vnd.oci.image.index.v1+json";
+  m.refs = {{test::digest_of(child), true, true}};
+  auto r = st.put_manifest(m, bytes);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == Errc::ManifestBlobUnknown);
+  CHECK(r.error().detail == test::digest_of(child).str());
+  // The same digest as a layer (not a child manifest) is fine.
+  m.refs = {{test::digest_of(child), true, false}};
+  CHECK(st.put_manifest(m, bytes).ok());
+}
+
 TEST_CASE("manifests: required refs must be readable in the repository", "[store]") {
   test::Sandbox sb;
   auto s = Store::open(sb.root());

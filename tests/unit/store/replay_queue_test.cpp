@@ -438,17 +438,100 @@ TEST_CASE("replay: a failed entry fails what depends on it, and is reported", "[
   CHECK(stats->failed == 5);
   CHECK(stats->pending == 1);
 
-  // A manifest pushed later that needs the failed blob fails at once.
+  // A manifest pushed later that needs the failed blob (the image pushed
+  // again once the parent's refusal was fixed; the client skips the layer
+  // this registry holds) queues the blob again and waits for it: the
+  // documented way to send a refused image again (operations.md).
   const Digest late = push_manifest(st, "app", "late manifest", {b1});
-  auto late_problems = st.replay_problems(1);
-  REQUIRE(late_problems->size() == 1);
-  CHECK(describe((*late_problems)[0]) == "manifest app " + short_of(late));
-  CHECK((*late_problems)[0].error == why);
-  // Pushing the blob again makes a new entry: manifests needing it wait again.
+  CHECK(describe(ready(st)) == std::vector<std::string>{"manifest app " + short_of(free_m), "blob app " + short_of(b1)});
+  CHECK(st.replay_stats()->failed == 5);
+  // Once the new blob entry is through, the manifest goes, and the old
+  // failure of the same blob is no longer reported.
+  done_all(st, ready(st));
+  CHECK(describe(ready(st)) == std::vector<std::string>{"manifest app " + short_of(late)});
+  CHECK(st.replay_stats()->failed == 4);
+  // Pushing the blob itself again is a new write: manifests needing it wait again.
   push_blob(st, "app", "layer 1");
   const Digest again = push_manifest(st, "app", "another manifest", {b1});
-  CHECK(describe(ready(st)) == std::vector<std::string>{"manifest app " + short_of(free_m), "blob app " + short_of(b1)});
-  (void)again;
+  CHECK(describe(ready(st)) == std::vector<std::string>{"blob app " + short_of(b1)});
+  done_all(st, ready(st));
+  CHECK(describe(ready(st)) ==
+        std::vector<std::string>{"manifest app " + short_of(late), "manifest app " + short_of(again)});
+  (void)why;
+}
+
+TEST_CASE("replay: an image pushed again after its entries failed is queued whole again", "[store][replay]") {
+  test::Sandbox sb;
+  test::TestClock clock;
+  auto s = open_store(sb.root(), replay_options(clock));
+  auto& st = *s;
+  const Digest b1 = push_blob(st, "app", "layer 1");
+  const Digest m = push_manifest(st, "app", "manifest", {b1}, "v1");
+  // The parent refused the repository: every entry failed.
+  auto r = ready(st);
+  REQUIRE(describe(r) == std::vector<std::string>{"blob app " + short_of(b1)});
+  REQUIRE(*st.replay_failed(r[0].id, "DENIED"));
+  CHECK(st.replay_stats()->failed == 3);
+  CHECK(ready(st).empty());
+  // Fixed at the parent; the client pushes the same manifest and tag again
+  // (it skips the layer, which this registry holds).
+  push_manifest(st, "app", "manifest", {b1}, "v1");
+  CHECK(describe(ready(st)) == std::vector<std::string>{"blob app " + short_of(b1)});
+  done_all(st, ready(st));
+  CHECK(describe(ready(st)) == std::vector<std::string>{"manifest app " + short_of(m)});
+  done_all(st, ready(st));
+  CHECK(describe(ready(st)) == std::vector<std::string>{"tag app:v1 " + short_of(m)});
+  done_all(st, ready(st));
+  // Delivered: nothing pending, and the three old failures are answered.
+  auto stats = st.replay_stats();
+  CHECK(stats->pending == 0);
+  CHECK(stats->failed == 0);
+  // Pushed again once more: the parent has the blob (sent), so only the
+  // manifest is owed (an identical one already delivered still goes: the
+  // queue does not know the parent kept it).
+  push_manifest(st, "app", "manifest", {b1}, "v1");
+  CHECK(describe(ready(st)) == std::vector<std::string>{"manifest app " + short_of(m)});
+}
+
+TEST_CASE("replay: a manifest the parent refuses for a missing reference queues its references again",
+          "[store][replay]") {
+  test::Sandbox sb;
+  test::TestClock clock;
+  auto s = open_store(sb.root(), replay_options(clock));
+  auto& st = *s;
+  const Digest b1 = push_blob(st, "app", "layer 1");
+  const Digest b2 = push_blob(st, "app", "layer 2");
+  const Digest m = push_manifest(st, "app", "manifest", {b1, b2});
+  const Digest idx = push_manifest(st, "app", "index", {m}, "multi", std::nullopt, Origin::Pushed, kIndexType);
+  for (int i = 0; i < 4; ++i) done_all(st, ready(st));
+  REQUIRE(st.replay_stats()->pending == 0);
+  // The parent lost all of it (its GC); the index is pushed again here.
+  push_manifest(st, "app", "index", {m}, "multi", std::nullopt, Origin::Pushed, kIndexType);
+  auto r = ready(st);
+  REQUIRE(describe(r) == std::vector<std::string>{"manifest app " + short_of(idx)});
+  // MANIFEST_BLOB_UNKNOWN for the index: its child manifest is queued
+  // again, and the index waits for it.
+  auto n = st.replay_requeue_refs(r[0].id);
+  REQUIRE(n.ok());
+  CHECK(*n == 1);
+  CHECK(describe(ready(st)) == std::vector<std::string>{"manifest app " + short_of(m)});
+  // The child is refused the same way: both layers go again, then the child,
+  // then the index, then its tag.
+  r = ready(st);
+  CHECK(*st.replay_requeue_refs(r[0].id) == 2);
+  auto layers = describe(ready(st));
+  std::sort(layers.begin(), layers.end());
+  auto want = std::vector<std::string>{"blob app " + short_of(b1), "blob app " + short_of(b2)};
+  std::sort(want.begin(), want.end());
+  CHECK(layers == want);
+  done_all(st, ready(st));
+  CHECK(describe(ready(st)) == std::vector<std::string>{"manifest app " + short_of(m)});
+  done_all(st, ready(st));
+  CHECK(describe(ready(st)) == std::vector<std::string>{"manifest app " + short_of(idx)});
+  done_all(st, ready(st));
+  CHECK(describe(ready(st)) == std::vector<std::string>{"tag app:multi " + short_of(idx)});
+  // Nothing to queue for an entry that is gone or is not a manifest.
+  CHECK(*st.replay_requeue_refs(9999) == 0);
 }
 
 TEST_CASE("replay: expiry marks old pending entries expired and keeps the content", "[store][replay]") {

@@ -60,6 +60,7 @@ struct FakeRegistry {
   std::map<std::string, std::string> blobs;  ///< digest -> bytes (every repository reads every blob)
   std::set<std::string> corrupt;             ///< blobs served with one byte flipped
   bool catalog = true;
+  bool tags_link_to_self = false;  ///< every tags/list page's Link names that same page
   bool referrers_api = true;
 
   // ---- content builders (test thread) ----------------------------------------
@@ -185,6 +186,11 @@ struct FakeRegistry {
       if (it == repos.end()) return (void)c.send(reply(404, R"({"errors":[{"code":"NAME_UNKNOWN"}]})"));
       std::vector<std::string> names;
       for (const auto& [t, d] : it->second.tags) names.push_back(t);
+      if (tags_link_to_self) {
+        json out = {{"name", repo}, {"tags", names}};
+        return (void)c.send(reply(200, out.dump(), {{"Content-Type", "application/json"},
+                                                    {"Link", "<" + r.target + ">; rel=\"next\""}}));
+      }
       return (void)c.send(page(c, r, "/v2/" + repo + "/tags/list", "tags", names, repo));
     }
     if (split("/manifests/", repo, rest)) {
@@ -462,6 +468,19 @@ TEST_CASE("keeper: a tag moved at the parent moves here; one deleted at the pare
   while (Clock::now() < deadline && env.status()[0].tags != 2) env.fx.wait([] { return false; }, milliseconds(5));
   CHECK(env.status()[0].tags == 2);
   CHECK(env.status()[0].last_refresh_ms == 0);
+}
+
+TEST_CASE("keeper: a tags/list whose Link names the same page again is read once", "[sync][keeper]") {
+  KeepEnv env({"base/alpine"});
+  auto& reg = env.reg;
+  reg.tags_link_to_self = true;
+  auto img = reg.image("base/alpine", {layer(3'000, 21)}, "3.19");
+  REQUIRE(env.refresh().ok());
+  CHECK(env.local_tag("base/alpine", "3.19") == img.first);
+  // Before: the same page was followed max_pages (1000) times, and the tag
+  // fetched once per copy of it.
+  CHECK(env.parent_asked("/tags/list") == 2);  // the page, then its repeat: nothing new, the end
+  CHECK(env.parent_asked("/manifests/3.19") == 1);
 }
 
 TEST_CASE("keeper: referrers come along, through the referrers API or the fallback tag", "[sync][keeper]") {

@@ -7,11 +7,13 @@
 // is not uploaded.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "http/client.hpp"
 #include "store/store.hpp"
@@ -240,7 +242,14 @@ TEST_CASE("replayer: set_parent (SIGHUP) sends the next entries to the new paren
   env.push_image();
   env.start();
   REQUIRE(env.run_until([&] { return env.replayer->progress().retried >= 1 && !env.replayer->busy(); }));
-  const size_t asked_first = env.srv.requests().size();
+  // What the replayer asked of the first parent (its link's own health
+  // probes, GET /v2/, are not the replayer's and may come at any time).
+  auto replay_requests = [](const HttpTestServer& srv) {
+    size_t n = 0;
+    for (const auto& r : srv.requests()) n += !(r.method == "GET" && r.path() == "/v2/");
+    return n;
+  };
+  const size_t asked_first = replay_requests(env.srv);
 
   upstream::UpstreamOptions o;
   o.name = "parent";
@@ -250,7 +259,7 @@ TEST_CASE("replayer: set_parent (SIGHUP) sends the next entries to the new paren
   env.replayer->retry_now();
   REQUIRE(env.run_until([&] { return env.replayer->progress().sent == 3 && !env.replayer->busy(); }));
   CHECK(env.stats().pending == 0);
-  CHECK(env.srv.requests().size() == asked_first);  // nothing more to the replaced parent
+  CHECK(replay_requests(env.srv) == asked_first);  // nothing more to the replaced parent
   size_t puts = 0;
   for (const auto& r : second.requests()) puts += r.method == "PUT";
   CHECK(puts == 2);
@@ -259,6 +268,80 @@ TEST_CASE("replayer: set_parent (SIGHUP) sends the next entries to the new paren
   while (uv::pending_work() > 0) uv_run(env.loop.get(), UV_RUN_ONCE);
   env.replayer.reset();
   next.reset();
+}
+
+TEST_CASE("replayer: a tag moved while its PUT is in flight is sent after that PUT, and other entries go meanwhile",
+          "[sync][replayer]") {
+  // The parent holds the first PUT of tag v1 until the test releases it.
+  std::atomic<bool> release{false};
+  std::atomic<int> tag_puts{0};
+  Env env([&](ScriptConn& c, const SeenRequest& r) {
+    if (r.method == "GET" && r.path() == "/v2/") return void(c.send(test::reply(200, "{}")));
+    if (r.method == "PUT" && r.path() == "/v2/app/manifests/v1" && tag_puts.fetch_add(1) == 0) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (!release && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    has_every_blob(c, r);
+  });
+  env.push_image();
+  env.start();
+  REQUIRE(env.run_until([&] { return env.count("PUT", "/manifests/v1") == 1; }));
+  // v1 moves to another manifest while its old value is on its way.
+  const std::string second = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","x":2})";
+  const Digest m2 = Digest::sha256_of(second);
+  env.store_call<store::ManifestInfo>([&](store::Store& s) {
+    store::ManifestPut m;
+    m.repo = "app";
+    m.digest = m2;
+    m.media_type = kManifestType;
+    m.refs.push_back({env.blob, true});
+    m.tag = "v1";
+    return s.put_manifest(m, second);
+  });
+  // The new manifest goes while the held PUT waits (free slots are polled),
+  // but the tag's new value does not overtake its old one.
+  REQUIRE(env.run_until([&] { return env.count("PUT", "/manifests/" + m2.str()) == 1; }));
+  env.run_for(std::chrono::milliseconds(200));
+  CHECK(env.count("PUT", "/manifests/v1") == 1);
+  release = true;
+  REQUIRE(env.run_until([&] { return env.stats().pending == 0 && !env.replayer->busy(); }));
+  std::vector<std::string> tag_bodies;
+  for (const auto& r : env.srv.requests())
+    if (r.method == "PUT" && r.path() == "/v2/app/manifests/v1") tag_bodies.push_back(r.body);
+  REQUIRE(tag_bodies.size() == 2);
+  CHECK(tag_bodies[0] == env.manifest_bytes);
+  CHECK(tag_bodies[1] == second);  // the parent ends on the newer value
+}
+
+TEST_CASE("replayer: a manifest refused for a missing blob sends the blob again, then the manifest",
+          "[sync][replayer]") {
+  // The parent lost the layer after it acknowledged it (its GC): the first
+  // manifest PUT is refused with MANIFEST_BLOB_UNKNOWN.
+  std::atomic<int> manifest_puts{0};
+  Env env([&](ScriptConn& c, const SeenRequest& r) {
+    if (r.method == "GET" && r.path() == "/v2/") return void(c.send(test::reply(200, "{}")));
+    if (r.method == "PUT" && r.path() == "/v2/app/manifests/v1" && manifest_puts.fetch_add(1) == 0)
+      return void(c.send(test::reply(400, oci_error("MANIFEST_BLOB_UNKNOWN", "blob unknown to registry"),
+                                     {{"Content-Type", "application/json"}})));
+    has_every_blob(c, r);
+  });
+  env.push_image();
+  env.start();
+  REQUIRE(env.run_until([&] { return env.stats().pending == 0 && !env.replayer->busy(); },
+                        std::chrono::seconds(5)));
+  // Asked for the blob again after the refusal, then the tag went again.
+  std::vector<std::string> seen;
+  for (const auto& r : env.srv.requests())
+    if (r.method != "GET") seen.push_back(r.method + " " + r.path());
+  const std::string head = "HEAD /v2/app/blobs/" + env.blob.str();
+  const std::string put_tag = "PUT /v2/app/manifests/v1";
+  auto refused = std::find(seen.begin(), seen.end(), put_tag);
+  REQUIRE(refused != seen.end());
+  CHECK(std::find(refused + 1, seen.end(), head) != seen.end());
+  CHECK(std::count(seen.begin(), seen.end(), put_tag) == 2);
+  auto st = env.stats();
+  CHECK(st.failed == 0);
 }
 
 }  // namespace outpost
