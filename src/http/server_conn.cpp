@@ -329,6 +329,7 @@ void ServerConn::on_parse_error(llhttp_errno_t err) {
     close();
     return;
   }
+  parse_failed_ = true;
   int status = reject_status_ ? reject_status_ : 400;
   std::string why = reject_status_ ? reject_reason_ : std::string(llhttp_errno_name(err)) + ": " +
                                                           (llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "");
@@ -590,9 +591,12 @@ void ServerConn::ex_wants_drain_() { drain_wanted_ = true; }
 void ServerConn::ex_response_done_() {
   if (state_ == State::Closing) return;
   response_done_ = true;
-  if (req_.has_body && !message_complete_) {
-    // Answered before the body was read (an error, or a 100-continue refusal):
-    // we will not read the rest, so the connection cannot be reused.
+  if ((req_.has_body && !message_complete_) || parse_failed_) {
+    // Answered before the body was read (an error, or a 100-continue refusal),
+    // or the request could not be parsed to its end: we will not read the
+    // rest, so the connection cannot be reused. Without this a dispatched
+    // request whose framing llhttp then refused (Transfer-Encoding: x) kept
+    // its connection open with no timer, for ever.
     keep_alive_ = false;
     log_access(cur_.get(), nullptr);
     if (cur_) cur_->detach_();

@@ -161,6 +161,10 @@ class ServerConn {
   std::string reject_reason_;
   int http_minor_ = 1;
   bool message_complete_ = false;
+  /// llhttp rejected the input after the head was dispatched (a bad
+  /// Transfer-Encoding, a malformed chunk): this request never completes,
+  /// so its answer ends the connection.
+  bool parse_failed_ = false;
   bool keep_alive_ = true;
   bool continue_sent_ = false;
   uint64_t head_deadline_ = 0;   // loop time (ms) by which the head must be in
