@@ -346,6 +346,7 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
     std::string content_type, header_digest, body;
     http::Headers headers;  ///< of a non-200 answer (Retry-After)
     bool too_big = false;
+    upstream::UpstreamOpPtr op;  ///< cancelled once the answer is known to be refused
   };
   stats_.manifest_fetches++;
   auto got = std::make_shared<Got>();
@@ -356,24 +357,40 @@ void PullThrough::fetch_manifest(const Route& r, const std::string& reference, b
     manifest_waiters_.erase(key);
     for (auto& w : list) w(res.ok() ? Result<ManifestResult>(*res) : Result<ManifestResult>(res.error()));
   };
-  r.upstream->request(
+  // A manifest over the limit is refused as soon as that is known (its
+  // Content-Length, or the byte past the limit), not read to its end: a
+  // parent streaming one without end held the client until it stopped.
+  // It is the parent's fault (502), not the client's (413).
+  auto too_big = [got, cap, finish] {
+    got->too_big = true;
+    if (auto op = std::move(got->op)) op->cancel();
+    finish(Error(Errc::UpstreamError, "parent's manifest exceeds registry.max_manifest_bytes (" +
+                                          std::to_string(cap) + ")"));
+  };
+  got->op = r.upstream->request(
       http::Method::Get, "/v2/" + r.upstream_repo + "/manifests/" + reference, r.upstream_repo, accept_manifests(),
-      [got](const http::ClientResponse& resp) {
+      [got, cap, too_big](const http::ClientResponse& resp) {
         got->status = resp.status;
         got->content_type = std::string(resp.headers.get("Content-Type").value_or(""));
         got->header_digest = std::string(resp.headers.get("Docker-Content-Digest").value_or(""));
         if (resp.status != 200) got->headers = resp.headers;
+        if (resp.status == 200 && resp.content_length && *resp.content_length > cap) {
+          too_big();
+          return false;
+        }
         return true;
       },
-      [got, cap](std::string_view c) {
-        if (got->body.size() + c.size() > cap) got->too_big = true;
-        else got->body.append(c);
+      [got, cap, too_big](std::string_view c) {
+        if (got->too_big) return;
+        if (got->body.size() + c.size() > cap) return too_big();
+        got->body.append(c);
       },
       [this, r, reference, key, got, finish](Status st) {
+        got->op.reset();
+        if (got->too_big) return;  // answered when it was found out
         if (!st) return finish(request_failed(r.upstream, st.error()));
         if (got->status == 404) return finish(Error(Errc::ManifestUnknown, "manifest unknown upstream: " + reference));
         if (got->status != 200) return finish(parent_status(got->status, got->headers, "manifest " + reference));
-        if (got->too_big) return finish(Error(Errc::ManifestTooLarge, "parent's manifest exceeds the size limit"));
         // Invariant 1: stored only under the digest its bytes have.
         Digest digest = Digest::sha256_of(got->body);
         if (!got->header_digest.empty() && got->header_digest != digest.str())

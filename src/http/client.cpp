@@ -53,6 +53,12 @@ class ClientConn {
   void message_done();
   void set_poll(int events);
   void arm(uint64_t ms);
+  /// The request went (or its body did): its answer's head is due within
+  /// first_byte_ms from now.
+  void arm_head_deadline();
+  /// Waiting on the parent: what is left of the head's deadline, or
+  /// progress_ms once the head is in.
+  void arm_waiting();
   void fail(Errc code, std::string detail);
   /// The parent ended the connection (EOF, reset, broken pipe) before the
   /// answer's first byte: the one case where a reused connection is retried.
@@ -101,6 +107,7 @@ class ClientConn {
   llhttp_settings_t settings_;
   std::string field_, value_;
   ClientResponse resp_;
+  uint64_t head_due_ms_ = 0;  ///< loop time the answer's head must be in by
   bool message_complete_ = false;
   bool stop_ = false;
 };
@@ -235,6 +242,20 @@ void ClientConn::arm(uint64_t ms) {
   uv_timer_start(&timer_, on_timer, ms, 0);
 }
 
+void ClientConn::arm_head_deadline() {
+  head_due_ms_ = uv_now(timer_.loop) + call_->req_.timeouts.first_byte_ms;
+  arm(call_->req_.timeouts.first_byte_ms);
+}
+
+void ClientConn::arm_waiting() {
+  if (resp_.status) return arm(call_->req_.timeouts.progress_ms);
+  // The head as a whole is due first_byte_ms after the request went: a
+  // parent dripping header bytes, or sending 100 Continue every second, must
+  // not hold the client past parent.timeout by restarting the clock.
+  const uint64_t now = uv_now(timer_.loop);
+  arm(head_due_ms_ > now ? head_due_ms_ - now : 0);
+}
+
 void ClientConn::resolve() {
   state_ = State::Resolving;
   arm(call_->req_.timeouts.connect_ms);
@@ -353,7 +374,7 @@ void ClientConn::begin_request() {
   message_complete_ = false;
   stop_ = false;
   state_ = State::Writing;
-  arm(r.timeouts.first_byte_ms);
+  arm_head_deadline();
   do_write();
 }
 
@@ -398,7 +419,7 @@ void ClientConn::do_write() {
   }
   if (watch) {
     call_->body_sent_ = call_->body_read_;
-    arm(call_->req_.timeouts.first_byte_ms);  // the parent may verify a digest now
+    arm_head_deadline();  // the parent may verify a digest now
   }
   state_ = State::Reading;
   set_poll(UV_READABLE);
@@ -484,7 +505,7 @@ void ClientConn::do_read() {
     if ((state_ != State::Reading && state_ != State::Writing) || !call_ || call_->paused_) return;
     // Re-armed after parsing, so the chunk that carried the head already
     // counts against the body's progress deadline.
-    arm(resp_.status ? call_->req_.timeouts.progress_ms : call_->req_.timeouts.first_byte_ms);
+    arm_waiting();
   }
 }
 
@@ -591,7 +612,7 @@ void ClientConn::set_paused(bool paused) {
     return;
   }
   set_poll(UV_READABLE);
-  arm(resp_.status ? call_->req_.timeouts.progress_ms : call_->req_.timeouts.first_byte_ms);
+  arm_waiting();
   // Records mbedTLS already decrypted raise no poll event: read them now.
   if (tls_ && tls_->has_pending()) do_read();
 }

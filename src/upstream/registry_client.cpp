@@ -169,6 +169,7 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
         if (is_redirect(r.status) && op->redirects < kMaxRedirects) {
           if (auto loc = r.headers.get("Location")) {
             op->intercept = true;
+            op->redirecting = true;
             op->location = std::string(*loc);
             return true;
           }
@@ -202,8 +203,13 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
 }
 
 void RegistryClient::after_intercept(const UpstreamOpPtr& op) {
-  if (!op->location.empty()) {
-    auto next = op->url.resolve(op->location);
+  if (op->redirecting) {
+    // An empty Location is no redirect target (resolved, it would name this
+    // same URL); taken for an auth answer, it looped token, GET, token...
+    // against a parent sending it after a challenge.
+    op->redirecting = false;
+    Result<http::Url> next = op->location.empty() ? Result<http::Url>(Error(Errc::UpstreamError, "empty Location"))
+                                                   : op->url.resolve(op->location);
     op->location.clear();
     if (!next) {
       auto done = std::move(op->on_done);
@@ -272,8 +278,14 @@ void RegistryClient::fetch_token(const UpstreamOpPtr& op, const std::string& rea
         *status = r.status;
         return true;
       },
-      [body](std::string_view c) {
-        if (body->size() < 1 << 20) body->append(c);
+      [this, op, body](std::string_view c) {
+        constexpr size_t kMaxTokenBody = 1 << 20;
+        if (body->size() + c.size() <= kMaxTokenBody) return void(body->append(c));
+        // Refused once it is too big, not read to its end: a token server
+        // streaming without end held the request until it stopped.
+        if (auto call = std::move(op->call)) call->cancel();
+        auto done = std::move(op->on_done);
+        if (done) done(Error(Errc::UpstreamError, "token request to " + opts_.name + " failed: answer over 1 MiB"));
       },
       [this, op, body, status, scope](Status st) {
         if (op->cancelled) return;

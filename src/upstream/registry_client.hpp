@@ -79,8 +79,9 @@ class UpstreamOp {
   int redirects = 0;
   bool auth_retried = false;
   bool intercept = false;
+  bool redirecting = false;  ///< the intercepted answer is a redirect (else a 401 challenge)
   bool cancelled = false;
-  std::string location;
+  std::string location;      ///< the redirect's Location, as sent (may be empty: refused)
   std::string challenge;
   int status = 0;      ///< status of the last response seen
   bool trial = false;  ///< the half-open breaker's trial: short connect/first-byte deadlines

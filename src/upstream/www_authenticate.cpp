@@ -83,6 +83,11 @@ Result<TokenGrant> parse_token_response(std::string_view body) {
   if (tok == j.end() || !tok->is_string()) tok = j.find("access_token");
   if (tok != j.end() && tok->is_string()) g.token = tok->get<std::string>();
   if (g.token.empty()) return Error(Errc::UpstreamError, "no token in response");
+  // The token goes into an Authorization header as it is: a space or a
+  // control byte (CR LF) from the token server would forge other headers.
+  for (char ch : g.token)
+    if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f)
+      return Error(Errc::UpstreamError, "token has a space or control character");
   constexpr int64_t kMinTtl = 10, kMaxTtl = 86'400;
   int64_t ttl = 60;
   auto exp = j.find("expires_in");

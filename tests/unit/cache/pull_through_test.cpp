@@ -1161,6 +1161,15 @@ TEST_CASE("cache: every way the parent's manifest can be wrong", "[cache][manife
           return (void)c.send(reply(200, "{not json", {{"Content-Type", kOciManifestType}}));
         if (p == "/v2/r/manifests/huge")
           return (void)c.send(reply(200, std::string(4096, ' ') + good, {{"Content-Type", kOciManifestType}}));
+        if (p == "/v2/r/manifests/endless") {  // past the limit, then no end in sight
+          c.send(head_only(200, {{"Transfer-Encoding", "chunked"}, {"Content-Type", kOciManifestType}}) +
+                 "1000\r\n" + std::string(4096, ' ') + "\r\n");
+          return c.stall();
+        }
+        if (p == "/v2/r/manifests/declared-huge") {  // says 1 GiB, sends nothing more
+          c.send(head_only(200, {{"Content-Length", "1073741824"}, {"Content-Type", kOciManifestType}}));
+          return c.stall();
+        }
         if (p == "/v2/r/manifests/cut") {
           c.send(head_only(200, {{"Content-Length", "1000"}, {"Content-Type", kOciManifestType}}) + "{\"schema");
           return c.close();
@@ -1183,7 +1192,11 @@ TEST_CASE("cache: every way the parent's manifest can be wrong", "[cache][manife
       {"lying-header", Errc::UpstreamError},
       {Digest::sha256_of(other).str(), Errc::UpstreamError},
       {"not-json", Errc::UpstreamError},
-      {"huge", Errc::ManifestTooLarge},
+      // The parent's fault (502), not the client's (413); refused as soon
+      // as it is known, not when the parent stops sending.
+      {"huge", Errc::UpstreamError},
+      {"endless", Errc::UpstreamError},
+      {"declared-huge", Errc::UpstreamError},
       {"cut", Errc::UpstreamUnavailable},
   };
   for (const auto& k : cases) {

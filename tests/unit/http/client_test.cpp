@@ -908,6 +908,36 @@ TEST_CASE("client: a pooled connection that times out is not retried: the caller
   env.end();
 }
 
+TEST_CASE("client: a head that never completes fails at first_byte_ms, however it trickles",
+          "[http][client][deadline]") {
+  // One parent sends 100 Continue every 50 ms, another drips its head a byte
+  // at a time: each byte used to restart the first-byte clock, so neither
+  // was ever cut (parent.timeout bounded nothing).
+  for (bool interim : {true, false}) {
+    INFO((interim ? "100 Continue every 50 ms" : "head dripped a byte every 50 ms"));
+    HttpTestServer srv([interim](ScriptConn& c, const SeenRequest&) {
+      const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Slow: ";
+      for (int i = 0; i < 100; ++i) {
+        if (!c.send(interim ? std::string("HTTP/1.1 100 Continue\r\n\r\n") : std::string(1, i < 40 ? head[i % head.size()] : 'x')))
+          return;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    });
+    ClientEnv env;
+    http::ClientTimeouts t;
+    t.first_byte_ms = 300;
+    t.progress_ms = 300;
+    auto start = Clock::now();
+    Outcome o = env.fetch(make_req(Method::Get, srv.url("/"), t));
+    auto elapsed = std::chrono::duration_cast<milliseconds>(Clock::now() - start).count();
+    INFO("elapsed " << elapsed << " ms; first_byte_ms 300; the parent goes on for 5 s");
+    CHECK_FALSE(o.ok());
+    CHECK(o.code() == Errc::UpstreamUnavailable);
+    CHECK(elapsed < 2000);
+    env.end();
+  }
+}
+
 TEST_CASE("client: the progress deadline fails a body that stops", "[http][client][deadline]") {
   // Head and the first body bytes arrive; then the next pieces only after a gate.
   HttpTestServer srv([](ScriptConn& c, const SeenRequest&) {

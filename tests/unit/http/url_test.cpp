@@ -81,6 +81,9 @@ TEST_CASE("Url::parse: rejects what the client cannot use", "[http][url]") {
       "http://host:-1/",             // negative
       "http://[::1/",                // unterminated IPv6
       "http://[::1]x/",              // junk after the IPv6 bracket
+      "http://host/a b",             // a space would split the request line
+      "http://host/a\r\nX-Injected: 1",  // and CR LF would add a header
+      "http://host/a\tb",            // control characters
   };
   for (const char* s : bad) {
     INFO("url: '" << s << "'");
@@ -221,4 +224,15 @@ TEST_CASE("Url::parse: a host must be a reg-name, an IPv4 or a bracketed IPv6 ad
   CHECK(must_parse("http://10.0.0.1:80/").host == "10.0.0.1");
   // What is printed parses back to itself.
   CHECK(must_parse(v6.str()).str() == v6.str());
+}
+
+TEST_CASE("Url::resolve: a Location with a space or control character is refused", "[http][url]") {
+  auto base = Url::parse("http://registry.example/v2/app/blobs/sha256:1");
+  REQUIRE(base.ok());
+  for (const char* loc : {"/a b?c d", "/x\r\nHost: evil", "https://storage.example/a b", "rel\x7f"}) {
+    INFO("Location: '" << loc << "'");
+    auto u = base->resolve(loc);
+    REQUIRE_FALSE(u.ok());
+  }
+  CHECK(base->resolve("/a%20b").ok());
 }

@@ -195,4 +195,11 @@ TEST_CASE("token response: token, access_token, expires_in", "[upstream][auth]")
   }
   CHECK(parse_token_response("[]").error().detail == "response is not JSON");
   CHECK(parse_token_response("{}").error().detail == "no token in response");
+  // A token that would forge headers in the request it goes into.
+  for (const char* forged : {R"({"token":"t\r\nX-Injected: yes"})", R"({"token":"a b"})", R"({"token":"a\u0000"})"}) {
+    INFO("body: " << forged);
+    auto r = parse_token_response(forged);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().detail == "token has a space or control character");
+  }
 }
