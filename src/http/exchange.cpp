@@ -157,6 +157,10 @@ void Exchange::respond_view(int status, std::string_view body) {
 
 void Exchange::respond_error(const Error& e) {
   if (!e.retry_after.empty()) add_header("Retry-After", e.retry_after);
+  // A 405 must say what the resource does allow (RFC 9110 §15.5.6). The
+  // router's own 405s list the routes' methods; a handler's (a write to a
+  // ReadOnly registry, a delete refused) leaves reading.
+  if (http_status(e.code) == 405 && !resp_headers_.get("Allow")) add_header("Allow", "GET, HEAD");
   // A reason phrase is reason-phrase = *( HTAB / SP / VCHAR ) (RFC 9112 §4).
   reason_.clear();
   for (char c : e.reason)

@@ -92,7 +92,12 @@ std::optional<std::string> Request::query_param(std::string_view name) const {
     std::string_view k = pair.substr(0, eq);
     std::string_view v = eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
     auto dk = percent_decode(k, true);
-    if (dk && *dk == name) return percent_decode(v, true);
+    if (!dk || *dk != name) continue;
+    // A malformed escape keeps the value as sent: its consumer refuses it
+    // (?digest=%G0 is DIGEST_INVALID), where treating the parameter as
+    // absent turned a monolithic upload into an empty session.
+    if (auto dv = percent_decode(v, true)) return dv;
+    return std::string(v);
   }
   return std::nullopt;
 }
@@ -130,6 +135,7 @@ std::string_view status_reason(int status) {
     case 503: return "Service Unavailable";
     case 507: return "Insufficient Storage";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
   }
 }

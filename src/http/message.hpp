@@ -52,7 +52,8 @@ struct Request {
   std::string peer;        ///< "ip:port" of the client
   bool tls = false;        ///< arrived on an HTTPS listener (URLs we hand out are https://)
 
-  /// Percent-decoded value of query parameter `name` (first occurrence).
+  /// Percent-decoded value of query parameter `name` (first occurrence);
+  /// the raw value when its escapes are malformed.
   std::optional<std::string> query_param(std::string_view name) const;
 };
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <iterator>
 #include <cerrno>
 #include <cstring>
@@ -330,6 +331,10 @@ void ServerConn::on_parse_error(llhttp_errno_t err) {
     return;
   }
   parse_failed_ = true;
+  // An unknown method in a well-formed request line is "not implemented"
+  // (RFC 9110 §9.1); anything else there is malformed.
+  if (err == HPE_INVALID_METHOD && !reject_status_ && request_line_is_well_formed())
+    reject_status_ = 501, reject_reason_ = "unknown method";
   int status = reject_status_ ? reject_status_ : 400;
   std::string why = reject_status_ ? reject_reason_ : std::string(llhttp_errno_name(err)) + ": " +
                                                           (llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "");
@@ -353,6 +358,19 @@ void ServerConn::on_parse_error(llhttp_errno_t err) {
     return;
   }
   reject(status, why);
+}
+
+bool ServerConn::request_line_is_well_formed() const {
+  // token SP target SP HTTP/1.x CRLF, as far as the bytes read so far go.
+  const size_t eol = in_.find("\r\n");
+  if (eol == std::string::npos) return false;
+  const std::string_view line(in_.data(), eol);
+  const size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
+  if (sp1 == std::string_view::npos || sp1 == 0 || sp2 == sp1 || sp2 == sp1 + 1) return false;
+  for (char ch : line.substr(0, sp1))
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && !std::strchr("!#$%&'*+-.^_`|~", ch)) return false;
+  const std::string_view version = line.substr(sp2 + 1);
+  return version == "HTTP/1.1" || version == "HTTP/1.0";
 }
 
 bool ServerConn::answered_for_good() const {
@@ -422,6 +440,9 @@ int ServerConn::on_header_value_complete(llhttp_t* p) noexcept {
     c->reject_reason_ = "more than 256 header fields";
     return -1;
   }
+  // A field value excludes its trailing whitespace (RFC 9110 §5.5; llhttp
+  // drops only the leading): "Content-Range: 0-2 " is the range 0-2.
+  while (!c->value_.empty() && (c->value_.back() == ' ' || c->value_.back() == '\t')) c->value_.pop_back();
   c->req_.headers.add(std::move(c->field_), std::move(c->value_));
   c->field_.clear();
   c->value_.clear();
@@ -435,8 +456,14 @@ bool ServerConn::check_head() {
   for (const auto& h : req_.headers.list())
     if (iequals(h.name, "Host")) ++hosts;
   if (hosts > 1) return fail_head(400, "more than one Host header");
-  if (hosts == 0 && (parser_.http_major > 1 || parser_.http_minor >= 1))
-    return fail_head(400, "HTTP/1.1 request without a Host header");
+  if (parser_.http_major != 1) return fail_head(505, "only HTTP/1.0 and HTTP/1.1 are spoken here");
+  if (hosts == 0 && parser_.http_minor >= 1) return fail_head(400, "HTTP/1.1 request without a Host header");
+  // The one transfer coding understood is chunked (RFC 9112 §6.1): another
+  // (gzip, chunked) would store its coded bytes as the blob; a bad one
+  // (Transfer-Encoding: x) llhttp refuses only after the head.
+  for (const auto& h : req_.headers.list())
+    if (iequals(h.name, "Transfer-Encoding") && !iequals(h.value, "chunked"))
+      return fail_head(501, "Transfer-Encoding '" + h.value + "' is not supported; only chunked");
   // Origin-form ("/v2/") is the norm. Absolute-form ("http://host:port/v2/",
   // §3.2.2) must be accepted too: route on its path, and its authority
   // replaces Host. Anything else (authority-form, a bare word) is an error;

@@ -201,6 +201,12 @@ Result<ManifestInfo> Store::put_manifest(const ManifestPut& m, std::string_view 
   // MetaDb::put_manifest repeats it inside its transaction authoritatively.
   for (const auto& ref : m.refs) {
     if (!ref.required) continue;
+    if (ref.is_manifest) {
+      auto child = meta_->get_manifest(m.repo, ref.digest);
+      if (!child && child.error().code == Errc::ManifestUnknown) return Error(Errc::ManifestBlobUnknown, ref.digest.str());
+      if (!child) return std::move(child).error();
+      continue;
+    }
     auto sz = meta_->blob_size_in_repo(m.repo, ref.digest);
     if (!sz) {
       if (sz.error().code == Errc::BlobUnknown) return Error(Errc::ManifestBlobUnknown, ref.digest.str());

@@ -156,6 +156,10 @@ class BadInput(unittest.TestCase):
             for method, path, body in cases:
                 self.check(f"{method} {path}", method, path, 400, "DIGEST_INVALID", body=body,
                            headers={"Content-Type": OCI_MANIFEST} if "/manifests/" in path else None)
+        # a malformed escape in ?digest= is a bad digest, not a missing one
+        # (which made an empty session and dropped the body)
+        self.check("POST ?digest=%G0", "POST", f"/v2/{REPO}/blobs/uploads/?digest=%G0", 400, "DIGEST_INVALID",
+                   body=SENT)
         # the session survived every bad PUT untouched
         s = http("GET", self.op.url + loc)
         self.assertEqual((s.status, s.header("Range")), (204, "0-0"))
@@ -307,6 +311,16 @@ class BadInput(unittest.TestCase):
              dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
                  {"mediaType": OCI_MANIFEST, "digest": unknown, "size": 10}]}), OCI_INDEX,
              "MANIFEST_BLOB_UNKNOWN"),
+            # a blob that is not a manifest, listed as an index's child: the pull would 404 on it
+            ("index of a plain blob", dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": layer_desc["digest"], "size": layer_desc["size"]}]}),
+             OCI_INDEX, "MANIFEST_BLOB_UNKNOWN"),
+            # both an index and an image manifest (CVE-2021-41190), whichever way it is typed
+            ("index with config and layers", dumps({"schemaVersion": 2, "manifests": [],
+                                                    "config": man["config"], "layers": man["layers"]}),
+             OCI_INDEX, "MANIFEST_INVALID"),
+            ("manifest with a manifests array", self.manifest_with(manifests=[]), OCI_MANIFEST,
+             "MANIFEST_INVALID"),
             ("mediaType contradicts Content-Type", self.manifest, OCI_INDEX, "MANIFEST_INVALID"),
             ("index body sent as a manifest", good_index, OCI_MANIFEST, "MANIFEST_INVALID"),
             ("Docker type for an OCI body", self.manifest, DOCKER_MANIFEST, "MANIFEST_INVALID"),

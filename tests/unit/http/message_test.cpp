@@ -73,9 +73,11 @@ TEST_CASE("message: query_param edge cases", "[http][message]") {
   r.query = "a=1=2";  // only the first '=' separates
   CHECK(r.query_param("a") == "1=2"s);
 
-  // A bad escape in a value: the parameter is present but undecodable.
+  // A bad escape in a value: the parameter is present, as sent, so that its
+  // consumer refuses it (it used to vanish: ?digest=%G0 with a body made an
+  // empty upload session and dropped the body).
   r.query = "n=%zz&m=2";
-  CHECK_FALSE(r.query_param("n").has_value());
+  CHECK(r.query_param("n") == "%zz"s);
   CHECK(r.query_param("m") == "2"s);
 
   // A bad escape in a name: that pair is skipped, a later good one is found.

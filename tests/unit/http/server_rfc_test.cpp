@@ -129,6 +129,55 @@ TEST_CASE("server_rfc: HTTP/1.1 needs exactly one Host; HTTP/1.0 at most one", "
 // ---------------------------------------------------------------------------
 // field syntax (RFC 9112 §5.1) and chunk framing (§7.1)
 
+TEST_CASE("server_rfc: a field value's surrounding whitespace is not part of it", "[http][server_rfc]") {
+  ServerFixture fx(limits_with(), [](ServerFixture&, const http::ExchangePtr& ex) {
+    ex->respond(200, "[" + std::string(ex->req().headers.get("Content-Range").value_or("?")) + "]");
+  });
+  auto r = one(fx, "GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Range:  \t0-2 \t \r\n\r\n");
+  REQUIRE(r);
+  CHECK(r->body == "[0-2]");
+}
+
+TEST_CASE("server_rfc: unknown methods and transfer codings get 501, other HTTP versions 505",
+          "[http][server_rfc]") {
+  ServerFixture fx(limits_with(), echo_target);
+  struct Case {
+    std::string request;
+    int status;
+  };
+  const Case cases[] = {
+      {"FOO /v2/ HTTP/1.1\r\nHost: x\r\n\r\n", 501},
+      // The coded bytes would have been stored as the blob.
+      {"PATCH /v2/a/blobs/uploads/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
+      {"GET /v2/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: x\r\n\r\n", 501},
+      {"GET /v2/ HTTP/2.0\r\nHost: x\r\n\r\n", 505},
+  };
+  for (const auto& k : cases) {
+    INFO(shown(k.request));
+    auto r = one(fx, k.request);
+    REQUIRE(r);
+    CHECK(r->status == k.status);
+    CHECK(r->closes());
+  }
+  CHECK(fx.counted("requests") == 0);  // none reached a handler
+  // chunked, in any case and with spaces around it, is fine.
+  auto r = one(fx, "POST /v2/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  Chunked \r\n\r\n0\r\n\r\n");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+}
+
+TEST_CASE("server_rfc: a handler's 405 carries Allow", "[http][server_rfc]") {
+  ServerFixture fx(limits_with(), [](ServerFixture&, const http::ExchangePtr& ex) {
+    ex->respond_error(Error(Errc::Unsupported, "this registry is read-only"));
+  });
+  TestClient c(fx.port);
+  REQUIRE(c.send("PUT /v2/a/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"));
+  auto r = c.read_response();
+  REQUIRE(r);
+  CHECK(r->status == 405);
+  CHECK(r->header("Allow") == "GET, HEAD");
+}
+
 TEST_CASE("server_rfc: whitespace between a field name and its colon gets 400", "[http][server_rfc]") {
   ServerFixture fx(limits_with(), echo_target);
   each_gets_400(fx, {"GET /v2/ HTTP/1.1\r\nHost : x\r\n\r\n",

@@ -563,6 +563,27 @@ TEST_CASE("registry client: an unusable Location is an UpstreamError", "[upstrea
   env.end();
 }
 
+TEST_CASE("registry client: an empty Location after a Bearer challenge is an UpstreamError, not a loop",
+          "[upstream][registry][redirect][bearer]") {
+  // The authorised GET is redirected to an empty Location. It was taken for
+  // an auth answer: token, GET, token... (140,000 requests in 2 s).
+  HttpTestServer tokens(token_service());
+  const std::string realm = tokens.url("/token");
+  HttpTestServer srv([realm](ScriptConn& c, const SeenRequest& r) {
+    if (r.path() == "/v2/") return (void)c.send(reply(200, "{}"));
+    if (r.header("Authorization")) return (void)c.send(redirect(""));
+    c.send(unauthorized(R"(Bearer realm=")" + realm + R"(",service="reg.test",scope="repository:a:pull")"));
+  });
+  RegEnv env(options_for(srv.url()));
+  Outcome o = env.get("/v2/a/blobs/sha256:1", "a");
+  CHECK_FALSE(o.ok());
+  CHECK(o.code() == Errc::UpstreamError);
+  CHECK(o.message().find("bad redirect Location") != std::string::npos);
+  CHECK(srv.requests().size() == 2);  // the challenge, then the redirect
+  CHECK(tokens.requests().size() == 1);
+  env.end();
+}
+
 TEST_CASE("registry client: a redirect without Location goes to the caller", "[upstream][registry][redirect]") {
   HttpTestServer srv([](ScriptConn& c, const SeenRequest&) { c.send(reply(302, "nowhere")); });
   RegEnv env(options_for(srv.url()));
