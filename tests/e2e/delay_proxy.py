@@ -45,6 +45,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from faulty_upstream import _Base
+
 CHUNK = 64 * 1024
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
               "te", "trailer", "upgrade"}
@@ -202,63 +204,28 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-
-class DelayProxy:
+class DelayProxy(_Base):
     """The proxy, in a thread of the test process, on 127.0.0.1:<port>
     (0: a free port), forwarding to upstream_host:upstream_port."""
 
+    handler_class = _Handler
+
     def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1", port: int = 0,
                  rules: list[dict] | None = None, rules_file: str | None = None, timeout: float = 120.0):
+        super().__init__(port)
         self.upstream_host, self.upstream_port = upstream_host, upstream_port
-        self.host, self.port = "127.0.0.1", port
         self.timeout = timeout
-        self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.rules: list[dict] = list(rules or [])
         self.used: list[int] = [0] * len(self.rules)
         self.rules_file = rules_file
         self._rules_mtime: float | None = None
-        self.seen: list[Seen] = []
-        self.httpd: _Server | None = None
-        self.thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def hostport(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    # -- lifecycle
-    def start(self) -> "DelayProxy":
-        self.httpd = _Server((self.host, self.port), _Handler)
-        self.httpd.owner = self  # type: ignore[attr-defined]
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       name=f"DelayProxy:{self.port}", daemon=True)
-        self.thread.start()
-        return self
 
     def stop(self) -> None:
         self.stopping.set()   # ends delays and pacing at once
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.httpd = None
+        super().stop()
         if self.thread is not None:
             self.thread.join(5)
-
-    def __enter__(self) -> "DelayProxy":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # -- rules
     def set_rules(self, rules: list[dict]) -> None:

@@ -133,7 +133,10 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class _Base:
-    """A recording HTTP server in a background thread."""
+    """A recording HTTP server in a background thread (handler_class serves
+    each request; the server's `owner` is this object)."""
+
+    handler_class: type = _Handler
 
     def __init__(self, port: int = 0) -> None:
         self.lock = threading.Lock()
@@ -152,7 +155,7 @@ class _Base:
         return f"{self.host}:{self.port}"
 
     def start(self) -> "_Base":
-        self.httpd = _Server((self.host, self.port), _Handler)
+        self.httpd = _Server((self.host, self.port), self.handler_class)
         self.httpd.owner = self  # type: ignore[attr-defined]
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
