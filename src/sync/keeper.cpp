@@ -462,6 +462,24 @@ void Keeper::next_pattern(const std::shared_ptr<Pass>& p) {
   list_repositories(p, "/v2/_catalog?n=" + std::to_string(opts_.page_size));
 }
 
+namespace {
+/// Appends to `out` the names of page `body[key]` that `wanted` accepts and
+/// the listing had not returned yet. False when the page named nothing new:
+/// the listing ends there (a Link back to a page already read).
+template <typename Pass, typename Wanted>
+bool take_new_names(Pass& p, const nlohmann::json& body, const char* key, Wanted wanted, std::vector<std::string>& out) {
+  bool fresh = false;
+  auto it = body.find(key);
+  if (it == body.end() || !it->is_array()) return false;
+  for (const auto& v : *it) {
+    if (!v.is_string() || !p.listed.insert(v.get<std::string>()).second) continue;
+    fresh = true;
+    if (wanted(v.get<std::string>())) out.push_back(v.get<std::string>());
+  }
+  return fresh;
+}
+}  // namespace
+
 void Keeper::list_repositories(const std::shared_ptr<Pass>& p, std::string path) {
   p->get_json(p, path, "", [this, p](Result<JsonPage> r) {
     if (p->cancelled) return;
@@ -474,13 +492,8 @@ void Keeper::list_repositories(const std::shared_ptr<Pass>& p, std::string path)
       p->listing_failed = true;
       return pattern_done(p, false);
     }
-    bool fresh = false;
-    if (r->body.contains("repositories") && r->body["repositories"].is_array())
-      for (const auto& name : r->body["repositories"]) {
-        if (!name.is_string() || !p->listed.insert(name.get<std::string>()).second) continue;
-        fresh = true;
-        if (pat.matches_repository(name.get<std::string>())) p->repos.push_back(name.get<std::string>());
-      }
+    const bool fresh = take_new_names(*p, r->body, "repositories",
+                                      [&](const std::string& n) { return pat.matches_repository(n); }, p->repos);
     if (fresh && r->next && ++p->pages < opts_.max_pages) return list_repositories(p, *r->next);
     p->listed.clear();
     next_repository(p);
@@ -515,13 +528,8 @@ void Keeper::list_tags(const std::shared_ptr<Pass>& p, std::string path) {
       ++p->repo_i;
       return next_repository(p);
     }
-    bool fresh = false;
-    if (r->body.contains("tags") && r->body["tags"].is_array())
-      for (const auto& t : r->body["tags"]) {
-        if (!t.is_string() || !p->listed.insert(t.get<std::string>()).second) continue;
-        fresh = true;
-        if (pat.matches_tag(t.get<std::string>())) p->tags.push_back(t.get<std::string>());
-      }
+    const bool fresh =
+        take_new_names(*p, r->body, "tags", [&](const std::string& n) { return pat.matches_tag(n); }, p->tags);
     if (fresh && r->next && ++p->pages < opts_.max_pages) return list_tags(p, *r->next);
     p->listed.clear();
     next_tag(p);
