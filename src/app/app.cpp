@@ -300,6 +300,11 @@ int App::run() {
     m.upstreams = std::move(*set);
     m.pull->replace_upstreams(m.upstreams.parent, m.upstreams.named);
     m.api.pull = m.pull.get();
+    if (m.auth)
+      m.auth->set_repository_of([pull = m.pull.get()](const http::ExchangePtr& ex) {
+        auto route = pull->route(ex->params().name, ex->req().query_param("ns"));
+        return route ? route->local_repo : ex->params().name;
+      });
     if (auto* parent = m.pull->mutable_parent()) {
       const std::string conflict = check_parent_mode_at_start(m.loop.get(), *parent, c.registry.mode == "ReadOnly");
       if (!conflict.empty()) {

@@ -288,8 +288,11 @@ void AuthGate::decide(const http::ExchangePtr& ex, api::Access access, const aut
       return challenge(ex, access, Errc::Unauthorized, "authentication required");
     default: break;
   }
-  const std::string& name = ex->params().name;
   const auth::Actions need = needed(access);
+  // The repository the handler acts on: {name}, or "<ns>/<name>" when ?ns=
+  // names an upstream. A token for app/** must not read mirror/app/** by
+  // spelling it /v2/app/...?ns=mirror.
+  const std::string name = repository_of_ ? repository_of_(ex) : ex->params().name;
   if ((p.may(name) & need) == need) return next();
   if (!p.authenticated()) return challenge(ex, access, Errc::Unauthorized, "authentication required");
   // A bearer token whose owner may do this but that was not granted it:

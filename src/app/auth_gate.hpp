@@ -46,6 +46,12 @@ class AuthGate {
   void check(const http::ExchangePtr& ex, api::Access access, std::function<void()> next);
   /// GET /token and POST /outpost/tokens.
   void register_routes(http::Router& r);
+  /// The local repository a request acts on when it is not {name} itself:
+  /// `?ns=<upstream>` puts pull-through content under "<ns>/<name>"
+  /// (cache::PullThrough::route). Access is checked on that repository.
+  /// Unset: {name}.
+  using RepositoryOf = std::function<std::string(const http::ExchangePtr&)>;
+  void set_repository_of(RepositoryOf fn) { repository_of_ = std::move(fn); }
 
   /// Header a child sends with its instance id (auth/instance_id.hpp).
   static constexpr const char* kInstanceHeader = "Outpost-Instance";
@@ -81,6 +87,7 @@ class AuthGate {
   std::unordered_map<std::string, std::vector<Waiter>> waiting_;
   double bucket_ = 40;   ///< derivations that may start now (refilled over time)
   uint64_t bucket_ms_ = 0;  ///< uv_now of the last refill
+  RepositoryOf repository_of_;
 };
 
 }  // namespace outpost::app

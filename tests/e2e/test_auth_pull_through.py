@@ -59,3 +59,38 @@ class PullThroughScope(unittest.TestCase):
                 r = http("GET", f"{op.url}/v2/public/app/blobs/{own}", headers=basic("line", line))
                 self.assertEqual(r.status, 200)
                 self.assertEqual(r.body, other.blobs[own])
+
+
+class NamespaceScope(unittest.TestCase):
+    def test_ns_query_is_checked_on_the_repository_it_reads(self):
+        """?ns=<upstream> serves "<ns>/<name>": access is checked there, not on
+        {name} (a token for app/** read mirror/app/** by spelling it
+        /v2/app/...?ns=mirror, and so did anonymous_pull)."""
+        with tempfile.TemporaryDirectory(prefix="auth-ns-") as tmp, DockerRegistry() as mirror:
+            lay = make_oci_layout(os.path.join(tmp, "a"), layers=[random_layer(4096)], tag="v1")
+            push_layout(lay, mirror.hostport, "app/core")
+            layer_digest = lay.images[0].layer_digests[0]
+            cfg = {"upstream": [{"name": "mirror", "url": mirror.url, "connect_timeout": "2s", "timeout": "10s"}],
+                   "auth": {"enabled": True, "anonymous_pull": ["app/**"]}}
+            with Outpost(cfg) as op:
+                def token(name, scope):
+                    out = run_outpost("token", "create", name, "--scope", scope, "--json", "--config", op.config_path)
+                    self.assertEqual(out.returncode, 0, out.stderr)
+                    return json.loads(out.stdout)["secret"]
+                lib, site = token("lib", "app/**:pull"), token("site", "mirror/**:pull")
+                paths = [f"/v2/app/core/manifests/v1?ns=mirror", f"/v2/app/core/blobs/{layer_digest}?ns=mirror"]
+                for path in paths:
+                    with self.subTest(path=path):
+                        r = http("GET", op.url + path, headers=basic("lib", lib))
+                        self.assertEqual(r.status, 403, r.body[:200])
+                        self.assertNotIn(lay.blobs[layer_digest][:64], r.body)
+                        r = http("GET", op.url + path)  # anonymous_pull covers app/**, not mirror/**
+                        self.assertEqual(r.status, 401, r.body[:200])
+                        self.assertNotIn(lay.blobs[layer_digest][:64], r.body)
+                # a caller allowed where the content lives reads it either way
+                r = http("GET", f"{op.url}/v2/app/core/blobs/{layer_digest}?ns=mirror", headers=basic("site", site))
+                self.assertEqual(r.status, 200)
+                self.assertEqual(r.body, lay.blobs[layer_digest])
+                r = http("GET", f"{op.url}/v2/mirror/app/core/blobs/{layer_digest}", headers=basic("site", site))
+                self.assertEqual(r.status, 200)
+                self.assertEqual(r.body, lay.blobs[layer_digest])
