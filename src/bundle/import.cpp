@@ -7,6 +7,7 @@
 #include "base/reference.hpp"
 #include "bundle/entries.hpp"
 #include "bundle/plan.hpp"
+#include "bundle/json_text.hpp"
 #include "oci/manifest.hpp"
 #include "store/store.hpp"
 
@@ -231,11 +232,11 @@ class Importer {
     for (const auto& m : j["manifests"]) {
       const std::string where = "index.json entry " + std::to_string(i++);
       if (!m.is_object()) return Error(Errc::BadRequest, where + ": not a descriptor");
-      auto d = Digest::parse(m.value("digest", ""));
+      auto d = Digest::parse(text_or_empty(m, "digest"));
       if (!d) return Error(Errc::BadRequest, where + ": " + d.error().message());
       json ann = m.contains("annotations") && m["annotations"].is_object() ? m["annotations"] : json::object();
-      std::string repo = ann.value(kRepoAnnotation, "");
-      std::string ref = ann.value(kRefNameAnnotation, "");
+      std::string repo = text_or_empty(ann, kRepoAnnotation);
+      std::string ref = text_or_empty(ann, kRefNameAnnotation);
       std::optional<std::string> tag;
       std::string r2, t2;
       if (!ref.empty()) {
@@ -248,7 +249,7 @@ class Importer {
         }
       }
       // containerd and docker (25+) name the image here.
-      if (repo.empty() && ann.contains("io.containerd.image.name") && split_reference(ann.value("io.containerd.image.name", ""), r2, t2)) {
+      if (repo.empty() && ann.contains("io.containerd.image.name") && split_reference(text_or_empty(ann, "io.containerd.image.name"), r2, t2)) {
         repo = r2;
         if (!tag) tag = t2;
       }
@@ -259,7 +260,7 @@ class Importer {
       if (!valid_repository_name(repo)) return Error(Errc::NameInvalid, where + ": invalid repository name \"" + repo + "\"");
       if (tag && !valid_tag(*tag)) return Error(Errc::TagInvalid, where + ": invalid tag \"" + *tag + "\"");
       roots_.push_back({repo, tag, *d});
-      want(*d, repo, m.value("mediaType", ""), where);
+      want(*d, repo, text_or_empty(m, "mediaType"), where);
     }
     have_index_ = true;
     return {};

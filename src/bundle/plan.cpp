@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "bundle/json_text.hpp"
 #include "oci/manifest.hpp"
 #include "store/store.hpp"
 
@@ -77,8 +78,8 @@ class Walker {
   bool platform_wanted(const json& p) const {
     if (!p.is_object()) return false;
     for (const auto& w : sel_.platforms) {
-      if (p.value("os", "") != w.os || p.value("architecture", "") != w.arch) continue;
-      if (!w.variant.empty() && p.value("variant", "") != w.variant) continue;
+      if (text_or_empty(p, "os") != w.os || text_or_empty(p, "architecture") != w.arch) continue;
+      if (!w.variant.empty() && text_or_empty(p, "variant") != w.variant) continue;
       return true;
     }
     return false;
@@ -112,7 +113,7 @@ class Walker {
     plan_.manifests.push_back(pm);
     manifests_seen_.insert(pm.digest.str());
     for (const auto& m : kept) {
-      auto d = Digest::parse(m.value("digest", ""));
+      auto d = Digest::parse(text_or_empty(m, "digest"));
       if (!d) return Error(Errc::ManifestInvalid, what + ": " + d.error().message());
       auto child = s_.get_manifest(repo, *d);
       if (!child) return Error(child.error().code, what + ": child " + d->str() + ": " + child.error().message());

@@ -362,6 +362,30 @@ class Bundles(unittest.TestCase):
             rewrite_tar(self.plain_v1(), bad, lambda n, d: [(n, d), (name, b"x")] if n == "index.json" else d)
             self.bad(bad, f'entry "{name}"')
 
+    def test_bad_index_fields_of_the_wrong_type(self):
+        """A number or a list where index.json has strings ended the process
+        (nlohmann type_error: the server died with an import through it)."""
+        for field, value, expect in (("digest", 12345, "index.json entry 0"),
+                                     ("mediaType", ["x"], None),
+                                     ("annotations", {"io.outpost.repository": 5,
+                                                      "org.opencontainers.image.ref.name": ["v1"]}, None)):
+            def edit(n, d, field=field, value=value):
+                if n != "index.json":
+                    return d
+                idx = json.loads(d)
+                idx["manifests"][0][field] = value
+                return json.dumps(idx).encode()
+            bad = self.path("types.tar")
+            rewrite_tar(self.plain_v1(), bad, edit)
+            b = self.site()
+            p = self.outpost("import", "--config", b.config_path, bad, ok=False)
+            with self.subTest(field=field):
+                self.assertLess(p.returncode, 128, p.stderr)  # an error, not a signal
+                self.assertGreaterEqual(p.returncode, 0, p.stderr)
+                if expect:
+                    self.assertEqual(p.returncode, 1, p.stderr)
+                    self.assertIn(expect, p.stderr)
+
     def test_bad_reference_absent_from_bundle_and_store(self):
         ghost = sha256_digest(b"not anywhere")
 
