@@ -370,12 +370,16 @@ void register_ops_routes(http::Router& r, const OpsSources& s) {
     gather(src, [src, ex](const DiskUsage& d) { ex->respond(200, status_json(*src, &d), "application/json"); });
   });
   // The status page (issue #17): the same document rendered as HTML, for
-  // anyone with a browser; read-only, so not limited to loopback.
+  // anyone with a browser; read-only, so not limited to loopback. With
+  // access control on, its recent pulls and pushes (repositories, tags,
+  // digests, client addresses) are shown on loopback only: the API would
+  // not show them to an anonymous caller either.
   r.add(http::Method::Get, "/outpost/", [src](const http::ExchangePtr& ex) {
     gather(src, [src, ex](const DiskUsage& d) {
       auto j = nlohmann::json::parse(status_json(*src, &d), nullptr, false);
+      const bool hidden = src->config && src->config->auth.enabled && !is_loopback_peer(ex->req().peer);
       ex->add_header("Cache-Control", "no-store");
-      ex->respond(200, status_page_html(j, src->requests), "text/html; charset=utf-8");
+      ex->respond(200, status_page_html(j, src->requests, hidden), "text/html; charset=utf-8");
     });
   });
   r.add(http::Method::Get, "/readyz", [src](const http::ExchangePtr& ex) {

@@ -67,7 +67,7 @@ std::string time_of(uint64_t ms) { return sync::iso_time(static_cast<int64_t>(ms
 
 }  // namespace
 
-std::string status_page_html(const json& st, const RequestLog* log) {
+std::string status_page_html(const json& st, const RequestLog* log, bool recent_hidden) {
   std::string out;
   out.reserve(16 * 1024);
   const std::string name = text_at(st, "/name");
@@ -159,7 +159,10 @@ std::string status_page_html(const json& st, const RequestLog* log) {
   }
   out += "</table>\n<h2>Recent pulls and pushes</h2>\n<table id=\"recent\"><tr><th>Time (UTC)</th><th>Kind</th>"
          "<th>Repository</th><th>Reference</th><th>Digest</th><th>Client</th><th>Status</th></tr>\n";
-  if (log) {
+  if (recent_hidden) {
+    out += "<tr><td colspan=\"7\" class=\"muted\">Hidden: access control is on, and they name repositories, "
+           "tags and clients. Open this page from the registry's host (loopback) to see them.</td></tr>\n";
+  } else if (log) {
     for (const auto& t : log->recent()) {
       out += "<tr><td>" + html_escape(time_of(t.time_ms)) + "</td><td>" + html_escape(t.kind) + " (" +
              html_escape(t.method) + ")</td><td>" + html_escape(t.repo) + "</td><td>" + html_escape(t.reference) +

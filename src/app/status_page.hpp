@@ -13,7 +13,9 @@ class RequestLog;
 
 /// `status` is the /outpost/status document (ops.cpp status_json); keys it
 /// lacks show "n/a". `log` (may be null) gives the recent pulls and pushes.
-std::string status_page_html(const nlohmann::json& status, const RequestLog* log);
+/// `recent_hidden`: the recent pulls and pushes are left out (access
+/// control is on and the reader is not on the registry's host).
+std::string status_page_html(const nlohmann::json& status, const RequestLog* log, bool recent_hidden = false);
 
 /// &, <, >, " and ' as character references.
 std::string html_escape(std::string_view s);

@@ -34,6 +34,27 @@ TEST_CASE("status page: every value escaped, absent keys n/a", "[app][ops]") {
   CHECK(html.find("id=\"link-state\" class=\"ok\">online<") != std::string::npos);
 }
 
+TEST_CASE("status page: recent pulls and pushes can be hidden (access control on, reader not on loopback)",
+          "[app][ops]") {
+  app::RequestLog log;
+  http::Request req;
+  req.method = http::Method::Put;
+  req.peer = "10.0.0.7:4711";
+  http::Exchange ex(nullptr, std::move(req));
+  ex.params().name = "secret/payroll";
+  ex.params().reference = "q4";
+  ex.status_ = 201;
+  log.observe(ex, "/v2/{name}/manifests/{reference}", 0.001, 0);
+  const nlohmann::json st = nlohmann::json::object();
+  const std::string shown = app::status_page_html(st, &log, false);
+  CHECK(shown.find("secret/payroll") != std::string::npos);
+  CHECK(shown.find("10.0.0.7:4711") != std::string::npos);
+  const std::string hidden = app::status_page_html(st, &log, true);
+  CHECK(hidden.find("secret/payroll") == std::string::npos);
+  CHECK(hidden.find("10.0.0.7") == std::string::npos);
+  CHECK(hidden.find("Hidden: access control is on") != std::string::npos);
+}
+
 TEST_CASE("status table: missing keys are n/a, never a crash", "[app][ops]") {
   const std::string empty = app::status_table(nlohmann::json::object());
   CHECK(empty.find("quota                n/a") != std::string::npos);
