@@ -364,7 +364,7 @@ int App::run() {
   register_ops_routes(m.router, m.ops);
   m.auth->register_routes(m.router);
   register_storage_routes(m.router, m.housekeeper.get());
-  register_bundle_routes(m.router, *m.store);  // /outpost/bundle/ (issue #19)
+  register_bundle_routes(m.router, *m.store, m.cfg);  // /outpost/bundle/ (issue #19)
   api::register_routes(m.router, m.api);
 
   http::ServerLimits lim;

@@ -5,6 +5,7 @@
 
 #include "api/common.hpp"
 #include "app/bundle_cli.hpp"
+#include "app/config.hpp"
 #include "app/ops.hpp"
 #include "bundle/inventory.hpp"
 #include "http/router.hpp"
@@ -65,7 +66,8 @@ bool loopback_only(const http::ExchangePtr& ex) {
 
 }  // namespace
 
-void register_bundle_routes(http::Router& r, storesvc::StoreService& store) {
+void register_bundle_routes(http::Router& r, storesvc::StoreService& store, const Config& cfg) {
+  const Config* config = &cfg;
   storesvc::StoreService* svc = &store;
   r.add(http::Method::Post, "/outpost/bundle/export", [svc](const http::ExchangePtr& ex) {
     if (!loopback_only(ex)) return;
@@ -80,12 +82,13 @@ void register_bundle_routes(http::Router& r, storesvc::StoreService& store) {
       return bundle::report_json(*rep);
     });
   });
-  r.add(http::Method::Post, "/outpost/bundle/import", [svc](const http::ExchangePtr& ex) {
+  r.add(http::Method::Post, "/outpost/bundle/import", [svc, config](const http::ExchangePtr& ex) {
     if (!loopback_only(ex)) return;
-    with_body(ex, svc, [](store::Store& s, const std::string& body) -> Result<std::string> {
+    const uint64_t max_manifest = config->registry.max_manifest_bytes;  // read on the loop
+    with_body(ex, svc, [max_manifest](store::Store& s, const std::string& body) -> Result<std::string> {
       auto req = import_request_from_json(body);
       if (!req) return std::move(req).error();
-      auto rep = run_import(s, *req, {});
+      auto rep = run_import(s, *req, {}, max_manifest);
       if (!rep) return std::move(rep).error();
       return bundle::report_json(*rep);
     });

@@ -18,7 +18,9 @@ namespace outpost::storesvc { class StoreService; }
 
 namespace outpost::app {
 
-/// `store` must outlive the router.
-void register_bundle_routes(http::Router& r, storesvc::StoreService& store);
+struct Config;
+
+/// `store` and `cfg` (read per request: live reload) must outlive the router.
+void register_bundle_routes(http::Router& r, storesvc::StoreService& store, const Config& cfg);
 
 }  // namespace outpost::app

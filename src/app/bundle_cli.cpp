@@ -94,9 +94,11 @@ Result<bundle::ExportReport> run_export(store::Store& s, const ExportRequest& r,
   return bundle::export_bundle(s, o);
 }
 
-Result<bundle::ImportReport> run_import(store::Store& s, const ImportRequest& r, bundle::ProgressFn progress) {
+Result<bundle::ImportReport> run_import(store::Store& s, const ImportRequest& r, bundle::ProgressFn progress,
+                                        uint64_t max_manifest_bytes) {
   bundle::ImportOptions o;
   o.default_repo = r.repo;
+  o.max_manifest_bytes = max_manifest_bytes;
   o.progress = std::move(progress);
   return bundle::import_bundle(s, r.files, o);
 }

@@ -44,7 +44,9 @@ Result<ImportRequest> import_request_from_json(std::string_view text);
 /// Runs an export / import / inventory against an open store (offline CLI
 /// and the admin endpoint both end here). `have` is read from its file.
 Result<bundle::ExportReport> run_export(store::Store& s, const ExportRequest& r, bundle::ProgressFn progress);
-Result<bundle::ImportReport> run_import(store::Store& s, const ImportRequest& r, bundle::ProgressFn progress);
+/// `max_manifest_bytes`: registry.max_manifest_bytes of the registry imported into.
+Result<bundle::ImportReport> run_import(store::Store& s, const ImportRequest& r, bundle::ProgressFn progress,
+                                        uint64_t max_manifest_bytes);
 
 /// One POST/GET to the running server's admin endpoint `path` (loopback,
 /// admin_base_url). Returns the 200 body; other statuses become an Error

@@ -115,7 +115,7 @@ int cli_import(CliArgs& a) {
       print_report(what, r, true);
       continue;
     }
-    auto rep = run_import(*store, req, progress_printer(stderr, tty));
+    auto rep = run_import(*store, req, progress_printer(stderr, tty), cfg->registry.max_manifest_bytes);
     progress_done(stderr, tty);
     if (!rep) {
       fprintf(stderr, "outpost import: %s: %s\n", what.c_str(), rep.error().message().c_str());

@@ -203,6 +203,12 @@ class Importer {
     auto m = manifests_.find(d->str());
     if (m != manifests_.end()) {
       if (!m->second.loaded) {
+        // The registry's own limit: a bigger manifest could never be served
+        // (413) nor exported again.
+        if (e.size > o_.max_manifest_bytes)
+          return Error(Errc::ManifestTooLarge, entry_msg(e.name, "manifest of " + std::to_string(e.size) +
+                                                                     " bytes is over registry.max_manifest_bytes (" +
+                                                                     std::to_string(o_.max_manifest_bytes) + ")"));
         auto bytes = read_small(e, kMaxJson);
         if (!bytes) return std::move(bytes).error();
         Digest got = Digest::sha256_of(*bytes);
@@ -353,7 +359,10 @@ class Importer {
   /// any failure.
   Result<store::Descriptor> upload(const EntryInfo& e, const std::string& repo, const std::optional<Digest>& expected,
                                    bool* gzip = nullptr) {
-    auto id = s_.start_upload(repo);
+    // Internal: no client ever holds this session's id, so a process killed
+    // mid-import leaves nothing for upload_ttl (24 h) to find; the next
+    // store open removes it.
+    auto id = s_.start_upload(repo, /*internal=*/true);
     if (!id) return Error(id.error().code, entry_msg(e.name, id.error().message()));
     uint64_t off = 0;
     auto fail = [&](Error err) -> Error {
@@ -442,7 +451,7 @@ class Importer {
     m.repo = repo;
     m.digest = d;
     m.media_type = n.parsed.media_type;
-    for (const auto& r : n.parsed.refs) m.refs.push_back({r.digest, r.required});
+    for (const auto& r : n.parsed.refs) m.refs.push_back({r.digest, r.required, r.is_manifest});
     m.subject = n.parsed.subject;
     m.artifact_type = n.parsed.artifact_type;
     m.annotations = n.parsed.annotations;
@@ -474,7 +483,23 @@ class Importer {
     return {};
   }
 
+  /// The nesting limit, checked for every root before anything commits: a
+  /// refused bundle commits nothing (a deep second root used to be refused
+  /// after the first root's tags were in). `seen`: the shallowest depth each
+  /// manifest was checked at.
+  Status check_depth(const Digest& d, int depth, std::map<std::string, int>& seen) {
+    if (depth > 16) return Error(Errc::ManifestInvalid, "manifest " + d.str() + ": nesting deeper than 16");
+    auto [it, fresh] = seen.emplace(d.str(), depth);
+    if (!fresh && it->second <= depth) return {};
+    it->second = depth;
+    for (const auto& r : manifests_[d.str()].parsed.refs)
+      if (r.is_manifest) OUTPOST_TRY(check_depth(r.digest, depth + 1, seen));
+    return {};
+  }
+
   Status commit_oci() {
+    std::map<std::string, int> seen;
+    for (const auto& r : roots_) OUTPOST_TRY(check_depth(r.digest, 0, seen));
     for (const auto& r : roots_) OUTPOST_TRY(commit_tree(r.repo, r.digest, r.tag, 0));
     return {};
   }
@@ -549,7 +574,44 @@ class Importer {
 
   /// A Docker v2 schema 2 manifest naming the config and the layers as they
   /// are in the archive (uncompressed tars, as docker save writes them).
+  /// What docker load checks, before anything commits: each uncompressed
+  /// layer is the tar its config's rootfs.diff_ids names (its digest), and
+  /// a file stored as blobs/sha256/<hex> has that digest.
+  Status verify_docker() {
+    for (const auto& [name, f] : docker_files_) {
+      auto named = blob_digest(name);
+      if (named && !(*named == f.digest))
+        return Error(Errc::DigestInvalid, entry_msg(name, "bytes hash to " + f.digest.str() + "; refusing the bundle"));
+    }
+    for (const auto& di : docker_images_) {
+      const DockerFile& cfg = docker_files_[di.config];
+      auto text = s_.blobs().read_all(cfg.digest, kMaxJson);
+      if (!text) return Error(text.error().code, entry_msg(di.config, text.error().message()));
+      json c = json::parse(*text, nullptr, false);
+      const json* ids = nullptr;
+      if (c.is_object() && c.contains("rootfs") && c["rootfs"].is_object() && c["rootfs"].contains("diff_ids") &&
+          c["rootfs"]["diff_ids"].is_array())
+        ids = &c["rootfs"]["diff_ids"];
+      if (!ids || ids->size() != di.layers.size())
+        return Error(Errc::ManifestInvalid,
+                     entry_msg(di.config, "its rootfs.diff_ids do not list the image's " +
+                                              std::to_string(di.layers.size()) + " layers"));
+      for (size_t i = 0; i < di.layers.size(); ++i) {
+        const DockerFile& f = docker_files_[di.layers[i]];
+        if (f.gzip) continue;  // its diff_id is the digest of the decompressed tar
+        const std::string want = (*ids)[i].is_string() ? (*ids)[i].get<std::string>() : std::string();
+        if (want != f.digest.str())
+          return Error(Errc::DigestInvalid,
+                       entry_msg(di.layers[i], "layer " + std::to_string(i) + " hashes to " + f.digest.str() +
+                                                   ", but the image config's rootfs.diff_ids[" + std::to_string(i) +
+                                                   "] is " + (want.empty() ? "not a digest" : want)));
+      }
+    }
+    return {};
+  }
+
   Status commit_docker() {
+    OUTPOST_TRY(verify_docker());
     for (const auto& di : docker_images_) {
       const DockerFile& cfg = docker_files_[di.config];
       json layers = json::array();

@@ -35,6 +35,9 @@ struct ImportOptions {
   /// without RepoTags.
   std::string default_repo;
   ProgressFn progress;
+  /// registry.max_manifest_bytes: a bigger manifest is refused (it could
+  /// never be served).
+  uint64_t max_manifest_bytes = 4 * 1024 * 1024;
 };
 
 struct ImportReport {

@@ -386,6 +386,60 @@ class Bundles(unittest.TestCase):
                     self.assertEqual(p.returncode, 1, p.stderr)
                     self.assertIn(expect, p.stderr)
 
+    def add_root(self, name: str, blobs: list[bytes], top: bytes, media_type: str, tag: str) -> str:
+        """plain_v1 plus `blobs` and one more index.json root (`top`, tagged
+        `tag`), written to `name`."""
+        def edit(n, d):
+            if n != "index.json":
+                return d
+            idx = json.loads(d)
+            idx["manifests"].append({"mediaType": media_type, "digest": sha256_digest(top), "size": len(top),
+                                     "annotations": {"io.outpost.repository": REPO,
+                                                     "org.opencontainers.image.ref.name": tag}})
+            # index.json first, then the manifests from the top down: one pass
+            extra = [("blobs/sha256/" + sha256_digest(b).split(":")[1], b) for b in [top] + blobs[::-1]]
+            return [(n, json.dumps(idx).encode())] + extra
+        out = self.path(name)
+        rewrite_tar(self.plain_v1(), out, edit)
+        return out
+
+    def test_bad_deep_second_root_commits_nothing(self):
+        """The nesting limit refused the bundle only while committing, after
+        the first root's tag was in."""
+        top = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}).encode()
+        chain = []
+        for _ in range(18):
+            chain.append(top)
+            top = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+                {"mediaType": OCI_INDEX, "digest": sha256_digest(top), "size": len(top)}]}).encode()
+        self.bad(self.add_root("deep.tar", chain, top, OCI_INDEX, "deep"), "nesting deeper than 16")
+
+    def test_bad_manifest_over_max_manifest_bytes(self):
+        """Imported, it could never be served (413) nor exported again."""
+        with tarfile.open(self.plain_v1()) as t:
+            idx = json.load(t.extractfile("index.json"))
+            first = t.extractfile("blobs/sha256/" + idx["manifests"][0]["digest"].split(":")[1]).read()
+        man = json.loads(first)
+        if man.get("mediaType") == OCI_INDEX:
+            with tarfile.open(self.plain_v1()) as t:
+                first = t.extractfile("blobs/sha256/" + man["manifests"][0]["digest"].split(":")[1]).read()
+            man = json.loads(first)
+        man["annotations"] = {"padding": "x" * (5 * 1024 * 1024)}
+        big = json.dumps(man).encode()
+        self.bad(self.add_root("big.tar", [], big, OCI_MANIFEST, "big"), "max_manifest_bytes")
+
+    def test_bad_docker_save_layer_not_its_diff_id(self):
+        """docker load checks each layer against the config's rootfs.diff_ids;
+        a flipped bit in layer.tar was imported and served."""
+        arch = self.path("docker-flip-src.tar")
+        skopeo_copy(f"docker://{self.a.host}:{self.a.port}/{REPO}:v1", f"docker-archive:{arch}:e2e/dock:saved",
+                    "--override-arch", "arm64", timeout=120)
+        with tarfile.open(arch) as t:
+            layer = json.load(t.extractfile("manifest.json"))[0]["Layers"][0]
+        bad = self.path("docker-flip.tar")
+        rewrite_tar(arch, bad, lambda n, d: d[:-1] + bytes([d[-1] ^ 1]) if n == layer else d)
+        self.bad(bad, layer, "rootfs.diff_ids")
+
     def test_bad_reference_absent_from_bundle_and_store(self):
         ghost = sha256_digest(b"not anywhere")
 
