@@ -148,6 +148,7 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
     if (!opts_.instance_id.empty()) req.headers.set("Outpost-Instance", opts_.instance_id);
   }
   op->intercept = false;
+  op->intercepted_bytes = 0;
   // The callbacks own the op while a call is in flight (callers may drop
   // their handle); ClientCall clears them when it finishes, breaking the cycle.
   op->call = client_.send(
@@ -183,8 +184,20 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
         auto cb = op->on_head;  // a copy: the callback may cancel the op, which clears on_head
         return cb(r);
       },
-      [op](std::string_view chunk) {
-        if (op->cancelled || op->intercept || !op->on_data) return;
+      [this, op](std::string_view chunk) {
+        if (op->cancelled) return;
+        if (op->intercept) {
+          // A challenge's or a redirect's body is drained for the
+          // connection's sake, within a bound: one streamed without end
+          // held the client as long as the parent liked.
+          constexpr uint64_t kMaxInterceptedBody = 64 * 1024;
+          op->intercepted_bytes += chunk.size();
+          if (op->intercepted_bytes > kMaxInterceptedBody)
+            cut_short(op, "parent " + opts_.name + " sent a " + std::to_string(op->status) +
+                              " answer with a body over 64 KiB");
+          return;
+        }
+        if (!op->on_data) return;
         auto cb = op->on_data;  // a copy, as for on_head
         cb(chunk);
       },
@@ -200,6 +213,18 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
         op->on_data = nullptr;
         if (done) done(std::move(st));
       });
+}
+
+void RegistryClient::cut_short(UpstreamOpPtr op, const std::string& why) {
+  // Called from the call's own data callback: cancel() destroys that
+  // callback's closure, so everything needed after it is a local here
+  // (`op` by value, `why` already built).
+  auto call = std::move(op->call);
+  auto done = std::move(op->on_done);
+  op->on_head = nullptr;
+  op->on_data = nullptr;
+  if (call) call->cancel();
+  if (done) done(Error(Errc::UpstreamError, why));
 }
 
 void RegistryClient::after_intercept(const UpstreamOpPtr& op) {
@@ -283,9 +308,7 @@ void RegistryClient::fetch_token(const UpstreamOpPtr& op, const std::string& rea
         if (body->size() + c.size() <= kMaxTokenBody) return void(body->append(c));
         // Refused once it is too big, not read to its end: a token server
         // streaming without end held the request until it stopped.
-        if (auto call = std::move(op->call)) call->cancel();
-        auto done = std::move(op->on_done);
-        if (done) done(Error(Errc::UpstreamError, "token request to " + opts_.name + " failed: answer over 1 MiB"));
+        cut_short(op, "token request to " + opts_.name + " failed: answer over 1 MiB");
       },
       [this, op, body, status, scope](Status st) {
         if (op->cancelled) return;

@@ -82,6 +82,7 @@ class UpstreamOp {
   bool redirecting = false;  ///< the intercepted answer is a redirect (else a 401 challenge)
   bool cancelled = false;
   std::string location;      ///< the redirect's Location, as sent (may be empty: refused)
+  uint64_t intercepted_bytes = 0;  ///< body bytes of the intercepted answer drained so far
   std::string challenge;
   int status = 0;      ///< status of the last response seen
   bool trial = false;  ///< the half-open breaker's trial: short connect/first-byte deadlines
@@ -148,6 +149,9 @@ class RegistryClient {
  private:
   void step(const UpstreamOpPtr& op);
   void after_intercept(const UpstreamOpPtr& op);
+  /// Ends `op` with UpstreamError `why` from inside its call's data
+  /// callback (an answer refused before its end).
+  void cut_short(UpstreamOpPtr op, const std::string& why);
   void fetch_token(const UpstreamOpPtr& op, const std::string& realm, const std::string& service,
                    const std::string& scope);
   std::string basic_header() const;

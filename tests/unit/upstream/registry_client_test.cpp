@@ -584,6 +584,30 @@ TEST_CASE("registry client: an empty Location after a Bearer challenge is an Ups
   env.end();
 }
 
+TEST_CASE("registry client: a 401 or a redirect whose body has no end fails at 64 KiB, not when the parent stops",
+          "[upstream][registry][redirect]") {
+  for (int status : {401, 307}) {
+    INFO("status " << status);
+    HttpTestServer srv([status](ScriptConn& c, const SeenRequest&) {
+      std::string head = "HTTP/1.1 " + std::to_string(status) + " X\r\nTransfer-Encoding: chunked\r\n";
+      head += status == 401 ? "WWW-Authenticate: Basic realm=\"r\"\r\n\r\n" : "Location: /elsewhere\r\n\r\n";
+      if (!c.send(head)) return;
+      const std::string chunk = "1000\r\n" + std::string(4096, 'x') + "\r\n";
+      for (int i = 0; i < 5000; ++i)  // 20 MiB, as slowly as the client reads
+        if (!c.send(chunk)) return;
+    });
+    auto o = options_for(srv.url());
+    o.username = "u";
+    o.password = "p";
+    RegEnv env(o);
+    Outcome r = env.get("/v2/a/blobs/sha256:1", "a");
+    CHECK_FALSE(r.ok());
+    CHECK(r.code() == Errc::UpstreamError);
+    CHECK(r.message().find("over 64 KiB") != std::string::npos);
+    env.end();
+  }
+}
+
 TEST_CASE("registry client: a redirect without Location goes to the caller", "[upstream][registry][redirect]") {
   HttpTestServer srv([](ScriptConn& c, const SeenRequest&) { c.send(reply(302, "nowhere")); });
   RegEnv env(options_for(srv.url()));
