@@ -8,6 +8,7 @@
 #include "bundle/entries.hpp"
 #include "bundle/plan.hpp"
 #include "bundle/json_text.hpp"
+#include "oci/json_depth.hpp"
 #include "oci/manifest.hpp"
 #include "store/store.hpp"
 
@@ -231,6 +232,8 @@ class Importer {
 
   // ---- OCI plan ----------------------------------------------------------
   Status plan_index(const std::string& name, const std::string& text) {
+    if (!oci::json_nesting_within(text))
+      return Error(Errc::BadRequest, entry_msg(name, "nests deeper than " + std::to_string(oci::kMaxJsonNesting) + " levels"));
     json j = json::parse(text, nullptr, false);
     if (!j.is_object() || !j.contains("manifests") || !j["manifests"].is_array())
       return Error(Errc::BadRequest, entry_msg(name, "not an OCI image index (no manifests list)"));
@@ -506,7 +509,7 @@ class Importer {
 
   // ---- docker save ---------------------------------------------------------
   Status plan_docker() {
-    json j = json::parse(docker_json_, nullptr, false);
+    json j = oci::json_nesting_within(docker_json_) ? json::parse(docker_json_, nullptr, false) : json();
     if (!j.is_array()) return Error(Errc::BadRequest, entry_msg("manifest.json", "not a docker save manifest (a list)"));
     size_t i = 0;
     for (const auto& img : j) {
@@ -587,7 +590,7 @@ class Importer {
       const DockerFile& cfg = docker_files_[di.config];
       auto text = s_.blobs().read_all(cfg.digest, kMaxJson);
       if (!text) return Error(text.error().code, entry_msg(di.config, text.error().message()));
-      json c = json::parse(*text, nullptr, false);
+      json c = oci::json_nesting_within(*text) ? json::parse(*text, nullptr, false) : json();
       const json* ids = nullptr;
       if (c.is_object() && c.contains("rootfs") && c["rootfs"].is_object() && c["rootfs"].contains("diff_ids") &&
           c["rootfs"]["diff_ids"].is_array())

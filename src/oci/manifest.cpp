@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "oci/json_depth.hpp"
+
 namespace outpost::oci {
 
 using nlohmann::json;
@@ -54,6 +56,8 @@ Status check_pushed_content_type(const ParsedManifest& m, std::string_view conte
 }
 
 Result<ParsedManifest> parse_manifest(std::string_view bytes, std::string_view content_type) {
+  if (!json_nesting_within(bytes))
+    return invalid("manifest nests deeper than " + std::to_string(kMaxJsonNesting) + " levels");
   json j = json::parse(bytes.begin(), bytes.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return invalid("manifest is not valid JSON");
   if (!j.is_object()) return invalid("manifest is not a JSON object");

@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "oci/json_depth.hpp"
 #include "oci/manifest.hpp"
 
 using outpost::Digest;
@@ -202,6 +203,17 @@ TEST_CASE("a document that is both an index and an image manifest is refused", "
         "an index must not have config or layers");
   CHECK(rejected(image(kOciManifest, R"(,"manifests":[])"), kOciManifest) ==
         "an image manifest must not have a manifests array");
+}
+
+TEST_CASE("a manifest nested deeper than 64 levels is refused before it is parsed", "[api][manifest]") {
+  // 4 MiB of '[' took 3.8 s and 170 MB of tree to refuse.
+  const std::string deep = std::string(2 * 1024 * 1024, '[') + std::string(2 * 1024 * 1024, ']');
+  CHECK(rejected(deep, kOciManifest) == "manifest nests deeper than 64 levels");
+  const std::string in_strings = image(kOciManifest, R"(,"annotations":{"a":")" + std::string(1000, '[') + R"("})");
+  CHECK(accepted(in_strings, kOciManifest).media_type == kOciManifest);  // brackets in strings do not count
+  CHECK(oci::json_nesting_within(std::string(64, '[')));
+  CHECK_FALSE(oci::json_nesting_within(std::string(65, '{')));
+  CHECK(oci::json_nesting_within(R"(["\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["])", 2));
 }
 
 TEST_CASE("a pushed manifest's Content-Type must be its media type", "[api][manifest]") {
