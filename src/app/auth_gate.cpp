@@ -170,14 +170,14 @@ void AuthGate::authenticate(const http::ExchangePtr& ex, api::Access access, Nex
   auto h = ex->req().headers.get("Authorization");
   if (!h || h->empty()) return next(*authz_.anonymous());
   std::string_view v = *h;
-  if (v.size() > 7 && (v.substr(0, 7) == "Bearer " || v.substr(0, 7) == "bearer ")) {
+  if (auth::Authorizer::has_scheme(v, "bearer")) {
     auto p = authz_.check_bearer(v.substr(7), now_s());
     if (!p) return challenge(ex, access, Errc::Unauthorized, p.error().detail, "invalid_token");
     // Held here, not borrowed from the cache: next() may change the table.
     const auth::PrincipalPtr held = std::move(*p);
     return next(*held);
   }
-  if (v.size() < 6 || !(v.substr(0, 6) == "Basic " || v.substr(0, 6) == "basic "))
+  if (!auth::Authorizer::has_scheme(v, "basic"))
     return challenge(ex, access, Errc::Unauthorized, "unsupported or malformed Authorization header");
   v.remove_prefix(6);
   while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
@@ -315,7 +315,7 @@ void AuthGate::handle_token(const http::ExchangePtr& ex) {
   const auto& req = ex->req();
   if (auto svc = req.query_param("service"); svc && !svc->empty() && *svc != cfg_.service)
     return ex->respond_error(Errc::BadRequest, "this token service is \"" + cfg_.service + "\"");
-  if (auto h = req.headers.get("Authorization"); h && h->size() > 7 && h->substr(0, 7) == "Bearer ")
+  if (auto h = req.headers.get("Authorization"); h && auth::Authorizer::has_scheme(*h, "bearer"))
     return ex->respond_error(Errc::Unauthorized, "the token service takes Basic credentials");
   authenticate(ex, api::Access::Login, [this, ex](const auth::Principal& p) {
     if (!check_instance(ex, p)) return;

@@ -1,5 +1,7 @@
 #include "auth/authorizer.hpp"
 
+#include <cctype>
+
 #include "auth/crypto.hpp"
 
 namespace outpost::auth {
@@ -209,8 +211,16 @@ Result<PrincipalPtr> Authorizer::check_bearer(std::string_view token, int64_t no
   return PrincipalPtr(std::move(p));
 }
 
+bool Authorizer::has_scheme(std::string_view v, std::string_view scheme) {
+  if (v.size() <= scheme.size() || v[scheme.size()] != ' ') return false;
+  for (size_t i = 0; i < scheme.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(v[i])) != std::tolower(static_cast<unsigned char>(scheme[i])))
+      return false;
+  return true;
+}
+
 bool Authorizer::parse_basic(std::string_view v, std::string* name, std::string* secret) {
-  if (v.size() < 6 || !(v.substr(0, 6) == "Basic " || v.substr(0, 6) == "basic ")) return false;
+  if (!has_scheme(v, "basic")) return false;
   v.remove_prefix(6);
   while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
   auto raw = b64_decode(v);

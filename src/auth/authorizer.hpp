@@ -97,6 +97,9 @@ class Authorizer {
   Result<PrincipalPtr> check_bearer(std::string_view token, int64_t now_s);
   /// Parses an "Authorization: Basic ..." value into name and secret.
   static bool parse_basic(std::string_view header_value, std::string* name, std::string* secret);
+  /// The Authorization value is `scheme` then a space: scheme names are
+  /// case-insensitive (RFC 9110 §11.1), "BASIC x" is Basic.
+  static bool has_scheme(std::string_view header_value, std::string_view scheme);
 
   /// The token service's answer: the asked scopes narrowed to what the
   /// owner may do, signed. `catalog` scopes are granted to any caller.

@@ -299,6 +299,12 @@ TEST_CASE("authorizer: Basic cache, bearer grants, disable and rotate hold at on
   CHECK(sec == "a:b");
   CHECK_FALSE(Authorizer::parse_basic("Basic !!!", &name, &sec));
   CHECK_FALSE(Authorizer::parse_basic("Digest x", &name, &sec));
+  // Scheme names are case-insensitive (RFC 9110 11.1): BASIC was refused.
+  CHECK(Authorizer::parse_basic("BASIC " + b64_encode("line3:a:b"), &name, &sec));
+  CHECK(Authorizer::has_scheme("bEaReR abc", "bearer"));
+  CHECK_FALSE(Authorizer::has_scheme("Bearerabc", "bearer"));
+  CHECK_FALSE(Authorizer::has_scheme("Bearer", "bearer"));
+  CHECK_FALSE(Authorizer::has_scheme("Basi x", "basic"));
 
   // A reload that renames the service (SIGHUP, issue #17): a token cached
   // under the old name stops verifying at once, and a cached Basic login's
