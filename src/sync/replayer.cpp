@@ -81,7 +81,10 @@ void Replayer::stop() {
   // Their entries stay pending; a blob's saved upload location lets the next
   // window resume where this one stopped.
   for (auto& [id, t] : tasks_) {
-    if (t->op) t->op->cancel();
+    // Dropped as well as cancelled: a blob upload keeps its done callback,
+    // which holds the task, so task -> op -> callback -> task would outlive
+    // the replayer (LeakSanitizer, shutdown during an upload).
+    if (auto op = std::move(t->op)) op->cancel();
     t->close_fd();
   }
   tasks_.clear();
