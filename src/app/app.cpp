@@ -302,6 +302,14 @@ int App::run() {
     m.api.pull = m.pull.get();
     if (m.auth)
       m.auth->set_repository_of([pull = m.pull.get()](const http::ExchangePtr& ex) {
+        // Only manifest and blob reads go through the pull route (and so to
+        // "<ns>/<name>", api::pull_route); writes, deletes and listings act
+        // on {name} itself, and are checked there.
+        const auto m = ex->req().method;
+        const std::string_view r = ex->route();
+        if ((m != http::Method::Get && m != http::Method::Head) ||
+            (r != "/v2/{name}/manifests/{reference}" && r != "/v2/{name}/blobs/{digest}"))
+          return ex->params().name;
         auto route = pull->route(ex->params().name, ex->req().query_param("ns"));
         return route ? route->local_repo : ex->params().name;
       });

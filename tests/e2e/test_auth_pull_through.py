@@ -94,3 +94,9 @@ class NamespaceScope(unittest.TestCase):
                 r = http("GET", f"{op.url}/v2/mirror/app/core/blobs/{layer_digest}", headers=basic("site", site))
                 self.assertEqual(r.status, 200)
                 self.assertEqual(r.body, lay.blobs[layer_digest])
+                # writes and listings act on {name} itself, ?ns= or not: checked there
+                pusher = token("pusher", "mirror/**:pull,push")
+                r = http("POST", f"{op.url}/v2/app/core/blobs/uploads/?ns=mirror", headers=basic("pusher", pusher))
+                self.assertEqual(r.status, 403, r.body[:200])
+                r = http("GET", f"{op.url}/v2/other/core/tags/list?ns=mirror", headers=basic("site", site))
+                self.assertEqual(r.status, 403, r.body[:200])  # lists other/core, not mirror/other/core
