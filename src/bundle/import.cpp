@@ -6,9 +6,8 @@
 
 #include "base/reference.hpp"
 #include "bundle/entries.hpp"
-#include "bundle/plan.hpp"
 #include "bundle/json_text.hpp"
-#include "oci/json_depth.hpp"
+#include "bundle/plan.hpp"
 #include "oci/manifest.hpp"
 #include "store/store.hpp"
 
@@ -468,9 +467,9 @@ class Importer {
     return {};
   }
 
-  /// Children first, so every put finds what it names.
-  Status commit_tree(const std::string& repo, const Digest& d, const std::optional<std::string>& tag, int depth) {
-    if (depth > 16) return Error(Errc::ManifestInvalid, "manifest " + d.str() + ": nesting deeper than 16");
+  /// Children first, so every put finds what it names (the depth was
+  /// bounded by check_depth before the first put).
+  Status commit_tree(const std::string& repo, const Digest& d, const std::optional<std::string>& tag) {
     const std::string key = repo + "@" + d.str();
     if (committed_.count(key)) {
       if (!tag) return {};
@@ -480,7 +479,7 @@ class Importer {
       return {};
     }
     for (const auto& r : manifests_[d.str()].parsed.refs)
-      if (r.is_manifest) OUTPOST_TRY(commit_tree(repo, r.digest, std::nullopt, depth + 1));
+      if (r.is_manifest) OUTPOST_TRY(commit_tree(repo, r.digest, std::nullopt));
     OUTPOST_TRY(put(repo, d, tag));
     committed_.insert(key);
     return {};
@@ -503,13 +502,13 @@ class Importer {
   Status commit_oci() {
     std::map<std::string, int> seen;
     for (const auto& r : roots_) OUTPOST_TRY(check_depth(r.digest, 0, seen));
-    for (const auto& r : roots_) OUTPOST_TRY(commit_tree(r.repo, r.digest, r.tag, 0));
+    for (const auto& r : roots_) OUTPOST_TRY(commit_tree(r.repo, r.digest, r.tag));
     return {};
   }
 
   // ---- docker save ---------------------------------------------------------
   Status plan_docker() {
-    json j = oci::json_nesting_within(docker_json_) ? json::parse(docker_json_, nullptr, false) : json();
+    json j = parse_bounded(docker_json_);
     if (!j.is_array()) return Error(Errc::BadRequest, entry_msg("manifest.json", "not a docker save manifest (a list)"));
     size_t i = 0;
     for (const auto& img : j) {
@@ -590,7 +589,7 @@ class Importer {
       const DockerFile& cfg = docker_files_[di.config];
       auto text = s_.blobs().read_all(cfg.digest, kMaxJson);
       if (!text) return Error(text.error().code, entry_msg(di.config, text.error().message()));
-      json c = oci::json_nesting_within(*text) ? json::parse(*text, nullptr, false) : json();
+      json c = parse_bounded(*text);
       const json* ids = nullptr;
       if (c.is_object() && c.contains("rootfs") && c["rootfs"].is_object() && c["rootfs"].contains("diff_ids") &&
           c["rootfs"]["diff_ids"].is_array())
@@ -641,7 +640,7 @@ class Importer {
         node.bytes = bytes;
         node.loaded = true;
       }
-      for (const auto& [repo, tag] : di.refs) OUTPOST_TRY(commit_tree(repo, d, tag, 0));
+      for (const auto& [repo, tag] : di.refs) OUTPOST_TRY(commit_tree(repo, d, tag));
     }
     return {};
   }

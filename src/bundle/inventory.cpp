@@ -6,7 +6,7 @@
 #include <sstream>
 
 #include "bundle/plan.hpp"
-#include "oci/json_depth.hpp"
+#include "bundle/json_text.hpp"
 #include "store/store.hpp"
 
 namespace outpost::bundle {
@@ -37,7 +37,7 @@ std::string inventory_json(const Inventory& inv, int64_t created_ms) {
 }
 
 Result<std::unordered_set<std::string>> parse_inventory(std::string_view text, const std::string& what) {
-  json j = oci::json_nesting_within(text) ? json::parse(text, nullptr, false) : json();
+  json j = parse_bounded(text);
   if (!j.is_object() || !j.contains("outpost_inventory"))
     return Error(Errc::BadRequest, what + ": not an outpost inventory (run `outpost inventory -o FILE` at the receiving site)");
   std::unordered_set<std::string> out;

@@ -25,6 +25,12 @@ Method method_from(std::string_view s) {
   return Method::Other;
 }
 
+bool has_space_or_control(std::string_view s) {
+  for (char ch : s)
+    if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f) return true;
+  return false;
+}
+
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i)

@@ -14,6 +14,10 @@ std::string_view method_name(Method m);
 Method method_from(std::string_view s);
 
 bool iequals(std::string_view a, std::string_view b);
+/// A space or a control byte (CTL, DEL): text that goes into a request line
+/// or a header as it is (a URL target, a token) must have none, or it
+/// splits or forges them.
+bool has_space_or_control(std::string_view s);
 
 struct Header {
   std::string name;

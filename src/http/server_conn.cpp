@@ -452,18 +452,19 @@ int ServerConn::on_header_value_complete(llhttp_t* p) noexcept {
 bool ServerConn::check_head() {
   // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host; none is allowed
   // only in HTTP/1.0, and two are an error in any version.
-  size_t hosts = 0;
-  for (const auto& h : req_.headers.list())
-    if (iequals(h.name, "Host")) ++hosts;
-  if (hosts > 1) return fail_head(400, "more than one Host header");
-  if (parser_.http_major != 1) return fail_head(505, "only HTTP/1.0 and HTTP/1.1 are spoken here");
-  if (hosts == 0 && parser_.http_minor >= 1) return fail_head(400, "HTTP/1.1 request without a Host header");
   // The one transfer coding understood is chunked (RFC 9112 §6.1): another
   // (gzip, chunked) would store its coded bytes as the blob; a bad one
   // (Transfer-Encoding: x) llhttp refuses only after the head.
-  for (const auto& h : req_.headers.list())
-    if (iequals(h.name, "Transfer-Encoding") && !iequals(h.value, "chunked"))
-      return fail_head(501, "Transfer-Encoding '" + h.value + "' is not supported; only chunked");
+  size_t hosts = 0;
+  const Header* coding = nullptr;
+  for (const auto& h : req_.headers.list()) {
+    if (iequals(h.name, "Host")) ++hosts;
+    else if (!coding && iequals(h.name, "Transfer-Encoding") && !iequals(h.value, "chunked")) coding = &h;
+  }
+  if (hosts > 1) return fail_head(400, "more than one Host header");
+  if (parser_.http_major != 1) return fail_head(505, "only HTTP/1.0 and HTTP/1.1 are spoken here");
+  if (hosts == 0 && parser_.http_minor >= 1) return fail_head(400, "HTTP/1.1 request without a Host header");
+  if (coding) return fail_head(501, "Transfer-Encoding '" + coding->value + "' is not supported; only chunked");
   // Origin-form ("/v2/") is the norm. Absolute-form ("http://host:port/v2/",
   // §3.2.2) must be accepted too: route on its path, and its authority
   // replaces Host. Anything else (authority-form, a bare word) is an error;

@@ -97,9 +97,9 @@ class ServerConn {
   bool refuse_plain_http();  // a plain HTTP request on the TLS port: answered and closed
   void process_input();
   void on_parse_error(llhttp_errno_t err);
-  bool answered_for_good() const;
+  bool answered_for_good() const;  // an answer is out or queued: lingering or closing follows
   /// The request line read so far is `method SP target SP HTTP/1.x`.
-  bool request_line_is_well_formed() const;  // an answer is out or queued: lingering or closing follows
+  bool request_line_is_well_formed() const;
   bool starts_with_tls_record() const;
   bool can_parse() const;
   bool count_head(size_t len);

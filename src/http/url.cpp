@@ -1,5 +1,7 @@
 #include "http/url.hpp"
 
+#include "http/message.hpp"
+
 #include <cctype>
 #include <charconv>
 
@@ -58,9 +60,7 @@ Result<Url> Url::parse(std::string_view s) {
   std::string_view authority = s.substr(0, slash);
   u.target = slash == std::string_view::npos ? "/" : std::string(s.substr(slash));
   if (!u.target.empty() && u.target[0] == '?') u.target = "/" + u.target;
-  for (char ch : s)
-    if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f)
-      return Error(Errc::ConfigInvalid, "URL has a space or control character");
+  if (has_space_or_control(s)) return Error(Errc::ConfigInvalid, "URL has a space or control character");
   if (authority.find('@') != std::string_view::npos)
     return Error(Errc::ConfigInvalid, "credentials in URLs are not supported; use the token file");
   std::string_view port;
@@ -106,9 +106,7 @@ Result<Url> Url::resolve(std::string_view loc) const {
   if (size_t hash = loc.find('#'); hash != std::string_view::npos) loc = loc.substr(0, hash);
   // A target goes into a request line as it is: spaces or control bytes
   // from a parent's Location would split or forge that line.
-  for (char ch : loc)
-    if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f)
-      return Error(Errc::UpstreamError, "Location has a space or control character");
+  if (has_space_or_control(loc)) return Error(Errc::UpstreamError, "Location has a space or control character");
   if (!scheme_of(loc).empty()) return parse(loc);  // absolute; parse rejects non-http(s)
   if (loc.substr(0, 2) == "//") return parse(std::string(tls ? "https:" : "http:") + std::string(loc));
   Url u = *this;

@@ -242,8 +242,8 @@ class MetaDb {
   Status enqueue_manifest_locked(std::string_view repo, const Digest& d, uint64_t size, std::string_view media_type,
                                  const std::vector<Digest>& deps, int64_t now);
   /// Queues blob `d` of `repo` again when it was pushed there but is neither
-  /// pending nor known to be at the parent. True when it queued it.
-  Result<bool> requeue_owed_blob_locked(int64_t repo_id, std::string_view repo, const Digest& d, int64_t now);
+  /// pending nor known to be at the parent.
+  Status requeue_owed_blob_locked(int64_t repo_id, std::string_view repo, const Digest& d, int64_t now);
   /// Deletes unsent tag moves and tag deletes of (repo, tag): a new one supersedes them.
   Status supersede_tag_locked(std::string_view repo, std::string_view tag);
   Status enqueue_tag_locked(std::string_view repo, std::string_view tag, const Digest& d, int64_t now);

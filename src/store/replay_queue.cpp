@@ -197,7 +197,7 @@ Status MetaDb::enqueue_manifest_locked(std::string_view repo, const Digest& d, u
   return {};
 }
 
-Result<bool> MetaDb::requeue_owed_blob_locked(int64_t repo_id, std::string_view repo, const Digest& d, int64_t now) {
+Status MetaDb::requeue_owed_blob_locked(int64_t repo_id, std::string_view repo, const Digest& d, int64_t now) {
   // A pushed layer the parent was never sent and that nothing pending will
   // send: its entry failed (the parent refused the repository, since fixed)
   // or expired, or it was pushed while replay was off. The client skipped
@@ -211,11 +211,10 @@ Result<bool> MetaDb::requeue_owed_blob_locked(int64_t repo_id, std::string_view 
       " AND NOT EXISTS(SELECT 1 FROM replay_sent s WHERE s.digest = ?2 AND s.repo = ?3)"));
   owed.bind(1, repo_id).bind(2, d.str()).bind(3, repo);
   STORE_ASSIGN(bool row, owed.step());
-  if (!row) return false;
+  if (!row) return {};
   const auto size = static_cast<uint64_t>(owed.col_int(0));
   OUTPOST_TRY(owed.run());
-  OUTPOST_TRY(enqueue_blob_locked(repo, d, size, std::nullopt, now));
-  return true;
+  return enqueue_blob_locked(repo, d, size, std::nullopt, now);
 }
 
 Result<size_t> MetaDb::replay_requeue_refs(int64_t id) {
@@ -416,10 +415,13 @@ Result<bool> MetaDb::replay_done(int64_t id) {
   // one (the image was pushed again once the cause was fixed): no longer a
   // problem to report. For a tag, any older value: the parent now has the
   // newest.
+  // Two plain forms, so SQLite uses replay_by_tag / replay_by_digest: this
+  // runs for every entry the parent acknowledges.
+  const bool by_tag = kind == "tag" || kind == "delete_tag";
   STORE_ASSIGN(auto moot, db_.prepare(
-      "DELETE FROM replay_queue WHERE state IN ('failed', 'expired') AND kind = ?1 AND repo = ?2"
-      " AND (CASE WHEN ?1 IN ('tag', 'delete_tag') THEN tag = ?4 ELSE digest = ?3 END)"));
-  moot.bind(1, kind).bind(2, repo).bind(3, digest).bind(4, tag);
+      by_tag ? "DELETE FROM replay_queue WHERE repo = ?2 AND tag = ?3 AND kind = ?1 AND state IN ('failed', 'expired')"
+             : "DELETE FROM replay_queue WHERE digest = ?3 AND repo = ?2 AND kind = ?1 AND state IN ('failed', 'expired')"));
+  moot.bind(1, kind).bind(2, repo).bind(3, by_tag ? tag : digest);
   OUTPOST_TRY(moot.run());
   if ((kind == "blob" || kind == "manifest") && digest) {
     STORE_ASSIGN(auto sent, db_.prepare(

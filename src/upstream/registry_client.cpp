@@ -216,9 +216,8 @@ void RegistryClient::step(const UpstreamOpPtr& op) {
 }
 
 void RegistryClient::cut_short(UpstreamOpPtr op, const std::string& why) {
-  // Called from the call's own data callback: cancel() destroys that
-  // callback's closure, so everything needed after it is a local here
-  // (`op` by value, `why` already built).
+  // Called from inside the call's data callback (the client runs a copy of
+  // it, so cancelling here is safe); the caller hears `why` once.
   auto call = std::move(op->call);
   auto done = std::move(op->on_done);
   op->on_head = nullptr;

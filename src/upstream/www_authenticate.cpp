@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "http/message.hpp"
+
 namespace outpost::upstream {
 
 namespace {
@@ -85,9 +87,7 @@ Result<TokenGrant> parse_token_response(std::string_view body) {
   if (g.token.empty()) return Error(Errc::UpstreamError, "no token in response");
   // The token goes into an Authorization header as it is: a space or a
   // control byte (CR LF) from the token server would forge other headers.
-  for (char ch : g.token)
-    if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f)
-      return Error(Errc::UpstreamError, "token has a space or control character");
+  if (http::has_space_or_control(g.token)) return Error(Errc::UpstreamError, "token has a space or control character");
   constexpr int64_t kMinTtl = 10, kMaxTtl = 86'400;
   int64_t ttl = 60;
   auto exp = j.find("expires_in");
